@@ -1,0 +1,132 @@
+#!/usr/bin/env python
+"""
+Build tensormask_proj and its compiled operators (tensormask_proj._C).
+
+The CPU kernels are always compiled. The CUDA kernels are compiled too whenever a CUDA toolkit
+matching torch's CUDA version is found, even without a visible GPU (so every build proves the
+CUDA code compiles). Environment variables:
+  FORCE_CUDA=1 / FORCE_CUDA=0   compile the CUDA kernels / never compile them
+  CUDA_HOME                      the toolkit to use; when unset it is asked from `nvcc` itself
+                                 (the `nvcc` on PATH may be a wrapper script in another prefix)
+  TORCH_CUDA_ARCH_LIST           GPU architectures; default: the visible GPUs', else "8.0;9.0"
+  MAX_JOBS                       parallel compile jobs (ninja)
+Install with `pip install --no-build-isolation -e .` (torch must already be installed).
+"""
+import glob
+import os
+import re
+import shutil
+import subprocess
+
+from setuptools import find_packages, setup
+
+CSRC = os.path.join("tensormask_proj", "layers", "csrc")
+DEFAULT_CUDA_ARCH_LIST = "8.0;9.0"
+
+
+def _toolkit_from_nvcc():
+    """The toolkit directory of the `nvcc` on PATH, as nvcc itself reports it.
+
+    torch guesses CUDA_HOME as the parent of nvcc's directory, which is wrong when `nvcc` is a
+    wrapper script installed elsewhere (as on the machines this project is developed on).
+    `nvcc --dryrun` on an empty CUDA file prints the real `TOP=` directory it runs from.
+    """
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        return None
+    try:
+        out = subprocess.run(
+            [nvcc, "--dryrun", "-x", "cu", "-c", os.devnull, "-o", os.devnull],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"^#\$ TOP=(.+)$", out.stdout + out.stderr, re.MULTILINE)
+    if match is None:
+        return None
+    top = os.path.realpath(match.group(1).strip())
+    return top if os.path.isfile(os.path.join(top, "bin", "nvcc")) else None
+
+
+def _cuda_wanted():
+    """Decide whether to compile the CUDA kernels; sets CUDA_HOME when it finds the toolkit."""
+    force = os.environ.get("FORCE_CUDA")
+    if force == "0":
+        print("[setup.py] FORCE_CUDA=0: compiling the CPU kernels only")
+        return False
+    if not os.environ.get("CUDA_HOME"):
+        toolkit = _toolkit_from_nvcc()
+        if toolkit:
+            os.environ["CUDA_HOME"] = toolkit
+    import torch
+
+    home = os.environ.get("CUDA_HOME")
+    if torch.version.cuda is None:
+        if force == "1":
+            raise SystemExit("[setup.py] FORCE_CUDA=1 but this torch build has no CUDA support")
+        print("[setup.py] torch has no CUDA support: compiling the CPU kernels only")
+        return False
+    if not home or not os.path.isfile(os.path.join(home, "bin", "nvcc")):
+        if force == "1":
+            raise SystemExit("[setup.py] FORCE_CUDA=1 but no CUDA toolkit found (set CUDA_HOME)")
+        print("[setup.py] no CUDA toolkit found: compiling the CPU kernels only")
+        return False
+    version = subprocess.run(
+        [os.path.join(home, "bin", "nvcc"), "--version"], capture_output=True, text=True
+    ).stdout
+    match = re.search(r"release (\d+)\.(\d+)", version)
+    toolkit_major = match.group(1) if match else "?"
+    if toolkit_major != torch.version.cuda.split(".")[0] and force != "1":
+        print(
+            f"[setup.py] CUDA toolkit {home} (release {toolkit_major}) does not match torch's "
+            f"CUDA {torch.version.cuda}: compiling the CPU kernels only (FORCE_CUDA=1 to try)"
+        )
+        return False
+    if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+        os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_CUDA_ARCH_LIST
+    print(
+        f"[setup.py] compiling the CUDA kernels with CUDA_HOME={home} "
+        f"TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST', '(visible GPUs)')}"
+    )
+    return True
+
+
+def get_extensions():
+    with_cuda = _cuda_wanted()
+    # Import only after CUDA_HOME is settled: torch.utils.cpp_extension reads it at import.
+    from torch.utils.cpp_extension import CppExtension, CUDAExtension
+
+    sources = sorted(glob.glob(os.path.join(CSRC, "*.cpp")))
+    sources += sorted(glob.glob(os.path.join(CSRC, "cpu", "*.cpp")))
+    extra_compile_args = {"cxx": ["-O3", "-fopenmp"]}
+    extension = CppExtension
+    if with_cuda:
+        extension = CUDAExtension
+        sources += sorted(glob.glob(os.path.join(CSRC, "cuda", "*.cu")))
+        extra_compile_args["nvcc"] = ["-O3", "--expt-relaxed-constexpr"]
+    return [
+        extension(
+            "tensormask_proj._C",
+            sources,
+            include_dirs=[os.path.abspath(CSRC)],
+            extra_compile_args=extra_compile_args,
+            extra_link_args=["-fopenmp"],
+        )
+    ]
+
+
+if __name__ == "__main__":
+    ext_modules = get_extensions()  # before any torch.utils.cpp_extension import (CUDA_HOME)
+    from torch.utils.cpp_extension import BuildExtension
+
+    setup(
+        name="tensormask_proj",
+        version="0.1.0",
+        description="TensorMask and BlendMask instance segmentation as a detectron2 project",
+        packages=find_packages(exclude=("tests", "tests.*", "configs", "benchmarks")),
+        python_requires=">=3.9",
+        ext_modules=ext_modules,
+        cmdclass={"build_ext": BuildExtension},
+    )

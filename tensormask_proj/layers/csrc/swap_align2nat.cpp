@@ -1,0 +1,28 @@
+// Operator schemas of tensormask_proj. The kernels register themselves for their dispatch keys in
+// cpu/swap_align2nat_kernel.cpp and cuda/swap_align2nat_kernel.cu; the fake (meta) kernels and
+// the autograd formula are registered from Python next to the wrapper
+// (tensormask_proj/layers/swap_align2nat.py).
+#include <Python.h>
+#include <torch/library.h>
+
+// Loading the shared library as the Python module tensormask_proj._C runs the registrations
+// below; the module itself has no Python-visible functions.
+extern "C" {
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {
+      PyModuleDef_HEAD_INIT,
+      "_C", /* name of module */
+      "tensormask_proj compiled operators (see torch.ops.tensormask_proj)",
+      -1, /* size of per-interpreter state of the module */
+      nullptr, /* methods */
+  };
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(tensormask_proj, m) {
+  m.def("swap_align2nat(Tensor x, int lambda_val, float pad_val) -> Tensor");
+  // Adjoint of swap_align2nat with respect to x; input_size is x's shape (N, C, H, W).
+  m.def(
+      "swap_align2nat_backward(Tensor grad_output, int lambda_val, SymInt[] input_size) -> Tensor");
+}

@@ -1,0 +1,128 @@
+// swap_align2nat: kernel declarations, input checks and the geometry shared by the CPU and CUDA
+// kernels.
+//
+// Notation (see tensormask_proj/layers/swap_align2nat.py for the full description):
+//   input  X: (N, Vin*Vin, Hin, Win)   aligned representation, window unit = lambda * spatial unit
+//   output Y: (N, Vout*Vout, Hout, Wout) natural representation,
+//             Vout = lambda * Vin, Hout = ceil(Hin / lambda), Wout = ceil(Win / lambda).
+// For output element (n, v, u, y, x) the op samples X multilinearly at
+//   sy = y*lambda + v - Vout/2 + 0.5,   sx = x*lambda + u - Vout/2 + 0.5   (spatial axes)
+//   sv = (v + 0.5)/lambda - 0.5,        su = (u + 0.5)/lambda - 0.5        (window axes)
+// with pad_val for every corner outside X (window axes included).
+//
+// Because lambda is an integer, the spatial coordinates are either exact integers (Vout odd) or
+// exact half-integers (Vout even), and their integer part is y*lambda + (v - Vout/2). The spatial
+// interpolation is therefore either the identity or a fixed 2x2 box average, the same for every
+// output element. Both kernels rely on this: the spatial part reads a "Q" map, which is X itself
+// (Vout odd) or X box-filtered over 2x2 with pad outside (Vout even), and the window part is a
+// 2x2 bilinear interpolation over (v', u') with per-channel weights.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/macros/Macros.h>
+
+#include <cmath>
+#include <cstdint>
+
+namespace tensormask_proj {
+
+at::Tensor swap_align2nat_forward_cpu(const at::Tensor& x, int64_t lambda_val, double pad_val);
+at::Tensor swap_align2nat_backward_cpu(
+    const at::Tensor& grad_output,
+    int64_t lambda_val,
+    c10::IntArrayRef input_size);
+
+// Checks shared by every kernel; messages name the offending value. Returns the window size Vin.
+inline int64_t check_swap_align2nat_input(const at::Tensor& x, int64_t lambda_val) {
+  TORCH_CHECK(
+      x.dim() == 4,
+      "swap_align2nat: expected a 4-D input (N, V*V, H, W), got a tensor of shape ",
+      x.sizes());
+  TORCH_CHECK(
+      at::isFloatingType(x.scalar_type()),
+      "swap_align2nat: expected a floating-point input, got ",
+      x.scalar_type());
+  TORCH_CHECK(lambda_val >= 1, "swap_align2nat: lambda_val must be >= 1, got ", lambda_val);
+  const int64_t channels = x.size(1);
+  const int64_t v = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(channels))));
+  TORCH_CHECK(
+      v * v == channels,
+      "swap_align2nat: the channel count must be a perfect square V*V (a VxV window), got ",
+      channels,
+      " channels (input shape ",
+      x.sizes(),
+      ")");
+  return v;
+}
+
+// Output spatial size along one axis.
+inline int64_t swap_align2nat_out_size(int64_t in_size, int64_t lambda_val) {
+  return (in_size + lambda_val - 1) / lambda_val;
+}
+
+namespace geometry {
+
+// floor(a / b) for b > 0 and any sign of a.
+C10_HOST_DEVICE inline int64_t floor_div(int64_t a, int64_t b) {
+  const int64_t q = a / b;
+  return (q * b > a) ? q - 1 : q;
+}
+
+// The two window-axis corners of output window cell `v`: cell v reads input cells v0 and v0 + 1
+// with weights w0 and w1 (w0 + w1 == 1). acc_t is float for float/half/bfloat16 inputs and double
+// for double: float32 reproduces the reference CUDA kernel bit for bit.
+template <typename acc_t>
+struct WindowCorners {
+  int64_t v0;
+  acc_t w0;
+  acc_t w1;
+};
+
+template <typename acc_t>
+C10_HOST_DEVICE inline WindowCorners<acc_t> window_corners(int64_t v, int64_t lambda_val) {
+  const acc_t sv = (static_cast<acc_t>(v) + acc_t(0.5)) / static_cast<acc_t>(lambda_val) - acc_t(0.5);
+  const acc_t f = ::floor(sv);
+  WindowCorners<acc_t> c;
+  c.v0 = static_cast<int64_t>(f);
+  c.w1 = sv - f;
+  c.w0 = acc_t(1) - c.w1;
+  return c;
+}
+
+// Spatial offset of output window cell v: output (y, v) reads Q at row y*lambda + offset(v).
+C10_HOST_DEVICE inline int64_t spatial_offset(int64_t v, int64_t v_out) {
+  return v - v_out / 2;
+}
+
+// Output window cells v in [begin, end) whose lower corner v0 equals `corner`. v0 is
+// non-decreasing in v and grows by about 1/lambda per cell, so this is a contiguous range of at
+// most lambda + 1 cells near corner * lambda; it is found with exactly the arithmetic of
+// window_corners() so that the backward is the exact adjoint of the forward.
+template <typename acc_t>
+C10_HOST_DEVICE inline void cells_with_lower_corner(
+    int64_t corner,
+    int64_t lambda_val,
+    int64_t v_out,
+    int64_t* begin,
+    int64_t* end) {
+  int64_t lo = corner * lambda_val - lambda_val;
+  lo = lo < 0 ? 0 : lo;
+  int64_t hi = corner * lambda_val + 2 * lambda_val;
+  hi = hi > v_out ? v_out : hi;
+  int64_t b = hi, e = hi;
+  for (int64_t v = lo; v < hi; ++v) {
+    const int64_t v0 = window_corners<acc_t>(v, lambda_val).v0;
+    if (v0 == corner && b == hi) {
+      b = v;
+    }
+    if (v0 > corner) {
+      e = v;
+      break;
+    }
+  }
+  *begin = b;
+  *end = b == hi ? hi : e;
+}
+
+} // namespace geometry
+} // namespace tensormask_proj

@@ -1,0 +1,218 @@
+"""
+``swap_align2nat``: convert a TensorMask window tensor from the aligned to the natural
+representation while swapping the unit lengths of its window and spatial axes (TensorMask,
+Chen et al. 2019, §3.2 and §4.2 "tensor bipyramid").
+
+Geometry. A 4-D mask tensor (V, U, H, W) holds, at each sliding-window position (y, x), a V x U
+window of mask logits. Its layout in memory is (N, V*U, H, W) with channel ``v * U + u``
+(v along y, u along x). Windows are square here (V == U), so the channel count must be a perfect
+square. In the *natural* representation, cell (v, u) at (y, x) describes the pixel at offset
+(v - V/2 + 0.5, u - U/2 + 0.5) cells from the window centre at (y, x). In the *aligned*
+representation, cell (v, u) at (y, x) describes the pixel (y, x) itself, as seen by the window
+whose centre is at offset (V/2 - 0.5 - v, U/2 - 0.5 - u).
+
+The op takes an aligned tensor whose window unit is ``lambda_val`` times its spatial unit (the
+bipyramid's level-l masks predicted on the finest grid, lambda = 2^l) and returns the natural
+tensor whose window unit is the fine unit and whose spatial unit is ``lambda_val`` times coarser:
+
+    input  x: Tensor[N, V*V, H, W]
+    output  : Tensor[N, (lambda*V)^2, ceil(H / lambda), ceil(W / lambda)]
+
+Output element (n, v, u, y, x) samples x multilinearly (bilinear in the spatial axes and bilinear
+in the window axes) at
+
+    sy = y * lambda + v - Vout/2 + 0.5        sx = x * lambda + u - Vout/2 + 0.5
+    sv = (v + 0.5) / lambda - 0.5             su = (u + 0.5) / lambda - 0.5
+
+with Vout = lambda * V (``align_corners=False`` resampling of the window by lambda). Every corner
+that falls outside the input, in any of the four axes (the window axes included: they are not
+clamped), reads ``pad_val``. The default -6 is a logit whose sigmoid is ~0.0025, i.e. "background"
+for the parts of a window that the aligned tensor does not cover. Rows and columns past H or W
+when H or W is not a multiple of lambda read pad as well. The backward is the exact adjoint (pad
+receives no gradient). These are exactly the semantics of detectron2's official TensorMask CUDA
+op, so official checkpoints reproduce their outputs; this implementation adds a CPU kernel,
+float16/bfloat16, a deterministic backward, and registration with the PyTorch dispatcher
+(``torch.ops.tensormask_proj.swap_align2nat``) with a fake kernel, so ``torch.compile``,
+``torch.library.opcheck`` and autograd work.
+"""
+import math
+
+import torch
+from torch import nn
+
+from .. import _ext
+
+__all__ = ["swap_align2nat", "SwapAlign2Nat", "swap_align2nat_reference"]
+
+_LIB = "tensormask_proj"
+
+
+def _check_args(x: torch.Tensor, lambda_val) -> int:
+    """Validate the arguments like the C++ kernels do; returns the window size V."""
+    if isinstance(lambda_val, bool) or not isinstance(lambda_val, int):
+        raise TypeError(
+            f"swap_align2nat: lambda_val must be an int >= 1, got {lambda_val!r} "
+            f"({type(lambda_val).__name__})"
+        )
+    if lambda_val < 1:
+        raise ValueError(f"swap_align2nat: lambda_val must be >= 1, got {lambda_val}")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"swap_align2nat: expected a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(
+            "swap_align2nat: expected a 4-D input (N, V*V, H, W), got a tensor of shape "
+            f"{tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"swap_align2nat: expected a floating-point input, got {x.dtype}")
+    channels = x.shape[1]
+    v = math.isqrt(channels)
+    if v * v != channels:
+        raise ValueError(
+            "swap_align2nat: the channel count must be a perfect square V*V (a VxV window), got "
+            f"{channels} channels (input shape {tuple(x.shape)})"
+        )
+    return v
+
+
+def _output_shape(x_shape, lambda_val: int):
+    n, c, h, w = x_shape
+    v_out = math.isqrt(c) * lambda_val
+    return (n, v_out * v_out, -(-h // lambda_val), -(-w // lambda_val))
+
+
+def swap_align2nat(x: torch.Tensor, lambda_val: int, pad_val: float = -6.0) -> torch.Tensor:
+    """
+    Aligned-to-natural conversion with unit swap (see the module docstring for the geometry).
+
+    Args:
+        x (Tensor[N, V*V, H, W]): aligned window tensor, floating point, on CPU or CUDA.
+        lambda_val (int): ratio >= 1 of the input's window unit to its spatial unit.
+        pad_val (float): value read outside the input (a logit; -6 means "background").
+
+    Returns:
+        Tensor[N, (lambda_val*V)^2, ceil(H/lambda_val), ceil(W/lambda_val)]: natural tensor, same
+        dtype and device as ``x``. Differentiable with respect to ``x``.
+    """
+    _check_args(x, lambda_val)
+    _ext.assert_has_ops()
+    return torch.ops.tensormask_proj.swap_align2nat(x, lambda_val, float(pad_val))
+
+
+class SwapAlign2Nat(nn.Module):
+    """Module form of :func:`swap_align2nat` (no parameters)."""
+
+    def __init__(self, lambda_val: int, pad_val: float = -6.0):
+        super().__init__()
+        if isinstance(lambda_val, bool) or not isinstance(lambda_val, int) or lambda_val < 1:
+            raise ValueError(f"SwapAlign2Nat: lambda_val must be an int >= 1, got {lambda_val!r}")
+        self.lambda_val = lambda_val
+        self.pad_val = float(pad_val)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return swap_align2nat(x, self.lambda_val, self.pad_val)
+
+    def extra_repr(self) -> str:
+        return f"lambda_val={self.lambda_val}, pad_val={self.pad_val}"
+
+
+def swap_align2nat_reference(
+    x: torch.Tensor, lambda_val: int, pad_val: float = -6.0
+) -> torch.Tensor:
+    """
+    Slow pure-PyTorch implementation of :func:`swap_align2nat`, written directly from the
+    sampling formula (two separable bilinear gathers: first the (v, y) axes, then (u, x)), with
+    coordinates in float64. It is the oracle of the tests; autograd provides its backward.
+    """
+    v_in = _check_args(x, lambda_val)
+    n, _, h_in, w_in = x.shape
+    v_out = v_in * lambda_val
+    h_out, w_out = -(-h_in // lambda_val), -(-w_in // lambda_val)
+    opts = dict(device=x.device, dtype=torch.float64)
+
+    # Sampling coordinates: window axis s[v], spatial axis s[v, y] (identical for u and x).
+    cells = torch.arange(v_out, **opts)
+    s_window = (cells + 0.5) / lambda_val - 0.5  # (Vout,)
+    s_spatial_h = torch.arange(h_out, **opts)[None, :] * lambda_val + cells[:, None] - v_out / 2 + 0.5
+    s_spatial_w = torch.arange(w_out, **opts)[None, :] * lambda_val + cells[:, None] - v_out / 2 + 0.5
+
+    def interpolate_pair(t, s_win, s_sp, win_size, sp_size):
+        # t: (..., win_size, sp_size) -> (..., Vout, out_size): bilinear in both of its last two
+        # axes, pad outside.
+        flat = t.reshape(*t.shape[:-2], win_size * sp_size)
+        out = 0
+        for win_idx, win_w in _corners(s_win):
+            for sp_idx, sp_w in _corners(s_sp):
+                wi = win_idx[:, None].expand_as(sp_idx)
+                valid = (wi >= 0) & (wi < win_size) & (sp_idx >= 0) & (sp_idx < sp_size)
+                index = (wi.clamp(0, win_size - 1) * sp_size + sp_idx.clamp(0, sp_size - 1))
+                gathered = flat[..., index.reshape(-1)].reshape(*t.shape[:-2], *index.shape)
+                value = torch.where(valid, gathered, torch.full_like(gathered, pad_val))
+                out = out + (win_w[:, None] * sp_w).to(t.dtype) * value
+        return out
+
+    # (N, V, U, H, W) -> (N, U, W, V, H): interpolate (v, y)
+    t = x.reshape(n, v_in, v_in, h_in, w_in).permute(0, 2, 4, 1, 3)
+    t = interpolate_pair(t, s_window, s_spatial_h, v_in, h_in)  # (N, U, W, Vout, Hout)
+    # -> (N, Vout, Hout, U, W): interpolate (u, x)
+    t = t.permute(0, 3, 4, 1, 2)
+    t = interpolate_pair(t, s_window, s_spatial_w, v_in, w_in)  # (N, Vout, Hout, Uout, Wout)
+    return t.permute(0, 1, 3, 2, 4).reshape(n, v_out * v_out, h_out, w_out)
+
+
+def _corners(s: torch.Tensor):
+    """The two linear-interpolation corners (index, weight) of coordinates ``s``."""
+    lo = torch.floor(s)
+    frac = s - lo
+    lo = lo.long()
+    return ((lo, 1 - frac), (lo + 1, frac))
+
+
+# ---- dispatcher registrations: fake (meta) kernels and autograd --------------------------------
+if _ext.has_ops():
+
+    @torch.library.register_fake(f"{_LIB}::swap_align2nat")
+    def _swap_align2nat_fake(x, lambda_val, pad_val):
+        _check_args(x, lambda_val)
+        return x.new_empty(_output_shape(x.shape, lambda_val))
+
+    @torch.library.register_fake(f"{_LIB}::swap_align2nat_backward")
+    def _swap_align2nat_backward_fake(grad_output, lambda_val, input_size):
+        expected = _output_shape(input_size, lambda_val)
+        torch._check(
+            tuple(grad_output.shape) == tuple(expected),
+            lambda: f"swap_align2nat_backward: grad_output has shape {tuple(grad_output.shape)}"
+            f", expected {tuple(expected)}",
+        )
+        return grad_output.new_empty(input_size)
+
+    def _setup_context(ctx, inputs, output):
+        x, lambda_val, _pad_val = inputs
+        ctx.lambda_val = lambda_val
+        ctx.input_size = x.shape
+
+    def _backward(ctx, grad_output):
+        grad_x = torch.ops.tensormask_proj.swap_align2nat_backward(
+            grad_output, ctx.lambda_val, list(ctx.input_size)
+        )
+        return grad_x, None, None
+
+    torch.library.register_autograd(
+        f"{_LIB}::swap_align2nat", _backward, setup_context=_setup_context
+    )
+
+    def _setup_context_backward(ctx, inputs, output):
+        _grad_output, lambda_val, _input_size = inputs
+        ctx.lambda_val = lambda_val
+
+    def _backward_backward(ctx, grad_grad_x):
+        # The backward is linear in grad_output with the forward's linear part as its adjoint,
+        # so its own derivative is the forward without the pad term (pad_val = 0).
+        grad = torch.ops.tensormask_proj.swap_align2nat(grad_grad_x, ctx.lambda_val, 0.0)
+        return grad, None, None
+
+    torch.library.register_autograd(
+        f"{_LIB}::swap_align2nat_backward",
+        _backward_backward,
+        setup_context=_setup_context_backward,
+    )
