@@ -1,0 +1,146 @@
+#!/usr/bin/env python
+"""
+Benchmark of the swap_align2nat op on the 12 tensors of the official TensorMask bipyramid head
+at an 800x1088 (padded) input: window sizes 11 and 15, lambda = 1, 2, 4, 8, 16, 32, each on the
+200x272 P2 grid. Prints, all measured in this one run (machines here are noisy, so compare the
+ratios, not the absolute times):
+
+  (a) the compiled op, forward and backward,
+  (b) the pure-PyTorch reference (swap_align2nat_reference), forward and backward,
+  (c) torch.full of the same output sizes (the cost of just writing the output),
+
+and the ratios a/b and a/c. On a machine with a GPU it prints the same figures for CUDA.
+
+Usage: python benchmarks/swap_align2nat.py [--repeats 3] [--threads N] [--skip-reference]
+"""
+import argparse
+import time
+
+import torch
+
+from tensormask_proj.layers import swap_align2nat, swap_align2nat_reference
+
+WINDOW_SIZES = (11, 15)
+LAMBDAS = (1, 2, 4, 8, 16, 32)
+GRID = (200, 272)  # P2 grid of an 800x1088 padded input
+
+
+def make_inputs(device, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(0)
+    cases = []
+    for lam in LAMBDAS:
+        for s in WINDOW_SIZES:
+            x = torch.randn(1, s * s, *GRID, generator=gen, dtype=dtype).to(device)
+            cases.append((lam, x))
+    return cases
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device, repeats):
+    """Best-of-`repeats` wall time of fn() in seconds (one warm-up call first)."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def bench_device(device, repeats, with_reference):
+    cases = make_inputs(device)
+    outputs = [swap_align2nat(x, lam) for lam, x in cases]
+    out_bytes = sum(o.numel() * o.element_size() for o in outputs)
+    grads = [torch.randn_like(o) for o in outputs]
+    shapes = [o.shape for o in outputs]
+    del outputs
+
+    def op_forward():
+        for lam, x in cases:
+            swap_align2nat(x, lam)
+
+    def op_backward():
+        for (lam, x), g in zip(cases, grads):
+            torch.ops.tensormask_proj.swap_align2nat_backward(g, lam, list(x.shape))
+
+    def full():
+        for shape in shapes:
+            torch.full(shape, -6.0, device=device)
+
+    def ref_forward():
+        with torch.no_grad():
+            for lam, x in cases:
+                swap_align2nat_reference(x, lam)
+
+    def ref_backward():
+        # Backward only: the forward graph is rebuilt outside the timed region, one case at a
+        # time to bound memory.
+        total = 0.0
+        for (lam, x), g in zip(cases, grads):
+            xr = x.detach().requires_grad_()
+            y = swap_align2nat_reference(xr, lam)
+            sync(device)
+            t0 = time.perf_counter()
+            y.backward(g)
+            sync(device)
+            total += time.perf_counter() - t0
+            del y, xr
+        return total
+
+    results = {
+        "op forward": timed(op_forward, device, repeats),
+        "op backward": timed(op_backward, device, repeats),
+        "torch.full": timed(full, device, repeats),
+    }
+    if with_reference:
+        results["reference forward"] = timed(ref_forward, device, 1)
+        results["reference backward"] = min(ref_backward() for _ in range(1))
+    print(
+        f"\n== {device.type.upper()} ({torch.get_num_threads()} threads)"
+        if device.type == "cpu"
+        else f"\n== {torch.cuda.get_device_name(device)}"
+    )
+    print(f"12 tensors, output {out_bytes / 1e6:.0f} MB (float32), best of {repeats}")
+    for name, seconds in results.items():
+        print(f"  {name:<20s} {seconds:8.3f} s")
+    full_t = results["torch.full"]
+    print(f"  a/c forward  (op / torch.full)      {results['op forward'] / full_t:6.2f}")
+    print(f"  a/c backward (op bwd / torch.full)  {results['op backward'] / full_t:6.2f}")
+    if with_reference:
+        print(
+            "  a/b forward  (op / reference)       "
+            f"{results['op forward'] / results['reference forward']:6.3f}"
+        )
+        print(
+            "  a/b backward (op / reference)       "
+            f"{results['op backward'] / results['reference backward']:6.3f}"
+        )
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--cuda-only", action="store_true")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}")
+    if not args.cuda_only:
+        bench_device(torch.device("cpu"), args.repeats, not args.skip_reference)
+    if torch.cuda.is_available():
+        bench_device(torch.device("cuda"), max(args.repeats, 10), not args.skip_reference)
+    else:
+        print("\n(no GPU visible: CUDA figures skipped)")
+
+
+if __name__ == "__main__":
+    main()
