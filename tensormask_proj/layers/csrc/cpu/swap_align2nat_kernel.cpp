@@ -76,12 +76,47 @@ void box_filter_plane(
   }
 }
 
-// dst[x] += w * src[x * STRIDE] (STRIDE == 0: runtime stride), for x in [0, n).
-template <int STRIDE, typename acc_t, typename q_t>
-inline void strided_axpy(acc_t* dst, const q_t* src, acc_t w, int64_t n, int64_t stride) {
+// out[x] = base + sum_k w[k] * src[k][x * STRIDE] for x in [0, n) (STRIDE == 0: runtime stride).
+// One pass per output row with the corner count and the common strides known at compile time,
+// so that the lambda == 1 rows vectorise.
+template <int NUM_CORNERS, int STRIDE, typename scalar_t, typename acc_t, typename q_t>
+inline void blend_row(
+    scalar_t* out,
+    const q_t* const* src,
+    const acc_t* w,
+    acc_t base,
+    int64_t n,
+    int64_t stride) {
   const int64_t s = STRIDE > 0 ? STRIDE : stride;
   for (int64_t x = 0; x < n; ++x) {
-    dst[x] += w * static_cast<acc_t>(src[x * s]);
+    acc_t value = base;
+    for (int k = 0; k < NUM_CORNERS; ++k) {
+      value += w[k] * static_cast<acc_t>(src[k][x * s]);
+    }
+    out[x] = static_cast<scalar_t>(value);
+  }
+}
+
+template <int STRIDE, typename scalar_t, typename acc_t, typename q_t>
+inline void blend_row_any(
+    int num_corners,
+    scalar_t* out,
+    const q_t* const* src,
+    const acc_t* w,
+    acc_t base,
+    int64_t n,
+    int64_t stride) {
+  switch (num_corners) {
+    case 0:
+      return blend_row<0, STRIDE>(out, src, w, base, n, stride);
+    case 1:
+      return blend_row<1, STRIDE>(out, src, w, base, n, stride);
+    case 2:
+      return blend_row<2, STRIDE>(out, src, w, base, n, stride);
+    case 3:
+      return blend_row<3, STRIDE>(out, src, w, base, n, stride);
+    default:
+      return blend_row<4, STRIDE>(out, src, w, base, n, stride);
   }
 }
 
@@ -92,13 +127,6 @@ inline void strided_scatter(acc_t* dst, const scalar_t* src, acc_t w, int64_t n,
     dst[x * s] += w * static_cast<acc_t>(src[x]);
   }
 }
-
-// One in-range window corner of an output plane: the Q plane it reads and its weight.
-template <typename q_t, typename acc_t>
-struct Corner {
-  const q_t* plane;
-  acc_t weight;
-};
 
 template <typename scalar_t, typename acc_t, typename q_t>
 void forward_kernel(
@@ -117,7 +145,6 @@ void forward_kernel(
   const int64_t out_plane = h_out * w_out;
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, v_out * out_plane));
   at::parallel_for(0, batch * v_out, grain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(w_out);
     for (int64_t nv = begin; nv < end; ++nv) {
       const int64_t n = nv / v_out;
       const int64_t v = nv % v_out;
@@ -126,7 +153,9 @@ void forward_kernel(
       for (int64_t u = 0; u < v_out; ++u) {
         const auto wu = window_corners<acc_t>(u, lambda_val);
         const int64_t col_offset = spatial_offset(u, v_out);
-        Corner<q_t, acc_t> corners[4];
+        // The in-range window corners: the Q plane each reads, and its weight.
+        const q_t* corner_plane[4];
+        acc_t corner_weight[4];
         int num_corners = 0;
         acc_t pad_weight = 0; // total weight of window corners outside the VxV window
         for (int i = 0; i < 2; ++i) {
@@ -142,7 +171,8 @@ void forward_kernel(
               continue;
             }
             if (vi >= 0 && vi < v_in && uj >= 0 && uj < v_in) {
-              corners[num_corners++] = {q + ((n * v_in + vi) * v_in + uj) * q_plane, w_i * w_j};
+              corner_plane[num_corners] = q + ((n * v_in + vi) * v_in + uj) * q_plane;
+              corner_weight[num_corners++] = w_i * w_j;
             } else {
               pad_weight += w_i * w_j;
             }
@@ -164,19 +194,18 @@ void forward_kernel(
           }
           std::fill(out_row, out_row + x_lo, pad_out);
           std::fill(out_row + x_hi, out_row + w_out, pad_out);
-          std::fill(acc.begin(), acc.begin() + n_valid, pad_weight * pad);
+          const q_t* src[4];
           for (int k = 0; k < num_corners; ++k) {
-            const q_t* src = corners[k].plane + q_row * q_cols.size + q_col0;
-            if (lambda_val == 1) {
-              strided_axpy<1>(acc.data(), src, corners[k].weight, n_valid, 1);
-            } else if (lambda_val == 2) {
-              strided_axpy<2>(acc.data(), src, corners[k].weight, n_valid, 2);
-            } else {
-              strided_axpy<0>(acc.data(), src, corners[k].weight, n_valid, lambda_val);
-            }
+            src[k] = corner_plane[k] + q_row * q_cols.size + q_col0;
           }
-          for (int64_t x = 0; x < n_valid; ++x) {
-            out_row[x_lo + x] = static_cast<scalar_t>(acc[x]);
+          const acc_t base = pad_weight * pad;
+          if (lambda_val == 1) {
+            blend_row_any<1>(num_corners, out_row + x_lo, src, corner_weight, base, n_valid, 1);
+          } else if (lambda_val == 2) {
+            blend_row_any<2>(num_corners, out_row + x_lo, src, corner_weight, base, n_valid, 2);
+          } else {
+            blend_row_any<0>(
+                num_corners, out_row + x_lo, src, corner_weight, base, n_valid, lambda_val);
           }
         }
       }
@@ -211,17 +240,20 @@ at::Tensor swap_align2nat_forward_cpu(const at::Tensor& x_in, int64_t lambda_val
         }
         const int64_t planes = batch * v_in * v_in;
         const int64_t q_plane = (h_in + 1) * (w_in + 1);
-        std::vector<acc_t> q(planes * q_plane);
+        // Q is fully written below; at::empty avoids zero-filling it first.
+        at::Tensor q_tensor = at::empty(
+            {planes * q_plane}, x.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+        acc_t* q = q_tensor.mutable_data_ptr<acc_t>();
         const scalar_t* x_data = x.const_data_ptr<scalar_t>();
         at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
           std::vector<acc_t> column_sums;
           for (int64_t p = begin; p < end; ++p) {
             box_filter_plane(
-                x_data + p * h_in * w_in, q.data() + p * q_plane, h_in, w_in, pad, column_sums);
+                x_data + p * h_in * w_in, q + p * q_plane, h_in, w_in, pad, column_sums);
           }
         });
         forward_kernel<scalar_t, acc_t, acc_t>(
-            q.data(), {-1, h_in + 1}, {-1, w_in + 1}, y.mutable_data_ptr<scalar_t>(), batch,
+            q, {-1, h_in + 1}, {-1, w_in + 1}, y.mutable_data_ptr<scalar_t>(), batch,
             v_in, lambda_val, h_out, w_out, pad);
       });
   return y;
