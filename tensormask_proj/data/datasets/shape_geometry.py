@@ -1,0 +1,126 @@
+"""
+Geometry of the embedded "shapes" dataset: the six thing classes as exact polygons.
+
+Coordinate convention (the one of COCO and detectron2): x grows to the right, y downwards, and
+pixel (i, j) covers the unit square [j, j + 1) x [i, i + 1), so its centre is (j + 0.5, i + 0.5).
+Every polygon is an (K, 2) float64 array of (x, y) vertices, K >= 3, with positive shoelace area
+in these coordinates (i.e. clockwise as seen on screen). Curved outlines (the circle) are fine
+polygons whose chords deviate from the true curve by at most ~0.05 px.
+"""
+from typing import Tuple
+
+import numpy as np
+
+__all__ = ["SHAPE_CLASSES", "SHAPE_COLORS", "shape_polygon", "polygon_area"]
+
+# Category id in the json is index + 1; contiguous id in detectron2 is the index.
+SHAPE_CLASSES: Tuple[str, ...] = ("circle", "triangle", "square", "star", "hexagon", "cross")
+# RGB, one distinct colour per class, for detectron2's Visualizer (MetadataCatalog.thing_colors).
+SHAPE_COLORS: Tuple[Tuple[int, int, int], ...] = (
+    (230, 25, 75),  # circle: red
+    (60, 180, 75),  # triangle: green
+    (0, 130, 200),  # square: blue
+    (255, 225, 25),  # star: yellow
+    (145, 30, 180),  # hexagon: purple
+    (245, 130, 48),  # cross: orange
+)
+
+# Largest distance (px) between a circle's chord and its arc; keeps the circle visually round
+# at every size while small circles do not carry hundreds of vertices.
+_CIRCLE_SAGITTA_PX = 0.05
+
+
+def polygon_area(polygon: np.ndarray) -> float:
+    """Signed shoelace area of an (K, 2) polygon (positive for this module's orientation)."""
+    x, y = polygon[:, 0], polygon[:, 1]
+    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
+
+
+def _regular_polygon(num_vertices: int, start_angle: float = 0.0) -> np.ndarray:
+    t = start_angle + 2 * np.pi * np.arange(num_vertices) / num_vertices
+    return np.stack([np.cos(t), np.sin(t)], axis=1)
+
+
+def _unit_shape(class_name: str, rng: np.random.Generator, size: float) -> np.ndarray:
+    """
+    The outline of one instance of ``class_name`` around the origin, before rotation and scaling.
+    Within-class variation (star depth, cross arm width, triangle angles) is drawn from ``rng``
+    so that a class is a family of shapes rather than one template.
+    """
+    if class_name == "circle":
+        radius = size / 2
+        # sagitta = r (1 - cos(pi / n)) ~= r pi^2 / (2 n^2)  =>  n = pi sqrt(r / (2 sagitta))
+        n = int(np.ceil(np.pi * np.sqrt(radius / (2 * _CIRCLE_SAGITTA_PX))))
+        return _regular_polygon(int(np.clip(n, 24, 256)))
+    if class_name == "triangle":
+        # Three angles on the circle with every interior angle >= ~30 degrees, so that no
+        # triangle degenerates into a sliver that looks like a line.
+        while True:
+            t = np.sort(rng.uniform(0, 2 * np.pi, size=3))
+            gaps = np.diff(np.concatenate([t, t[:1] + 2 * np.pi]))
+            if gaps.min() > np.pi / 3:  # inscribed angle = half the opposite arc >= 30 degrees
+                return np.stack([np.cos(t), np.sin(t)], axis=1)
+    if class_name == "square":
+        return _regular_polygon(4, np.pi / 4)
+    if class_name == "star":
+        points = 5
+        inner = rng.uniform(0.38, 0.55)
+        radii = np.tile([1.0, inner], points)
+        t = -np.pi / 2 + np.pi * np.arange(2 * points) / points
+        return np.stack([radii * np.cos(t), radii * np.sin(t)], axis=1)
+    if class_name == "hexagon":
+        return _regular_polygon(6)
+    if class_name == "cross":
+        a = rng.uniform(0.16, 0.3)  # half arm width, arm half-length is 1
+        return np.array(
+            [
+                [a, -1],
+                [a, -a],
+                [1, -a],
+                [1, a],
+                [a, a],
+                [a, 1],
+                [-a, 1],
+                [-a, a],
+                [-1, a],
+                [-1, -a],
+                [-a, -a],
+                [-a, -1],
+            ],
+            dtype=np.float64,
+        )
+    raise ValueError(f"Unknown shape class {class_name!r}; expected one of {SHAPE_CLASSES}")
+
+
+def shape_polygon(
+    class_name: str,
+    size: float,
+    angle: float,
+    center: Tuple[float, float],
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """
+    An instance of ``class_name`` as an exact polygon in image coordinates.
+
+    Args:
+        class_name: one of ``SHAPE_CLASSES``.
+        size: the larger side (px) of the axis-aligned bounding box of the rotated shape; this is
+            what "object size" means throughout the dataset (and what FPN level assignment sees).
+        angle: rotation in radians.
+        center: (x, y) centre of the shape's axis-aligned bounding box.
+        rng: source of within-class variation.
+
+    Returns:
+        (K, 2) float64 polygon with positive shoelace area (see module docstring).
+    """
+    if not size > 0:
+        raise ValueError(f"shape size must be > 0, got {size}")
+    poly = _unit_shape(class_name, rng, size)
+    c, s = np.cos(angle), np.sin(angle)
+    poly = poly @ np.array([[c, s], [-s, c]])
+    lo, hi = poly.min(axis=0), poly.max(axis=0)
+    poly = (poly - (lo + hi) / 2) * (size / float((hi - lo).max()))
+    poly = poly + np.asarray(center, dtype=np.float64)
+    if polygon_area(poly) < 0:
+        poly = poly[::-1].copy()
+    return poly
