@@ -1,0 +1,292 @@
+"""
+Tests of the swap_align2nat op against the pure-PyTorch reference and hand computations.
+
+CUDA cases run where a GPU is visible and are skipped otherwise.
+"""
+import itertools
+import unittest
+
+import torch
+
+from tensormask_proj import _ext
+from tensormask_proj.layers import SwapAlign2Nat, swap_align2nat, swap_align2nat_reference
+
+HAS_CUDA = torch.cuda.is_available()
+
+
+def _close(test, actual, expected, atol, rtol=0.0, msg=""):
+    test.assertEqual(actual.shape, expected.shape, msg)
+    torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol, msg=msg)
+
+
+@unittest.skipIf(not _ext.has_ops(), "tensormask_proj._C not built")
+class SwapAlign2NatForwardTest(unittest.TestCase):
+    def test_matches_reference_across_shapes(self):
+        gen = torch.Generator().manual_seed(0)
+        # (V, lambda, H, W): odd/even sizes, sizes not divisible by lambda, every V and lambda
+        # of the issue (V in 1, 2, 3, 11, 15; lambda in 1, 2, 3, 4, 8, 32).
+        cases = [
+            (1, 1, 3, 4), (2, 1, 5, 5), (3, 1, 4, 7), (11, 1, 9, 12), (15, 1, 6, 5),
+            (1, 2, 5, 6), (2, 2, 7, 4), (3, 2, 9, 9), (11, 2, 8, 11), (15, 2, 5, 7),
+            (1, 3, 7, 8), (2, 3, 10, 9), (3, 3, 8, 13), (11, 3, 7, 6),
+            (2, 4, 9, 13), (3, 4, 16, 15), (11, 4, 6, 9),
+            (1, 8, 17, 23), (2, 8, 9, 16), (3, 8, 24, 31),
+            (1, 32, 40, 33), (2, 32, 33, 65), (15, 32, 3, 2),
+        ]
+        for (v, lam, h, w), pad in itertools.product(cases, (-6.0, 0.0, 1.75)):
+            x = torch.randn(2, v * v, h, w, generator=gen, dtype=torch.float64)
+            msg = f"V={v} lambda={lam} H={h} W={w} pad={pad}"
+            out = swap_align2nat(x, lam, pad)
+            self.assertEqual(
+                out.shape, (2, (lam * v) ** 2, -(-h // lam), -(-w // lam)), msg
+            )
+            _close(self, out, swap_align2nat_reference(x, lam, pad), atol=1e-12, msg=msg)
+
+    def test_float32_matches_float64(self):
+        x = torch.randn(1, 9, 13, 11, dtype=torch.float64)
+        for lam in (1, 2, 3, 4):
+            _close(
+                self,
+                swap_align2nat(x.float(), lam).double(),
+                swap_align2nat(x, lam),
+                atol=1e-5,
+                msg=f"lambda={lam}",
+            )
+
+    def test_half_and_bfloat16(self):
+        x = torch.randn(2, 4, 9, 7)
+        expected = swap_align2nat(x, 2)
+        for dtype, atol in ((torch.float16, 2e-2), (torch.bfloat16, 1e-1)):
+            out = swap_align2nat(x.to(dtype), 2)
+            self.assertEqual(out.dtype, dtype)
+            _close(self, out.float(), expected, atol=atol, rtol=1e-2, msg=str(dtype))
+
+    def test_hand_computed_lambda2(self):
+        # V = 1, lambda = 2, one 2x2 input plane X = [[1, 2], [3, 4]], pad p = -6.
+        # Output: Vout = 2, so 4 channels (v, u), spatial ceil(2/2) = 1, i.e. (1, 4, 1, 1).
+        # Window axis: sv = (v + 0.5)/2 - 0.5 = -0.25 (v=0) or 0.25 (v=1): with one input cell
+        # (index 0), v=0 mixes 0.25*pad + 0.75*cell0 and v=1 mixes 0.75*cell0 + 0.25*pad.
+        # Spatial: sy = y*2 + v - 1 + 0.5 = v - 0.5 -> rows (-1, 0) for v=0, rows (0, 1) for v=1,
+        # each with weight 0.5 (likewise columns with u).
+        # (v, u) = (1, 1): spatial = mean of X rows 0-1, cols 0-1 = 2.5.
+        #   window weights: cell0 0.75 * 0.75 = 0.5625, pad 1 - 0.5625 = 0.4375.
+        #   value = 0.5625 * 2.5 + 0.4375 * -6 = 1.40625 - 2.625 = -1.21875.
+        # (v, u) = (0, 0): spatial = mean of {p, p, p, X[0][0]=1} = (3*-6 + 1)/4 = -4.25.
+        #   value = 0.5625 * -4.25 + 0.4375 * -6 = -2.390625 - 2.625 = -5.015625.
+        # (v, u) = (0, 1): rows (-1, 0), cols (0, 1): mean of {p, p, 1, 2} = (-12 + 3)/4 = -2.25.
+        #   value = 0.5625 * -2.25 - 2.625 = -1.265625 - 2.625 = -3.890625.
+        # (v, u) = (1, 0): rows (0, 1), cols (-1, 0): mean of {p, 1, p, 3} = -2.
+        #   value = 0.5625 * -2 - 2.625 = -3.75.
+        x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]], dtype=torch.float64)
+        out = swap_align2nat(x, 2, -6.0)
+        expected = torch.tensor([-5.015625, -3.890625, -3.75, -1.21875], dtype=torch.float64)
+        _close(self, out.reshape(-1), expected, atol=1e-12)
+
+    def test_lambda1_odd_window_is_a_shift(self):
+        # lambda = 1 with an odd window is a pure shift: natural(y, x, v, u) =
+        # aligned(y + v - (V-1)/2, x + u - (V-1)/2, v, u), pad outside.
+        v_size, h, w = 3, 5, 6
+        x = torch.randn(1, v_size * v_size, h, w)
+        out = swap_align2nat(x, 1, -6.0)
+        aligned = x.reshape(v_size, v_size, h, w)
+        natural = out.reshape(v_size, v_size, h, w)
+        for v, u, y, xx in itertools.product(range(v_size), range(v_size), range(h), range(w)):
+            sy, sx = y + v - 1, xx + u - 1
+            inside = 0 <= sy < h and 0 <= sx < w
+            self.assertEqual(natural[v, u, y, xx].item(), aligned[v, u, sy, sx].item() if inside else -6.0)
+
+    def test_constant_pad_input_stays_constant(self):
+        # Weights sum to one: an input equal to pad everywhere maps to pad everywhere (exactly
+        # for power-of-two lambdas, whose weights are dyadic; to rounding for lambda = 3).
+        for lam in (1, 2, 8, 32):
+            out = swap_align2nat(torch.full((1, 4, 9, 10), -6.0), lam, -6.0)
+            self.assertTrue(torch.all(out == -6.0), f"lambda={lam}")
+        out = swap_align2nat(torch.full((1, 4, 9, 10), -6.0), 3, -6.0)
+        _close(self, out, torch.full_like(out, -6.0), atol=1e-5)
+
+    def test_non_contiguous_input(self):
+        base = torch.randn(2, 11, 9, 4, dtype=torch.float64)
+        x = base.permute(0, 3, 2, 1)[:, :, :, ::2]  # (2, 4, 9, 6), non-contiguous
+        self.assertFalse(x.is_contiguous())
+        _close(self, swap_align2nat(x, 2), swap_align2nat_reference(x.contiguous(), 2), atol=1e-12)
+        x.requires_grad_(True)
+        y = swap_align2nat(x, 2)
+        g = torch.randn_like(y).transpose(2, 3).contiguous().transpose(2, 3)  # strided grad
+        (gx,) = torch.autograd.grad(y, x, g)
+        xr = x.detach().clone().requires_grad_(True)
+        (gr,) = torch.autograd.grad(swap_align2nat_reference(xr, 2), xr, g)
+        _close(self, gx, gr, atol=1e-12)
+
+    def test_empty_inputs(self):
+        for shape in ((0, 4, 5, 6), (2, 4, 0, 6), (2, 0, 5, 6)):
+            x = torch.randn(*shape, requires_grad=True)
+            y = swap_align2nat(x, 2)
+            self.assertEqual(y.shape, swap_align2nat_reference(x, 2).shape, str(shape))
+            y.sum().backward()
+            self.assertEqual(x.grad.shape, x.shape)
+
+    def test_module(self):
+        m = SwapAlign2Nat(4, pad_val=-3.0)
+        self.assertEqual(repr(m), "SwapAlign2Nat(lambda_val=4, pad_val=-3.0)")
+        self.assertEqual(list(m.state_dict()), [])
+        x = torch.randn(1, 9, 8, 8)
+        _close(self, m(x), swap_align2nat(x, 4, -3.0), atol=0)
+
+
+@unittest.skipIf(not _ext.has_ops(), "tensormask_proj._C not built")
+class SwapAlign2NatBadInputTest(unittest.TestCase):
+    def test_errors_name_the_problem(self):
+        x = torch.randn(1, 9, 4, 4)
+        with self.assertRaisesRegex(ValueError, "perfect square.*8 channels"):
+            swap_align2nat(torch.randn(1, 8, 4, 4), 2)
+        with self.assertRaisesRegex(ValueError, "lambda_val must be >= 1, got 0"):
+            swap_align2nat(x, 0)
+        with self.assertRaisesRegex(TypeError, "lambda_val must be an int.*2.0"):
+            swap_align2nat(x, 2.0)
+        with self.assertRaisesRegex(TypeError, "lambda_val must be an int"):
+            swap_align2nat(x, True)
+        with self.assertRaisesRegex(ValueError, r"4-D input.*\(9, 4, 4\)"):
+            swap_align2nat(x[0], 2)
+        with self.assertRaisesRegex(TypeError, "floating-point.*torch.int64"):
+            swap_align2nat(torch.ones(1, 9, 4, 4, dtype=torch.long), 2)
+        with self.assertRaisesRegex(ValueError, "lambda_val must be an int >= 1"):
+            SwapAlign2Nat(1.5)
+
+    def test_cpp_checks_name_the_problem(self):
+        # The raw dispatcher op (bypassing the Python checks) reports the same problems.
+        op = torch.ops.tensormask_proj.swap_align2nat
+        with self.assertRaisesRegex(RuntimeError, "perfect square"):
+            op(torch.randn(1, 5, 4, 4), 1, -6.0)
+        with self.assertRaisesRegex(RuntimeError, "lambda_val must be >= 1"):
+            op(torch.randn(1, 4, 4, 4), -1, -6.0)
+        with self.assertRaisesRegex(RuntimeError, "floating-point"):
+            op(torch.ones(1, 4, 4, 4, dtype=torch.int32), 1, -6.0)
+        backward = torch.ops.tensormask_proj.swap_align2nat_backward
+        with self.assertRaisesRegex(RuntimeError, "grad_output has shape"):
+            backward(torch.randn(1, 16, 3, 3), 2, [1, 4, 4, 4])
+
+
+@unittest.skipIf(not _ext.has_ops(), "tensormask_proj._C not built")
+class SwapAlign2NatGradTest(unittest.TestCase):
+    def test_gradcheck_float64(self):
+        for v, lam, h, w in ((1, 1, 3, 4), (2, 2, 5, 4), (3, 3, 4, 5), (2, 4, 6, 5), (3, 1, 5, 3)):
+            x = torch.randn(2, v * v, h, w, dtype=torch.float64, requires_grad=True)
+            self.assertTrue(
+                torch.autograd.gradcheck(lambda t: swap_align2nat(t, lam, -6.0), (x,)),
+                f"V={v} lambda={lam}",
+            )
+
+    def test_gradgradcheck_float64(self):
+        x = torch.randn(1, 4, 5, 3, dtype=torch.float64, requires_grad=True)
+        self.assertTrue(torch.autograd.gradgradcheck(lambda t: swap_align2nat(t, 2), (x,)))
+
+    def test_backward_matches_reference(self):
+        gen = torch.Generator().manual_seed(1)
+        for v, lam, h, w in ((11, 1, 7, 9), (15, 2, 6, 7), (2, 8, 17, 20), (3, 32, 33, 40)):
+            x = torch.randn(1, v * v, h, w, generator=gen, dtype=torch.float64)
+            xa = x.clone().requires_grad_(True)
+            xb = x.clone().requires_grad_(True)
+            ya = swap_align2nat(xa, lam)
+            g = torch.randn(ya.shape, generator=gen, dtype=torch.float64)
+            ya.backward(g)
+            swap_align2nat_reference(xb, lam).backward(g)
+            _close(self, xa.grad, xb.grad, atol=1e-11, msg=f"V={v} lambda={lam}")
+
+    def test_backward_is_deterministic(self):
+        x = torch.randn(1, 9, 20, 21, requires_grad=True)
+        y = swap_align2nat(x, 4)
+        g = torch.randn_like(y)
+        (g1,) = torch.autograd.grad(y, x, g, retain_graph=True)
+        (g2,) = torch.autograd.grad(y, x, g)
+        self.assertTrue(torch.equal(g1, g2))
+
+
+@unittest.skipIf(not _ext.has_ops(), "tensormask_proj._C not built")
+class SwapAlign2NatDispatcherTest(unittest.TestCase):
+    def test_opcheck(self):
+        for lam, shape in ((1, (2, 9, 5, 6)), (2, (1, 4, 7, 5)), (3, (2, 1, 4, 4))):
+            x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+            torch.library.opcheck(torch.ops.tensormask_proj.swap_align2nat, (x, lam, -6.0))
+            y = swap_align2nat(x, lam)
+            torch.library.opcheck(
+                torch.ops.tensormask_proj.swap_align2nat_backward,
+                (torch.randn_like(y), lam, list(shape)),
+            )
+
+    def test_torch_compile_fullgraph(self):
+        def f(x):
+            return torch.sigmoid(swap_align2nat(x * 2, 2))
+
+        x = torch.randn(1, 9, 8, 10, requires_grad=True)
+        compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+        out = compiled(x)
+        _close(self, out, f(x), atol=1e-6)
+        (g1,) = torch.autograd.grad(out.sum(), x)
+        (g2,) = torch.autograd.grad(f(x).sum(), x)
+        _close(self, g1, g2, atol=1e-6)
+
+    def test_fake_tensor_shapes(self):
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        with FakeTensorMode():
+            out = swap_align2nat(torch.empty(3, 121, 200, 272), 8)
+            self.assertEqual(out.shape, (3, 88 * 88, 25, 34))
+            with self.assertRaisesRegex(ValueError, "perfect square"):
+                swap_align2nat(torch.empty(1, 10, 4, 4), 2)
+
+
+@unittest.skipIf(not (HAS_CUDA and _ext.has_ops()), "needs a CUDA GPU")
+class SwapAlign2NatCUDATest(unittest.TestCase):
+    def test_cuda_matches_cpu(self):
+        gen = torch.Generator().manual_seed(2)
+        for (v, lam, h, w), dtype in itertools.product(
+            ((1, 1, 3, 4), (11, 1, 9, 12), (15, 2, 9, 13), (2, 3, 10, 9), (3, 8, 24, 31),
+             (2, 32, 33, 65)),
+            (torch.float32, torch.float64),
+        ):
+            x = torch.randn(2, v * v, h, w, generator=gen, dtype=dtype)
+            xc = x.cuda().requires_grad_(True)
+            xh = x.clone().requires_grad_(True)
+            yc, yh = swap_align2nat(xc, lam), swap_align2nat(xh, lam)
+            atol = 1e-5 if dtype == torch.float32 else 1e-12
+            _close(self, yc.cpu(), yh, atol=atol, msg=f"V={v} lambda={lam} {dtype}")
+            g = torch.randn(yh.shape, generator=gen, dtype=dtype)
+            yc.backward(g.cuda())
+            yh.backward(g)
+            _close(self, xc.grad.cpu(), xh.grad, atol=atol * 10, msg=f"grad V={v} lambda={lam}")
+
+    def test_cuda_half_and_gradcheck(self):
+        x = torch.randn(2, 9, 7, 8, device="cuda")
+        _close(self, swap_align2nat(x.half(), 2).float(), swap_align2nat(x, 2), atol=2e-2, rtol=1e-2)
+        _close(
+            self, swap_align2nat(x.bfloat16(), 2).float(), swap_align2nat(x, 2), atol=1e-1, rtol=1e-2
+        )
+        xd = torch.randn(1, 4, 5, 6, device="cuda", dtype=torch.float64, requires_grad=True)
+        self.assertTrue(torch.autograd.gradcheck(lambda t: swap_align2nat(t, 2), (xd,)))
+        torch.library.opcheck(torch.ops.tensormask_proj.swap_align2nat, (xd, 2, -6.0))
+
+    def test_cuda_backward_deterministic_and_empty(self):
+        x = torch.randn(1, 9, 20, 21, device="cuda", requires_grad=True)
+        y = swap_align2nat(x, 4)
+        g = torch.randn_like(y)
+        (g1,) = torch.autograd.grad(y, x, g, retain_graph=True)
+        (g2,) = torch.autograd.grad(y, x, g)
+        self.assertTrue(torch.equal(g1, g2))
+        e = torch.randn(0, 4, 5, 6, device="cuda", requires_grad=True)
+        swap_align2nat(e, 2).sum().backward()
+        self.assertEqual(e.grad.shape, e.shape)
+
+
+class SwapAlign2NatWithoutExtensionTest(unittest.TestCase):
+    def test_missing_extension_message(self):
+        saved = _ext._import_error
+        _ext._import_error = ImportError("simulated")
+        try:
+            with self.assertRaisesRegex(RuntimeError, "make setup"):
+                swap_align2nat(torch.randn(1, 4, 3, 3), 1)
+        finally:
+            _ext._import_error = saved
+
+
+if __name__ == "__main__":
+    unittest.main()
