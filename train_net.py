@@ -8,25 +8,35 @@ Train and evaluate TensorMask or BlendMask with detectron2's DefaultTrainer.
     python train_net.py --config-file CONFIG --resume               # continue from last_checkpoint
 
 The meta-architecture comes from the config (MODEL.META_ARCHITECTURE); this script only
-overrides the trainer hooks that differ: the evaluator (COCOEvaluator), the train loader's
-mapper (BlendMask's adds the "basis_sem" target), and a checkpointer that never leaves a
-half-written file and never overwrites the last good checkpoint once training has diverged.
+overrides the trainer hooks that differ: the evaluator (COCOEvaluator), the loaders' mapper
+(BlendMask's adds the "basis_sem" target; errors name the image file), and a checkpointer that
+never leaves a half-written file and never overwrites the last good checkpoint once training
+has diverged (a non-finite loss stops training with a message naming that checkpoint).
+OUTPUT_DIR receives the checkpoints, metrics.json, tensorboard events, log.txt and
+metrics.png (losses and AP; also `python -m tensormask_proj.engine.plot_metrics OUTPUT_DIR`).
 """
 import logging
 import os
 import weakref
 
-import torch
-
 import detectron2.utils.comm as comm
-from detectron2.config import CfgNode
-from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_train_loader
+from detectron2.data import (
+    DatasetMapper,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import COCOEvaluator, verify_results
+from detectron2.utils.logger import setup_logger
 
 from tensormask_proj import get_project_cfg
 from tensormask_proj.data import BlendMaskDatasetMapper
-from tensormask_proj.engine import AtomicDetectionCheckpointer, plot_metrics
+from tensormask_proj.engine import (
+    AtomicDetectionCheckpointer,
+    NamedErrorMapper,
+    check_config,
+    plot_metrics,
+)
 
 logger = logging.getLogger("tensormask_proj.train_net")
 
@@ -48,10 +58,17 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        mapper = None  # detectron2's DatasetMapper
         if cfg.MODEL.META_ARCHITECTURE == "BlendMask":
-            mapper = BlendMaskDatasetMapper(cfg, is_train=True)
-        return build_detection_train_loader(cfg, mapper=mapper)
+            mapper = BlendMaskDatasetMapper(cfg, is_train=True)  # adds the "basis_sem" target
+        else:
+            mapper = DatasetMapper(cfg, is_train=True)
+        # Errors (a corrupt image, say) name the image file.
+        return build_detection_train_loader(cfg, mapper=NamedErrorMapper(mapper))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        mapper = NamedErrorMapper(DatasetMapper(cfg, is_train=False))
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
 
     def build_hooks(self):
         # Swap in the atomic checkpointer before the default hooks capture self.checkpointer.
@@ -60,12 +77,28 @@ class Trainer(DefaultTrainer):
         )
         return super().build_hooks()
 
-    def train(self):
+    # detectron2 0.6 checkpoints only the outer trainer's state (iteration, hooks), not the
+    # optimizer of the inner SimpleTrainer: --resume would restart SGD momentum from zero.
+    # Later detectron2 versions save it under "_trainer" the same way.
+    def state_dict(self):
+        ret = super().state_dict()
+        ret["_trainer"] = self._trainer.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+        else:
+            logger.warning("The checkpoint holds no optimizer state: SGD momentum restarts at 0")
+
+    def run_step(self):
         try:
-            return super().train()
+            super().run_step()
         except FloatingPointError as e:
-            # Raised by detectron2 before the optimizer step that would have used the bad loss.
-            # Keep the last good checkpoint: the hooks' after_train must not save over it.
+            # detectron2 raises this before the optimizer step that would have used the bad
+            # loss. Freeze the checkpointer now, before the hooks' after_train runs, so that
+            # nothing replaces the last good checkpoint.
             self.checkpointer.frozen = True
             last = self.checkpointer.get_checkpoint_file() or "none saved yet"
             raise FloatingPointError(
@@ -75,41 +108,21 @@ class Trainer(DefaultTrainer):
             ) from e
 
 
-def check_config(cfg: CfgNode) -> None:
-    """Fail early, naming the key or file, for problems that would otherwise surface deep inside."""
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(
-            f"MODEL.DEVICE is '{cfg.MODEL.DEVICE}' but no CUDA GPU is visible: add "
-            "`MODEL.DEVICE cpu` to the command line (or use a config that sets it)"
-        )
-    if cfg.MODEL.WEIGHTS and "://" not in cfg.MODEL.WEIGHTS and not os.path.isfile(
-        cfg.MODEL.WEIGHTS
-    ):
-        raise FileNotFoundError(f"MODEL.WEIGHTS: weights file not found: {cfg.MODEL.WEIGHTS}")
-    for key in ("TRAIN", "TEST"):
-        for name in cfg.DATASETS[key]:
-            if name not in DatasetCatalog.list():
-                raise KeyError(
-                    f"DATASETS.{key}: dataset '{name}' is not registered. Registered datasets: "
-                    f"{', '.join(sorted(DatasetCatalog.list()))}"
-                )
-            meta = MetadataCatalog.get(name)
-            json_file = getattr(meta, "json_file", None)  # (the embedded ones generate it)
-            if json_file and "://" not in json_file and not os.path.isfile(json_file):
-                raise FileNotFoundError(
-                    f"DATASETS.{key}: annotations of dataset '{name}' not found at {json_file}. "
-                    "Set DETECTRON2_DATASETS to the folder holding the datasets (see README, "
-                    "'Training on COCO')."
-                )
-
-
 def setup(args):
     cfg = get_project_cfg()
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
-    check_config(cfg)
+    if args.eval_only and not cfg.MODEL.WEIGHTS and not args.resume:
+        raise ValueError(
+            "--eval-only needs a trained model: set MODEL.WEIGHTS (e.g. "
+            "`MODEL.WEIGHTS output/model_final.pth`), or pass --resume to evaluate the last "
+            "checkpoint of OUTPUT_DIR"
+        )
+    check_config(cfg, eval_only=args.eval_only)
     default_setup(cfg, args)
+    # default_setup logs "detectron2" and "fvcore"; this project's loggers too (console, log.txt).
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="tensormask_proj")
     return cfg
 
 
@@ -117,9 +130,12 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        checkpointer = AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+        if args.resume and not cfg.MODEL.WEIGHTS and not checkpointer.has_checkpoint():
+            raise FileNotFoundError(
+                f"--eval-only --resume: no last_checkpoint in OUTPUT_DIR {cfg.OUTPUT_DIR}"
+            )
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)
@@ -128,7 +144,8 @@ def main(args):
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     try:
-        res = trainer.train()
+        # (DefaultTrainer.train runs verify_results itself when TEST.EXPECTED_RESULTS is set.)
+        return trainer.train()
     finally:
         metrics = os.path.join(cfg.OUTPUT_DIR, "metrics.json")
         if comm.is_main_process() and os.path.isfile(metrics):
@@ -136,9 +153,6 @@ def main(args):
                 logger.info(f"Loss/AP plot: {plot_metrics(metrics, metrics[:-5] + '.png')}")
             except ValueError as e:  # an empty metrics.json: nothing to plot
                 logger.warning(f"No plot: {e}")
-    if comm.is_main_process() and res:
-        verify_results(cfg, res)
-    return res
 
 
 if __name__ == "__main__":

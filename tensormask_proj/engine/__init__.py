@@ -1,4 +1,22 @@
-from .checkpoint import AtomicDetectionCheckpointer
+"""
+Training/inference workflow helpers used by ``train_net.py`` and ``demo.py``: a checkpointer that
+never leaves a broken checkpoint, config checks with actionable errors, a mapper wrapper whose
+errors name the image, and the metrics.json plot.
+"""
+from .checkpoint import AtomicDetectionCheckpointer, non_finite_tensors
+from .config_checks import check_config, check_datasets, check_device, check_weights
+from .mapper_errors import DatasetMappingError, NamedErrorMapper
 from .plot_metrics import load_metrics, plot_metrics
 
-__all__ = ["AtomicDetectionCheckpointer", "load_metrics", "plot_metrics"]
+__all__ = [
+    "AtomicDetectionCheckpointer",
+    "non_finite_tensors",
+    "check_config",
+    "check_datasets",
+    "check_device",
+    "check_weights",
+    "DatasetMappingError",
+    "NamedErrorMapper",
+    "load_metrics",
+    "plot_metrics",
+]

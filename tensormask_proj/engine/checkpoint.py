@@ -1,12 +1,15 @@
 """
-A :class:`DetectionCheckpointer` whose files are never left half-written.
+A :class:`DetectionCheckpointer` that never leaves a half-written or diverged checkpoint behind.
 
-fvcore writes a checkpoint straight to its final name, so a run killed while saving leaves a
-truncated ``model_XXXXXXX.pth`` that looks like any other. Here the file is written under a
-temporary name in the same directory and renamed into place (atomic on POSIX) before
-``last_checkpoint`` is updated, so ``--resume`` always finds a complete file. Saving can also be
-refused (:attr:`frozen`), which the trainer uses once training has diverged so that no
-checkpoint with NaN weights replaces the last good one.
+fvcore writes a checkpoint, and the ``last_checkpoint`` tag, straight to their final names, so
+a run killed while saving leaves a truncated ``model_XXXXXXX.pth`` (or an empty tag) that
+``--resume`` then trips over. Here both are written under a temporary name in the same
+directory and renamed into place (atomic on POSIX), the checkpoint before the tag, so the tag
+always names a complete file.
+
+Saving can also be refused: :attr:`frozen` is set by the trainer once the loss has become
+non-finite, and a model whose weights are not all finite is never saved (it also freezes the
+checkpointer). Either way the last good checkpoint stays the one ``last_checkpoint`` names.
 """
 import os
 
@@ -14,13 +17,29 @@ import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
 
-__all__ = ["AtomicDetectionCheckpointer"]
+__all__ = ["AtomicDetectionCheckpointer", "non_finite_tensors"]
+
+
+def non_finite_tensors(state_dict) -> list:
+    """Names of the floating-point tensors of ``state_dict`` holding a NaN or an infinity."""
+    return [
+        name
+        for name, value in state_dict.items()
+        if torch.is_tensor(value)
+        and value.is_floating_point()
+        and not bool(torch.isfinite(value).all())
+    ]
 
 
 class AtomicDetectionCheckpointer(DetectionCheckpointer):
+    """
+    Same constructor and API as :class:`DetectionCheckpointer`; see the module docstring for
+    what differs. ``frozen`` (bool): when True, :meth:`save` only logs a warning.
+    """
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.frozen = False  # when True, save() only logs
+        self.frozen = False
 
     def save(self, name: str, **kwargs) -> None:
         if not self.save_dir or not self.save_to_disk:
@@ -28,18 +47,54 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         if self.frozen:
             self.logger.warning(f"Not saving checkpoint '{name}': training diverged")
             return
-        data = {"model": self.model.state_dict()}
+        model_state = self.model.state_dict()
+        bad = non_finite_tensors(model_state)
+        if bad:
+            # The loss check runs before the optimizer step, but an infinite gradient with a
+            # finite loss still produces NaN weights one step later: never tag those as "last".
+            self.frozen = True
+            shown = ", ".join(bad[:5]) + (f" (+{len(bad) - 5} more)" if len(bad) > 5 else "")
+            self.logger.error(
+                f"Not saving checkpoint '{name}': non-finite weights in {shown}. "
+                f"The last checkpoint stays {self.get_checkpoint_file() or '(none)'}"
+            )
+            return
+        data = {"model": model_state}
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
         data.update(kwargs)
 
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)
-        tmp_file = os.path.join(self.save_dir, f".{basename}.tmp")
         self.logger.info(f"Saving checkpoint to {save_file}")
-        with self.path_manager.open(tmp_file, "wb") as f:
-            torch.save(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_file, save_file)
+        self._write_atomically(save_file, lambda f: torch.save(data, f), "wb")
         self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        tag_file = os.path.join(self.save_dir, "last_checkpoint")
+        self._write_atomically(tag_file, lambda f: f.write(last_filename_basename), "w")
+
+    def _load_file(self, filename: str):
+        try:
+            return super()._load_file(filename)
+        except Exception as e:
+            # torch's messages ("failed finding central directory") do not say which file.
+            raise RuntimeError(
+                f"Cannot read checkpoint {filename}: {type(e).__name__}: {e}. The file is "
+                "damaged or not a checkpoint; fetch it again or point MODEL.WEIGHTS elsewhere."
+            ) from e
+
+    @staticmethod
+    def _write_atomically(path: str, write, mode: str) -> None:
+        """Call ``write(f)`` on a temporary file next to ``path``, then rename it to ``path``."""
+        directory, basename = os.path.split(path)
+        tmp_path = os.path.join(directory, f".{basename}.tmp")
+        try:
+            with open(tmp_path, mode) as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp_path, path)
+        finally:
+            if os.path.exists(tmp_path):  # the write failed: leave nothing behind
+                os.remove(tmp_path)

@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 import os
+import sys
 from collections import defaultdict
 
 __all__ = ["load_metrics", "plot_metrics"]
@@ -19,10 +20,15 @@ _AP_KEYS = ("segm/AP", "bbox/AP", "segm/AP50", "bbox/AP50")
 
 
 def load_metrics(path: str):
-    """Return {key: [(iteration, value), ...]} for every numeric key of a metrics.json file."""
+    """
+    Return {key: [(iteration, value), ...]} (sorted by iteration) for every numeric key of a
+    metrics.json file. Non-finite values are dropped. A run resumed with --resume appends again
+    the iterations done after its last checkpoint; for a repeated iteration the later record
+    wins, i.e. the curve is the one of the run that went on.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"metrics file not found: {path}")
-    series = defaultdict(list)
+    series = defaultdict(dict)  # key -> {iteration: value}
     with open(path) as f:
         for line_no, line in enumerate(f, 1):
             line = line.strip()
@@ -32,17 +38,20 @@ def load_metrics(path: str):
                 record = json.loads(line)
             except json.JSONDecodeError as e:
                 # A run killed while writing leaves a truncated last line: skip it, loudly.
-                print(f"[plot_metrics] {path}:{line_no}: skipping unreadable line ({e})")
+                print(
+                    f"[plot_metrics] {path}:{line_no}: skipping unreadable line ({e})",
+                    file=sys.stderr,
+                )
                 continue
             iteration = record.get("iteration")
             if iteration is None:
                 continue
             for key, value in record.items():
                 if key != "iteration" and isinstance(value, (int, float)) and math.isfinite(value):
-                    series[key].append((iteration, float(value)))
+                    series[key][iteration] = float(value)
     if not series:
         raise ValueError(f"{path} holds no metrics")
-    return dict(series)
+    return {key: sorted(values.items()) for key, values in series.items()}
 
 
 def plot_metrics(metrics_path: str, output_path: str) -> str:

@@ -1,0 +1,85 @@
+"""
+plot_metrics: reading a detectron2 metrics.json (including the one of a killed and resumed run)
+and writing the loss/AP picture, as a function and as the command-line tool.
+"""
+import importlib
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+import unittest
+from unittest import mock
+
+import numpy as np
+from PIL import Image
+
+from tensormask_proj.engine import load_metrics, plot_metrics
+
+# (The package exports the function under the module's name, hence import_module.)
+plot_metrics_module = importlib.import_module("tensormask_proj.engine.plot_metrics")
+
+
+def _write(path, records, tail=""):
+    with open(path, "w") as f:
+        for record in records:
+            f.write(json.dumps(record) + "\n")
+        f.write(tail)
+
+
+class TestPlotMetrics(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="test_plot_metrics_")
+        self.addCleanup(shutil.rmtree, self.dir, ignore_errors=True)
+        self.path = os.path.join(self.dir, "metrics.json")
+        # A run killed after iteration 39 (checkpoint at 19), resumed at 20: iterations 20..39
+        # appear twice, the resumed run's values last. Then a final evaluation.
+        first = [
+            {"iteration": 19, "total_loss": 3.0, "loss_cls": 2.0, "lr": 0.01},
+            {"iteration": 39, "total_loss": 9.0, "loss_cls": 8.0, "lr": 0.01},
+        ]
+        resumed = [
+            {"iteration": 39, "total_loss": 2.5, "loss_cls": 1.5, "lr": 0.01},
+            {"iteration": 59, "total_loss": float("nan"), "loss_cls": 1.0, "lr": 0.001},
+            {"iteration": 59, "segm/AP": 12.5, "bbox/AP": 20.0, "segm/AP50": 30.0},
+        ]
+        # json.dumps writes NaN as the bare token NaN, which json.loads reads back.
+        _write(self.path, first + resumed, tail='{"iteration": 79, "total_lo')
+
+    def test_load_metrics(self):
+        series = load_metrics(self.path)
+        # Later record wins for iteration 39; NaN dropped; truncated last line skipped.
+        self.assertEqual(series["total_loss"], [(19, 3.0), (39, 2.5)])
+        self.assertEqual(series["loss_cls"], [(19, 2.0), (39, 1.5), (59, 1.0)])
+        self.assertEqual(series["segm/AP"], [(59, 12.5)])
+        self.assertEqual(series["bbox/AP"], [(59, 20.0)])
+        self.assertNotIn("iteration", series)
+
+    def test_plot_writes_png(self):
+        out = os.path.join(self.dir, "metrics.png")
+        self.assertEqual(plot_metrics(self.path, out), out)
+        image = np.asarray(Image.open(out).convert("RGB"))
+        self.assertEqual(image.shape, (450, 1300, 3))  # figsize (13, 4.5) at 100 dpi
+        self.assertGreater(len(np.unique(image.reshape(-1, 3), axis=0)), 10)  # not blank
+        self.assertEqual(sorted(os.listdir(self.dir)), ["metrics.json", "metrics.png"])
+
+    def test_errors(self):
+        with self.assertRaisesRegex(FileNotFoundError, "nowhere.json"):
+            load_metrics(os.path.join(self.dir, "nowhere.json"))
+        empty = os.path.join(self.dir, "empty.json")
+        _write(empty, [{"iteration": 3, "note": "text only"}])
+        with self.assertRaisesRegex(ValueError, "holds no metrics"):
+            load_metrics(empty)
+
+    def test_command_line_on_output_dir(self):
+        # `python -m tensormask_proj.engine.plot_metrics OUTPUT_DIR`, in this process.
+        argv = ["plot_metrics", self.dir]
+        with mock.patch.object(sys, "argv", argv), mock.patch("sys.stdout", io.StringIO()) as out:
+            plot_metrics_module.main()
+        png = os.path.join(self.dir, "metrics.png")
+        self.assertEqual(out.getvalue().strip(), png)
+        self.assertEqual(Image.open(png).size, (1300, 450))
+
+if __name__ == "__main__":
+    unittest.main()
