@@ -23,6 +23,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 namespace tensormask_proj {
 
@@ -58,6 +59,58 @@ inline int64_t check_swap_align2nat_input(const at::Tensor& x, int64_t lambda_va
 // Output spatial size along one axis.
 inline int64_t swap_align2nat_out_size(int64_t in_size, int64_t lambda_val) {
   return (in_size + lambda_val - 1) / lambda_val;
+}
+
+// Sizes of one swap_align2nat call: input (batch, v_in^2, h_in, w_in), output
+// (batch, v_out^2, h_out, w_out).
+struct SwapAlign2NatSizes {
+  int64_t batch, v_in, h_in, w_in, v_out, h_out, w_out;
+
+  std::vector<int64_t> output_shape() const {
+    return {batch, v_out * v_out, h_out, w_out};
+  }
+};
+
+inline SwapAlign2NatSizes swap_align2nat_sizes(
+    c10::IntArrayRef input_shape,
+    int64_t v_in,
+    int64_t lambda_val) {
+  return {
+      input_shape[0],
+      v_in,
+      input_shape[2],
+      input_shape[3],
+      v_in * lambda_val,
+      swap_align2nat_out_size(input_shape[2], lambda_val),
+      swap_align2nat_out_size(input_shape[3], lambda_val)};
+}
+
+// Checks of the backward's arguments, shared by every kernel; `grad_input` is the (allocated)
+// input gradient of shape input_size.
+inline SwapAlign2NatSizes check_swap_align2nat_backward(
+    const at::Tensor& grad_output,
+    const at::Tensor& grad_input,
+    int64_t lambda_val) {
+  const int64_t v_in = check_swap_align2nat_input(grad_input, lambda_val);
+  const auto sizes = swap_align2nat_sizes(grad_input.sizes(), v_in, lambda_val);
+  TORCH_CHECK(
+      grad_output.sizes() == c10::IntArrayRef(sizes.output_shape()),
+      "swap_align2nat_backward: grad_output has shape ",
+      grad_output.sizes(),
+      " but the forward output for input_size ",
+      grad_input.sizes(),
+      " and lambda_val ",
+      lambda_val,
+      " has shape ",
+      sizes.output_shape());
+  return sizes;
+}
+
+inline void check_swap_align2nat_input_size(c10::IntArrayRef input_size) {
+  TORCH_CHECK(
+      input_size.size() == 4,
+      "swap_align2nat_backward: input_size must be (N, C, H, W), got ",
+      input_size);
 }
 
 namespace geometry {

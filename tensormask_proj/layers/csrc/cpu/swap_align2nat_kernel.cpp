@@ -217,11 +217,10 @@ void forward_kernel(
 
 at::Tensor swap_align2nat_forward_cpu(const at::Tensor& x_in, int64_t lambda_val, double pad_val) {
   const int64_t v_in = check_swap_align2nat_input(x_in, lambda_val);
-  const int64_t batch = x_in.size(0), h_in = x_in.size(2), w_in = x_in.size(3);
-  const int64_t v_out = v_in * lambda_val;
-  const int64_t h_out = swap_align2nat_out_size(h_in, lambda_val);
-  const int64_t w_out = swap_align2nat_out_size(w_in, lambda_val);
-  auto y = at::empty({batch, v_out * v_out, h_out, w_out}, x_in.options());
+  const auto sizes = swap_align2nat_sizes(x_in.sizes(), v_in, lambda_val);
+  const int64_t batch = sizes.batch, h_in = sizes.h_in, w_in = sizes.w_in;
+  const int64_t v_out = sizes.v_out, h_out = sizes.h_out, w_out = sizes.w_out;
+  auto y = at::empty(sizes.output_shape(), x_in.options());
   if (y.numel() == 0) {
     return y;
   }
@@ -263,27 +262,12 @@ at::Tensor swap_align2nat_backward_cpu(
     const at::Tensor& grad_output_in,
     int64_t lambda_val,
     c10::IntArrayRef input_size) {
-  TORCH_CHECK(
-      input_size.size() == 4,
-      "swap_align2nat_backward: input_size must be (N, C, H, W), got ",
-      input_size);
+  check_swap_align2nat_input_size(input_size);
   // Every element is written below (planes no output reads get 0).
   auto grad_input = at::empty(input_size, grad_output_in.options());
-  const int64_t v_in = check_swap_align2nat_input(grad_input, lambda_val);
-  const int64_t batch = input_size[0], h_in = input_size[2], w_in = input_size[3];
-  const int64_t v_out = v_in * lambda_val;
-  const int64_t h_out = swap_align2nat_out_size(h_in, lambda_val);
-  const int64_t w_out = swap_align2nat_out_size(w_in, lambda_val);
-  TORCH_CHECK(
-      grad_output_in.sizes() == c10::IntArrayRef({batch, v_out * v_out, h_out, w_out}),
-      "swap_align2nat_backward: grad_output has shape ",
-      grad_output_in.sizes(),
-      " but the forward output for input_size ",
-      input_size,
-      " and lambda_val ",
-      lambda_val,
-      " has shape ",
-      c10::IntArrayRef({batch, v_out * v_out, h_out, w_out}));
+  const auto sizes = check_swap_align2nat_backward(grad_output_in, grad_input, lambda_val);
+  const int64_t batch = sizes.batch, v_in = sizes.v_in, h_in = sizes.h_in, w_in = sizes.w_in;
+  const int64_t v_out = sizes.v_out, h_out = sizes.h_out, w_out = sizes.w_out;
   if (grad_input.numel() == 0 || grad_output_in.numel() == 0) {
     return grad_input.zero_();
   }
