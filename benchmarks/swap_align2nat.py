@@ -11,7 +11,7 @@ ratios, not the absolute times):
 
 and the ratios a/b and a/c. On a machine with a GPU it prints the same figures for CUDA.
 
-Usage: python benchmarks/swap_align2nat.py [--repeats 3] [--threads N] [--skip-reference]
+Usage: python benchmarks/swap_align2nat.py [--repeats 5] [--threads N] [--skip-reference]
 """
 import argparse
 import time
@@ -40,16 +40,20 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def timed(fn, device, repeats):
-    """Best-of-`repeats` wall time of fn() in seconds (one warm-up call first)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
+def timed_interleaved(fns, device, repeats):
+    """Best-of-`repeats` wall time in seconds of each fn in `fns` (a dict), after one warm-up
+    call each. The functions take turns within every round, so that a change in the machine's
+    load affects all of them alike and their ratios stay meaningful on a noisy machine."""
+    for fn in fns.values():
         fn()
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
+    best = {name: float("inf") for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            best[name] = min(best[name], time.perf_counter() - t0)
     return best
 
 
@@ -93,14 +97,17 @@ def bench_device(device, repeats, with_reference):
             del y, xr
         return total
 
-    results = {
-        "op forward": timed(op_forward, device, repeats),
-        "op backward": timed(op_backward, device, repeats),
-        "torch.full": timed(full, device, repeats),
-    }
+    results = timed_interleaved(
+        {"op forward": op_forward, "op backward": op_backward, "torch.full": full},
+        device,
+        repeats,
+    )
     if with_reference:
-        results["reference forward"] = timed(ref_forward, device, 1)
-        results["reference backward"] = min(ref_backward() for _ in range(1))
+        # Slow (tens of seconds): timed once, without a warm-up.
+        t0 = time.perf_counter()
+        ref_forward()
+        results["reference forward"] = time.perf_counter() - t0
+        results["reference backward"] = ref_backward()
     print(
         f"\n== {device.type.upper()} ({torch.get_num_threads()} threads)"
         if device.type == "cpu"
@@ -126,7 +133,7 @@ def bench_device(device, repeats, with_reference):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--cuda-only", action="store_true")

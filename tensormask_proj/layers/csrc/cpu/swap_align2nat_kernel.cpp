@@ -2,9 +2,11 @@
 //
 // Cost is proportional to the output size whatever lambda: the spatial interpolation is folded
 // into a "Q" map of the input's size (see swap_align2nat.h), so each output element is a 4-term
-// weighted sum of Q, and no up-sampled intermediate is ever materialised. The loop order keeps
-// the reads of one task within a few Q rows: a task owns one output window row (n, v), whose
-// output planes (v, u) are contiguous in memory and read neighbouring columns of the same Q rows.
+// weighted sum of Q, and no up-sampled intermediate is ever materialised. A task owns output
+// window rows (n, v), whose output planes (v, u) are contiguous in memory and read neighbouring
+// columns of the same Q rows. When Q is a box average, the rows are grouped by the two input
+// window rows they read, and a task computes Q for just those (a few MB that stay in cache)
+// instead of the whole map.
 //
 // The backward is deterministic: each task owns one input plane and gathers (as a scatter into
 // its own buffer) the contributions of the at most 4 * (lambda + 1)^2 output planes that read it.
@@ -128,89 +130,84 @@ inline void strided_scatter(acc_t* dst, const scalar_t* src, acc_t w, int64_t n,
   }
 }
 
-template <typename scalar_t, typename acc_t, typename q_t>
-void forward_kernel(
-    const q_t* q,
+// Computes output window row v of image n: the planes (n, v, u, :, :) for every u. `plane(vi,
+// uj)` returns Q's plane for input window cell (vi, uj) of image n (only called in range).
+template <typename scalar_t, typename acc_t, typename q_t, typename PlaneFn>
+void forward_window_row(
+    int64_t n,
+    int64_t v,
+    const PlaneFn& plane,
     QAxis q_rows,
     QAxis q_cols,
     scalar_t* y,
-    int64_t batch,
     int64_t v_in,
     int64_t lambda_val,
     int64_t h_out,
     int64_t w_out,
     acc_t pad) {
   const int64_t v_out = v_in * lambda_val;
-  const int64_t q_plane = q_rows.size * q_cols.size;
   const int64_t out_plane = h_out * w_out;
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, v_out * out_plane));
-  at::parallel_for(0, batch * v_out, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t nv = begin; nv < end; ++nv) {
-      const int64_t n = nv / v_out;
-      const int64_t v = nv % v_out;
-      const auto wv = window_corners<acc_t>(v, lambda_val);
-      const int64_t row_offset = spatial_offset(v, v_out);
-      for (int64_t u = 0; u < v_out; ++u) {
-        const auto wu = window_corners<acc_t>(u, lambda_val);
-        const int64_t col_offset = spatial_offset(u, v_out);
-        // The in-range window corners: the Q plane each reads, and its weight.
-        const q_t* corner_plane[4];
-        acc_t corner_weight[4];
-        int num_corners = 0;
-        acc_t pad_weight = 0; // total weight of window corners outside the VxV window
-        for (int i = 0; i < 2; ++i) {
-          const acc_t w_i = i ? wv.w1 : wv.w0;
-          const int64_t vi = wv.v0 + i;
-          if (w_i == acc_t(0)) {
-            continue;
-          }
-          for (int j = 0; j < 2; ++j) {
-            const acc_t w_j = j ? wu.w1 : wu.w0;
-            const int64_t uj = wu.v0 + j;
-            if (w_j == acc_t(0)) {
-              continue;
-            }
-            if (vi >= 0 && vi < v_in && uj >= 0 && uj < v_in) {
-              corner_plane[num_corners] = q + ((n * v_in + vi) * v_in + uj) * q_plane;
-              corner_weight[num_corners++] = w_i * w_j;
-            } else {
-              pad_weight += w_i * w_j;
-            }
-          }
+  const auto wv = window_corners<acc_t>(v, lambda_val);
+  const int64_t row_offset = spatial_offset(v, v_out);
+  for (int64_t u = 0; u < v_out; ++u) {
+    const auto wu = window_corners<acc_t>(u, lambda_val);
+    const int64_t col_offset = spatial_offset(u, v_out);
+    // The in-range window corners: the Q plane each reads, and its weight.
+    const q_t* corner_plane[4];
+    acc_t corner_weight[4];
+    int num_corners = 0;
+    acc_t pad_weight = 0; // total weight of window corners outside the VxV window
+    for (int i = 0; i < 2; ++i) {
+      const acc_t w_i = i ? wv.w1 : wv.w0;
+      const int64_t vi = wv.v0 + i;
+      if (w_i == acc_t(0)) {
+        continue;
+      }
+      for (int j = 0; j < 2; ++j) {
+        const acc_t w_j = j ? wu.w1 : wu.w0;
+        const int64_t uj = wu.v0 + j;
+        if (w_j == acc_t(0)) {
+          continue;
         }
-        int64_t x_lo, x_hi;
-        valid_output_range(q_cols, col_offset, lambda_val, w_out, &x_lo, &x_hi);
-        const int64_t n_valid = x_hi - x_lo;
-        const int64_t q_col0 = x_lo * lambda_val + col_offset - q_cols.origin;
-        const scalar_t pad_out = static_cast<scalar_t>(pad);
-        scalar_t* out = y + ((n * v_out + v) * v_out + u) * out_plane;
-        for (int64_t yy = 0; yy < h_out; ++yy) {
-          scalar_t* out_row = out + yy * w_out;
-          const int64_t q_row = yy * lambda_val + row_offset - q_rows.origin;
-          if (q_row < 0 || q_row >= q_rows.size || n_valid == 0) {
-            // Every corner is outside the input: the weights sum to 1, so the value is pad.
-            std::fill(out_row, out_row + w_out, pad_out);
-            continue;
-          }
-          std::fill(out_row, out_row + x_lo, pad_out);
-          std::fill(out_row + x_hi, out_row + w_out, pad_out);
-          const q_t* src[4];
-          for (int k = 0; k < num_corners; ++k) {
-            src[k] = corner_plane[k] + q_row * q_cols.size + q_col0;
-          }
-          const acc_t base = pad_weight * pad;
-          if (lambda_val == 1) {
-            blend_row_any<1>(num_corners, out_row + x_lo, src, corner_weight, base, n_valid, 1);
-          } else if (lambda_val == 2) {
-            blend_row_any<2>(num_corners, out_row + x_lo, src, corner_weight, base, n_valid, 2);
-          } else {
-            blend_row_any<0>(
-                num_corners, out_row + x_lo, src, corner_weight, base, n_valid, lambda_val);
-          }
+        if (vi >= 0 && vi < v_in && uj >= 0 && uj < v_in) {
+          corner_plane[num_corners] = plane(vi, uj);
+          corner_weight[num_corners++] = w_i * w_j;
+        } else {
+          pad_weight += w_i * w_j;
         }
       }
     }
-  });
+    int64_t x_lo, x_hi;
+    valid_output_range(q_cols, col_offset, lambda_val, w_out, &x_lo, &x_hi);
+    const int64_t n_valid = x_hi - x_lo;
+    const int64_t q_col0 = x_lo * lambda_val + col_offset - q_cols.origin;
+    const scalar_t pad_out = static_cast<scalar_t>(pad);
+    scalar_t* out = y + ((n * v_out + v) * v_out + u) * out_plane;
+    for (int64_t yy = 0; yy < h_out; ++yy) {
+      scalar_t* out_row = out + yy * w_out;
+      const int64_t q_row = yy * lambda_val + row_offset - q_rows.origin;
+      if (q_row < 0 || q_row >= q_rows.size || n_valid == 0) {
+        // Every corner is outside the input: the weights sum to 1, so the value is pad.
+        std::fill(out_row, out_row + w_out, pad_out);
+        continue;
+      }
+      std::fill(out_row, out_row + x_lo, pad_out);
+      std::fill(out_row + x_hi, out_row + w_out, pad_out);
+      const q_t* src[4];
+      for (int k = 0; k < num_corners; ++k) {
+        src[k] = corner_plane[k] + q_row * q_cols.size + q_col0;
+      }
+      const acc_t base = pad_weight * pad;
+      if (lambda_val == 1) {
+        blend_row_any<1>(num_corners, out_row + x_lo, src, corner_weight, base, n_valid, 1);
+      } else if (lambda_val == 2) {
+        blend_row_any<2>(num_corners, out_row + x_lo, src, corner_weight, base, n_valid, 2);
+      } else {
+        blend_row_any<0>(
+            num_corners, out_row + x_lo, src, corner_weight, base, n_valid, lambda_val);
+      }
+    }
+  }
 }
 
 } // namespace
@@ -230,30 +227,66 @@ at::Tensor swap_align2nat_forward_cpu(const at::Tensor& x_in, int64_t lambda_val
       at::kHalf, at::kBFloat16, x.scalar_type(), "swap_align2nat_forward_cpu", [&] {
         using acc_t = at::opmath_type<scalar_t>;
         const acc_t pad = static_cast<acc_t>(pad_val);
+        scalar_t* y_data = y.mutable_data_ptr<scalar_t>();
+        const scalar_t* x_data = x.const_data_ptr<scalar_t>();
+        const int64_t x_plane = h_in * w_in;
         if (!box) {
-          // Vout odd: integer spatial coordinates, Q is the input itself.
-          forward_kernel<scalar_t, acc_t, scalar_t>(
-              x.const_data_ptr<scalar_t>(), {0, h_in}, {0, w_in},
-              y.mutable_data_ptr<scalar_t>(), batch, v_in, lambda_val, h_out, w_out, pad);
+          // Vout odd: integer spatial coordinates, Q is the input itself. One task per output
+          // window row (n, v).
+          const int64_t grain =
+              std::max<int64_t>(1, 32768 / std::max<int64_t>(1, v_out * h_out * w_out));
+          at::parallel_for(0, batch * v_out, grain, [&](int64_t begin, int64_t end) {
+            for (int64_t nv = begin; nv < end; ++nv) {
+              const int64_t n = nv / v_out;
+              const auto plane = [&](int64_t vi, int64_t uj) {
+                return x_data + ((n * v_in + vi) * v_in + uj) * x_plane;
+              };
+              forward_window_row<scalar_t, acc_t, scalar_t>(
+                  n, nv % v_out, plane, {0, h_in}, {0, w_in}, y_data, v_in, lambda_val, h_out,
+                  w_out, pad);
+            }
+          });
           return;
         }
-        const int64_t planes = batch * v_in * v_in;
+        // Vout even: Q is the 2x2 box average. Output window rows are grouped by their lower
+        // window corner c (rows v with v0(v) == c read input window rows c and c + 1 only); a
+        // task computes Q for those two input window rows into its own small buffers, which
+        // stay in cache, then every output row of the group. Q is never materialised whole.
+        const int64_t groups = v_in + 1; // c in [-1, v_in - 1]
         const int64_t q_plane = (h_in + 1) * (w_in + 1);
-        // Q is fully written below; at::empty avoids zero-filling it first.
-        at::Tensor q_tensor = at::empty(
-            {planes * q_plane}, x.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
-        acc_t* q = q_tensor.mutable_data_ptr<acc_t>();
-        const scalar_t* x_data = x.const_data_ptr<scalar_t>();
-        at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
+        at::parallel_for(0, batch * groups, 1, [&](int64_t begin, int64_t end) {
           std::vector<acc_t> column_sums;
-          for (int64_t p = begin; p < end; ++p) {
-            box_filter_plane(
-                x_data + p * h_in * w_in, q + p * q_plane, h_in, w_in, pad, column_sums);
+          std::vector<acc_t> q_window_rows(2 * v_in * q_plane);
+          for (int64_t task = begin; task < end; ++task) {
+            const int64_t n = task / groups;
+            const int64_t c = task % groups - 1;
+            int64_t v_begin, v_end;
+            geometry::cells_with_lower_corner<acc_t>(c, lambda_val, v_out, &v_begin, &v_end);
+            if (v_begin == v_end) {
+              continue;
+            }
+            for (int64_t k = 0; k < 2; ++k) {
+              const int64_t vi = c + k;
+              if (vi < 0 || vi >= v_in) {
+                continue; // out of the window: read as pad by forward_window_row
+              }
+              for (int64_t uj = 0; uj < v_in; ++uj) {
+                box_filter_plane(
+                    x_data + ((n * v_in + vi) * v_in + uj) * x_plane,
+                    q_window_rows.data() + (k * v_in + uj) * q_plane, h_in, w_in, pad,
+                    column_sums);
+              }
+            }
+            const auto plane = [&](int64_t vi, int64_t uj) {
+              return q_window_rows.data() + ((vi - c) * v_in + uj) * q_plane;
+            };
+            for (int64_t v = v_begin; v < v_end; ++v) {
+              forward_window_row<scalar_t, acc_t, acc_t>(
+                  n, v, plane, {-1, h_in + 1}, {-1, w_in + 1}, y_data, v_in, lambda_val, h_out,
+                  w_out, pad);
+            }
           }
         });
-        forward_kernel<scalar_t, acc_t, acc_t>(
-            q, {-1, h_in + 1}, {-1, w_in + 1}, y.mutable_data_ptr<scalar_t>(), batch,
-            v_in, lambda_val, h_out, w_out, pad);
       });
   return y;
 }
