@@ -1,0 +1,138 @@
+"""
+BlendMask config keys (Chen et al., "BlendMask: Top-Down Meets Bottom-Up for Instance
+Segmentation", CVPR 2020), with the defaults of the reference implementation (AdelaiDet).
+
+Three subtrees are added:
+
+* ``MODEL.FCOS``: the FCOS detector used as BlendMask's "proposal generator";
+* ``MODEL.BASIS_MODULE``: the bottom module predicting the K bases (paper symbol K);
+* ``MODEL.BLENDMASK``: the top-layer attentions (M) and the blender (R).
+
+Unlike AdelaiDet, which edits detectron2's global ``_C``, the keys are added to the cfg passed in.
+"""
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_blendmask_config"]
+
+
+def add_blendmask_config(cfg):
+    """
+    Add the BlendMask keys (``MODEL.FCOS``, ``MODEL.BASIS_MODULE``, ``MODEL.BLENDMASK``) with their
+    defaults to ``cfg`` in place, and return it.
+    """
+    # ---------------------------------------------------------------------------------------- #
+    # FCOS detector (registered as PROPOSAL_GENERATOR "FCOS")
+    # ---------------------------------------------------------------------------------------- #
+    cfg.MODEL.FCOS = CN()
+    # Number of foreground classes C; the background label is C.
+    cfg.MODEL.FCOS.NUM_CLASSES = 80
+    # FPN levels fed to the head, from the finest to the coarsest.
+    cfg.MODEL.FCOS.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
+    # Stride s_l of each level in IN_FEATURES (locations, target normalisation, box decoding,
+    # centre-sampling radius). Must match the backbone's strides.
+    cfg.MODEL.FCOS.FPN_STRIDES = [8, 16, 32, 64, 128]
+    # Prior probability pi of the classification init: cls bias = -log((1 - pi) / pi).
+    cfg.MODEL.FCOS.PRIOR_PROB = 0.01
+    # Pre-NMS score threshold. The train value is only used when proposals are produced in
+    # training (YIELD_PROPOSAL).
+    cfg.MODEL.FCOS.INFERENCE_TH_TRAIN = 0.05
+    cfg.MODEL.FCOS.INFERENCE_TH_TEST = 0.05
+    # Class-aware NMS IoU threshold.
+    cfg.MODEL.FCOS.NMS_TH = 0.6
+    # Candidates kept per level and per image after the score threshold, before NMS.
+    cfg.MODEL.FCOS.PRE_NMS_TOPK_TRAIN = 1000
+    cfg.MODEL.FCOS.PRE_NMS_TOPK_TEST = 1000
+    # Detections kept per image after NMS.
+    cfg.MODEL.FCOS.POST_NMS_TOPK_TRAIN = 100
+    cfg.MODEL.FCOS.POST_NMS_TOPK_TEST = 100
+    # Read by the backbone builder: 2 -> P6 and P7 from P5; 1 -> P6 only; 0 -> no extra level.
+    cfg.MODEL.FCOS.TOP_LEVELS = 2
+    # Norm in the head towers: "GN" (GroupNorm, 32 groups), "NaiveGN" (the same computed with
+    # plain tensor ops, for export), "BN" / "SyncBN" (one BatchNorm per FPN level), "none".
+    cfg.MODEL.FCOS.NORM = "GN"
+    # Learnable per-level scalar on the box regression (every BlendMask config sets False).
+    cfg.MODEL.FCOS.USE_SCALE = True
+    # Box quality branch. Only "ctrness" (FCOS centerness) is supported: the blender weights
+    # its mask loss with the centerness targets.
+    cfg.MODEL.FCOS.BOX_QUALITY = "ctrness"
+    # True: multiply class probabilities by centerness *before* the score threshold.
+    cfg.MODEL.FCOS.THRESH_WITH_CTR = False
+    # Sigmoid focal loss alpha and gamma.
+    cfg.MODEL.FCOS.LOSS_ALPHA = 0.25
+    cfg.MODEL.FCOS.LOSS_GAMMA = 2.0
+    # Classification loss normaliser: "fg" (number of positives), "moving_fg" (EMA of it,
+    # momentum 0.9, initial value 100) or "all" (number of locations).
+    cfg.MODEL.FCOS.LOSS_NORMALIZER_CLS = "fg"
+    cfg.MODEL.FCOS.LOSS_WEIGHT_CLS = 1.0
+    # Object-size boundaries between levels: level l is responsible for gt boxes whose largest
+    # location-to-side distance lies in [SIZES[l-1], SIZES[l]] (both ends inclusive; -1 and 1e8
+    # close the first and last ranges). One entry fewer than IN_FEATURES.
+    cfg.MODEL.FCOS.SIZES_OF_INTEREST = [64, 128, 256, 512]
+    # Kept for AdelaiDet config compatibility; the regression output always goes through a ReLU.
+    cfg.MODEL.FCOS.USE_RELU = True
+    # Deformable last tower conv in AdelaiDet; not supported here (refused when building).
+    cfg.MODEL.FCOS.USE_DEFORMABLE = False
+    # Tower depths. The shared tower runs first; the cls and box towers follow it.
+    cfg.MODEL.FCOS.NUM_CLS_CONVS = 4
+    cfg.MODEL.FCOS.NUM_BOX_CONVS = 4
+    cfg.MODEL.FCOS.NUM_SHARE_CONVS = 0
+    # Centre sampling: a location is positive only within POS_RADIUS strides of the box centre.
+    cfg.MODEL.FCOS.CENTER_SAMPLE = True
+    cfg.MODEL.FCOS.POS_RADIUS = 1.5
+    # Box loss: "iou" (-log IoU), "linear_iou" (1 - IoU) or "giou" (1 - GIoU).
+    cfg.MODEL.FCOS.LOC_LOSS_TYPE = "giou"
+    # Also run inference in training and return the proposals (not used by BlendMask).
+    cfg.MODEL.FCOS.YIELD_PROPOSAL = False
+    # Kept for AdelaiDet config compatibility: the box-tower features are always returned
+    # (BlendMask's top layer reads them).
+    cfg.MODEL.FCOS.YIELD_BOX_FEATURES = False
+
+    # ---------------------------------------------------------------------------------------- #
+    # Basis ("bottom") module
+    # ---------------------------------------------------------------------------------------- #
+    cfg.MODEL.BASIS_MODULE = CN()
+    # Name in BASIS_MODULE_REGISTRY.
+    cfg.MODEL.BASIS_MODULE.NAME = "ProtoNet"
+    # K, the number of bases.
+    cfg.MODEL.BASIS_MODULE.NUM_BASES = 4
+    # Auxiliary thing-semantic loss on the first input feature. When True, training inputs
+    # must carry "basis_sem" (the project's BlendMaskDatasetMapper computes it).
+    cfg.MODEL.BASIS_MODULE.LOSS_ON = False
+    # AdelaiDet located pre-computed semantic .npz files with it. Unused here: the semantic
+    # target is rasterised from the instance annotations on the fly. Kept for compatibility.
+    cfg.MODEL.BASIS_MODULE.ANN_SET = "coco"
+    # Channel width of the refine convs, the tower and the semantic head.
+    cfg.MODEL.BASIS_MODULE.CONVS_DIM = 128
+    # FPN inputs; the first one sets the working resolution, the bases are at half its stride.
+    cfg.MODEL.BASIS_MODULE.IN_FEATURES = ["p3", "p4", "p5"]
+    # Norm of the refine and tower convs (detectron2 get_norm name, "" for none).
+    cfg.MODEL.BASIS_MODULE.NORM = "SyncBN"
+    # Tower convs before the x2 upsampling.
+    cfg.MODEL.BASIS_MODULE.NUM_CONVS = 3
+    # Stride of the semantic head's output, i.e. of IN_FEATURES[0].
+    cfg.MODEL.BASIS_MODULE.COMMON_STRIDE = 8
+    # Thing classes of the semantic head (it predicts NUM_CLASSES + 1, 0 = background).
+    cfg.MODEL.BASIS_MODULE.NUM_CLASSES = 80
+    # Weight of the auxiliary semantic loss.
+    cfg.MODEL.BASIS_MODULE.LOSS_WEIGHT = 0.3
+
+    # ---------------------------------------------------------------------------------------- #
+    # Top layer and blender
+    # ---------------------------------------------------------------------------------------- #
+    cfg.MODEL.BLENDMASK = CN()
+    # M: side of each basis' attention map; the top layer predicts K*M*M channels per location.
+    cfg.MODEL.BLENDMASK.ATTN_SIZE = 14
+    # F.interpolate mode used to upsample the attentions from M x M to R x R.
+    cfg.MODEL.BLENDMASK.TOP_INTERP = "bilinear"
+    # R: side of the RoI cropped from the bases (= mask target and predicted mask size).
+    cfg.MODEL.BLENDMASK.BOTTOM_RESOLUTION = 56
+    # detectron2 ROIPooler type used to crop the bases.
+    cfg.MODEL.BLENDMASK.POOLER_TYPE = "ROIAlignV2"
+    cfg.MODEL.BLENDMASK.POOLER_SAMPLING_RATIO = 1
+    # 1 / stride of the bases (a single level).
+    cfg.MODEL.BLENDMASK.POOLER_SCALES = (0.25,)
+    # Multiplies the blender's mask loss only.
+    cfg.MODEL.BLENDMASK.INSTANCE_LOSS_WEIGHT = 1.0
+    # Eval outputs also carry the raw "bases" (and "sem_thing_seg" when LOSS_ON).
+    cfg.MODEL.BLENDMASK.VISUALIZE = False
+    return cfg

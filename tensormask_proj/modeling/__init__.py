@@ -1,0 +1,5 @@
+# Registration: importing the subpackages registers their meta-architectures, proposal
+# generators and backbones with detectron2's registries.
+from . import backbone  # noqa: F401
+from . import blendmask  # noqa: F401
+from . import tensormask  # noqa: F401

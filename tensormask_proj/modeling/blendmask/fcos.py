@@ -1,0 +1,381 @@
+"""
+FCOS (Tian et al., 2019) as BlendMask's "proposal generator": dense per-location classification,
+box regression and centerness, with AdelaiDet's target assignment, losses and post-processing.
+
+Shape shorthand in this module:
+
+    N: number of images in the minibatch
+    L: number of FPN levels; Hi, Wi, si: size and stride of level i
+    R: number of locations of one image over all levels (sum of Hi*Wi)
+    C: number of foreground classes (the background label is C)
+    P: number of positive locations in the minibatch
+    D: channels of the box-tower features
+
+Naming convention: ``pred_*`` are network outputs, ``gt_*`` ground truth; losses are
+``loss_fcos_cls``, ``loss_fcos_loc`` and ``loss_fcos_ctr`` (AdelaiDet's keys).
+
+Reused from detectron2: the (N, K, H, W) -> (N, HW, K) transpose of its dense detectors, the
+point-to-box distances, fvcore's focal loss and (in ``fcos_postprocess``) ``batched_nms``.
+"""
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from fvcore.nn import sigmoid_focal_loss_jit
+from torch import Tensor, nn
+
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import PROPOSAL_GENERATOR_REGISTRY
+from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
+from detectron2.structures import ImageList, Instances
+
+from .fcos_head import FCOSHead
+from .fcos_postprocess import predict_instances
+from .fcos_targets import (
+    compute_ctrness_targets,
+    compute_locations,
+    level_size_ranges,
+    match_locations,
+)
+from .losses import iou_loss, reduce_mean
+
+__all__ = ["FCOS"]
+
+CLS_NORMALIZERS = ("fg", "moving_fg", "all")
+
+
+@PROPOSAL_GENERATOR_REGISTRY.register()
+class FCOS(nn.Module):
+    """
+    FCOS detector producing, for BlendMask, per-location training targets (training) or
+    post-NMS detections (inference), plus the box-tower features the top layer reads.
+
+    Unlike detectron2's RPN-style proposal generators, :meth:`forward` returns a dict of outputs
+    (see there) instead of a list of proposals, because BlendMask needs the positive locations and
+    the loss normaliser in training.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        head: nn.Module,
+        in_features: List[str],
+        strides: List[int],
+        num_classes: int,
+        sizes_of_interest: List[float],
+        center_sample: bool = True,
+        pos_radius: float = 1.5,
+        focal_loss_alpha: float = 0.25,
+        focal_loss_gamma: float = 2.0,
+        loc_loss_type: str = "giou",
+        loss_normalizer_cls: str = "fg",
+        loss_weight_cls: float = 1.0,
+        thresh_with_ctr: bool = False,
+        score_thresh_train: float = 0.05,
+        score_thresh_test: float = 0.05,
+        pre_nms_topk_train: int = 1000,
+        pre_nms_topk_test: int = 1000,
+        post_nms_topk_train: int = 100,
+        post_nms_topk_test: int = 100,
+        nms_thresh: float = 0.6,
+        yield_proposal: bool = False,
+    ):
+        """
+        Args:
+            head: :class:`FCOSHead` (or any module with the same forward contract).
+            in_features: names of the L backbone features the head runs on.
+            strides: L strides, matching the backbone.
+            num_classes: C.
+            sizes_of_interest: L-1 boundaries of the per-level size ranges.
+            center_sample, pos_radius: centre sampling and its radius in strides.
+            focal_loss_alpha, focal_loss_gamma: sigmoid focal loss parameters.
+            loc_loss_type: "iou", "linear_iou" or "giou".
+            loss_normalizer_cls: "fg", "moving_fg" or "all" (see config).
+            loss_weight_cls: weight of the classification loss.
+            thresh_with_ctr: threshold cls prob x centerness instead of cls prob.
+            score_thresh_*, pre_nms_topk_*, post_nms_topk_*, nms_thresh: post-processing
+                (``*_train`` apply when proposals are produced in training).
+            yield_proposal: also produce proposals in training.
+        """
+        super().__init__()
+        if len(strides) != len(in_features):
+            raise ValueError(
+                f"MODEL.FCOS.FPN_STRIDES {strides} and IN_FEATURES {in_features} differ in length"
+            )
+        if len(sizes_of_interest) != len(in_features) - 1:
+            raise ValueError(
+                f"MODEL.FCOS.SIZES_OF_INTEREST needs {len(in_features) - 1} entries (one fewer "
+                f"than IN_FEATURES {in_features}), got {sizes_of_interest}"
+            )
+        if loss_normalizer_cls not in CLS_NORMALIZERS:
+            raise ValueError(
+                f"MODEL.FCOS.LOSS_NORMALIZER_CLS must be one of {CLS_NORMALIZERS}, "
+                f"got {loss_normalizer_cls!r}"
+            )
+        self.fcos_head = head
+        self.in_features = list(in_features)
+        self.strides = list(strides)
+        self.num_classes = num_classes
+        self.size_ranges = level_size_ranges(sizes_of_interest)
+        # Loss parameters
+        self.center_sample_radius = pos_radius if center_sample else None
+        self.focal_loss_alpha = focal_loss_alpha
+        self.focal_loss_gamma = focal_loss_gamma
+        self.loc_loss_type = loc_loss_type
+        self.loss_normalizer_cls = loss_normalizer_cls
+        self.loss_weight_cls = loss_weight_cls
+        # The EMA of the number of positives for "moving_fg"; AdelaiDet starts it at 100.
+        self.moving_num_pos = 100.0
+        # Inference parameters
+        self.thresh_with_ctr = thresh_with_ctr
+        self.score_thresh_train = score_thresh_train
+        self.score_thresh_test = score_thresh_test
+        self.pre_nms_topk_train = pre_nms_topk_train
+        self.pre_nms_topk_test = pre_nms_topk_test
+        self.post_nms_topk_train = post_nms_topk_train
+        self.post_nms_topk_test = post_nms_topk_test
+        self.nms_thresh = nms_thresh
+        self.yield_proposal = yield_proposal
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        fcos = cfg.MODEL.FCOS
+        if fcos.BOX_QUALITY != "ctrness":
+            raise ValueError(
+                f"MODEL.FCOS.BOX_QUALITY={fcos.BOX_QUALITY!r} is not supported: only 'ctrness' "
+                "(BlendMask's mask loss is weighted by the centerness targets)"
+            )
+        missing = [f for f in fcos.IN_FEATURES if f not in input_shape]
+        if missing:
+            raise ValueError(
+                f"MODEL.FCOS.IN_FEATURES {missing} are not backbone outputs {sorted(input_shape)}"
+            )
+        shapes = [input_shape[f] for f in fcos.IN_FEATURES]
+        for f, shape, stride in zip(fcos.IN_FEATURES, shapes, fcos.FPN_STRIDES):
+            if shape.stride is not None and shape.stride != stride:
+                raise ValueError(
+                    f"MODEL.FCOS.FPN_STRIDES gives stride {stride} for '{f}' but the backbone "
+                    f"outputs it at stride {shape.stride}"
+                )
+        return {
+            "head": FCOSHead(cfg, shapes),
+            "in_features": fcos.IN_FEATURES,
+            "strides": fcos.FPN_STRIDES,
+            "num_classes": fcos.NUM_CLASSES,
+            # Target assignment
+            "sizes_of_interest": fcos.SIZES_OF_INTEREST,
+            "center_sample": fcos.CENTER_SAMPLE,
+            "pos_radius": fcos.POS_RADIUS,
+            # Loss parameters
+            "focal_loss_alpha": fcos.LOSS_ALPHA,
+            "focal_loss_gamma": fcos.LOSS_GAMMA,
+            "loc_loss_type": fcos.LOC_LOSS_TYPE,
+            "loss_normalizer_cls": fcos.LOSS_NORMALIZER_CLS,
+            "loss_weight_cls": fcos.LOSS_WEIGHT_CLS,
+            # Inference parameters
+            "thresh_with_ctr": fcos.THRESH_WITH_CTR,
+            "score_thresh_train": fcos.INFERENCE_TH_TRAIN,
+            "score_thresh_test": fcos.INFERENCE_TH_TEST,
+            "pre_nms_topk_train": fcos.PRE_NMS_TOPK_TRAIN,
+            "pre_nms_topk_test": fcos.PRE_NMS_TOPK_TEST,
+            "post_nms_topk_train": fcos.POST_NMS_TOPK_TRAIN,
+            "post_nms_topk_test": fcos.POST_NMS_TOPK_TEST,
+            "nms_thresh": fcos.NMS_TH,
+            "yield_proposal": fcos.YIELD_PROPOSAL,
+        }
+
+    def forward(
+        self,
+        images: ImageList,
+        features: Dict[str, Tensor],
+        gt_instances: Optional[List[Instances]] = None,
+    ):
+        """
+        Args:
+            images: the padded input batch (only its image sizes are used).
+            features: backbone outputs, containing at least ``in_features``.
+            gt_instances: in training, per-image Instances with ``gt_boxes`` and ``gt_classes``.
+
+        Returns:
+            outputs (dict):
+                * "box_features": L tensors (N, D, Hi, Wi), the box-tower outputs.
+                * training: "positives", an :class:`Instances` over the whole batch with one entry
+                  per positive location: ``im_inds``, ``fpn_levels`` (long), ``locations`` (P, 2),
+                  ``labels``, ``gt_inds`` (index into the concatenation of all images'
+                  gt_instances), ``reg_targets`` (P, 4) in strides, ``gt_ctrs`` (P,) centerness
+                  targets; and "loss_denorm", the scalar sum of gt_ctrs (averaged over
+                  processes), which also normalises BlendMask's mask loss.
+                * inference (and training with yield_proposal): "proposals", N Instances with
+                  ``pred_boxes`` (unclipped, input-image pixels), ``scores``, ``pred_classes``,
+                  ``locations`` and ``fpn_levels``, sorted by decreasing score.
+            losses (dict): in training "loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr";
+                empty in inference.
+        """
+        features = [features[f] for f in self.in_features]
+        pred_logits, pred_deltas, pred_ctrness, box_features = self.fcos_head(features)
+        locations = compute_locations(features, self.strides)
+        outputs = {"box_features": box_features}
+        losses = {}
+        if self.training:
+            if gt_instances is None:
+                raise ValueError("FCOS needs gt_instances in training")
+            outputs["positives"], outputs["loss_denorm"], losses = self.losses(
+                locations, pred_logits, pred_deltas, pred_ctrness, gt_instances
+            )
+        if not self.training or self.yield_proposal:
+            outputs["proposals"] = self.predict_proposals(
+                locations, pred_logits, pred_deltas, pred_ctrness, images.image_sizes
+            )
+        return outputs, losses
+
+    # ------------------------------------------------------------------------------------------
+    # Training
+    # ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def label_locations(self, locations: List[Tensor], gt_instances: List[Instances]):
+        """
+        Args:
+            locations: L tensors (Hi*Wi, 2).
+            gt_instances: N Instances with gt_boxes, gt_classes.
+
+        Returns:
+            gt_labels: (N, R) long in [0, C], C = background.
+            gt_reg_targets: (N, R, 4) (l*, t*, r*, b*) in units of the location's stride.
+            gt_inds: (N, R) long, matched index into the concatenation of all images' gts, -1
+                for background.
+            level_of: (R,) long level index of each location.
+        """
+        all_locations = torch.cat(locations, dim=0)
+        device = all_locations.device
+        level_of = torch.cat(
+            [
+                torch.full((len(loc),), i, dtype=torch.long, device=device)
+                for i, loc in enumerate(locations)
+            ]
+        )
+        strides = torch.tensor(self.strides, dtype=torch.float32, device=device)[level_of]
+        ranges = torch.tensor(self.size_ranges, dtype=torch.float32, device=device)[level_of]
+
+        gt_labels, gt_reg_targets, gt_inds = [], [], []
+        offset = 0
+        for gt_per_image in gt_instances:
+            matched, ltrb = match_locations(
+                all_locations,
+                strides,
+                ranges,
+                gt_per_image.gt_boxes.tensor,
+                self.center_sample_radius,
+            )
+            is_fg = matched >= 0
+            labels = torch.full_like(matched, self.num_classes)
+            labels[is_fg] = gt_per_image.gt_classes[matched[is_fg]]
+            gt_labels.append(labels)
+            gt_reg_targets.append(ltrb / strides[:, None])
+            gt_inds.append(torch.where(is_fg, matched + offset, matched))
+            offset += len(gt_per_image)
+        return torch.stack(gt_labels), torch.stack(gt_reg_targets), torch.stack(gt_inds), level_of
+
+    def losses(self, locations, pred_logits, pred_deltas, pred_ctrness, gt_instances):
+        """
+        FCOS losses (spec: focal cls loss / #positives, centerness-weighted IoU loss / sum of
+        centerness targets, centerness BCE / #positives).
+
+        Returns:
+            positives (Instances), loss_denorm (scalar Tensor), losses (dict), see :meth:`forward`.
+        """
+        gt_labels, gt_reg_targets, gt_inds, level_of = self.label_locations(locations, gt_instances)
+        # (N, R, K) like the targets: levels are concatenated per image.
+        pred_logits = torch.cat([permute_to_N_HWA_K(x, self.num_classes) for x in pred_logits], 1)
+        pred_deltas = torch.cat([permute_to_N_HWA_K(x, 4) for x in pred_deltas], 1)
+        pred_ctrness = torch.cat([permute_to_N_HWA_K(x, 1) for x in pred_ctrness], 1).squeeze(2)
+
+        pos_mask = gt_labels != self.num_classes  # (N, R)
+        num_pos = pos_mask.sum()
+        num_pos_avg = max(reduce_mean(num_pos.float()).item(), 1.0)
+        if self.loss_normalizer_cls == "fg":
+            cls_normalizer = num_pos_avg
+        elif self.loss_normalizer_cls == "moving_fg":
+            # The EMA damps the per-batch fluctuation of #positives at small batch sizes.
+            self.moving_num_pos = 0.9 * self.moving_num_pos + 0.1 * num_pos_avg
+            cls_normalizer = self.moving_num_pos
+        else:
+            cls_normalizer = float(pos_mask.numel())
+
+        # One-hot without the background column: background rows are all-zero targets.
+        cls_targets = F.one_hot(gt_labels, self.num_classes + 1)[..., :-1].to(pred_logits.dtype)
+        loss_cls = sigmoid_focal_loss_jit(
+            pred_logits,
+            cls_targets,
+            alpha=self.focal_loss_alpha,
+            gamma=self.focal_loss_gamma,
+            reduction="sum",
+        )
+        loss_cls = self.loss_weight_cls * loss_cls / cls_normalizer
+
+        im_inds, loc_inds = torch.nonzero(pos_mask, as_tuple=True)
+        reg_targets = gt_reg_targets[im_inds, loc_inds]
+        ctrness_targets = compute_ctrness_targets(reg_targets)
+        # Reduced on every process, positives or not, so distributed training cannot deadlock.
+        loss_denorm = reduce_mean(ctrness_targets.sum().detach()).clamp(min=1e-6)
+        if num_pos > 0:
+            loss_loc = (
+                iou_loss(
+                    pred_deltas[im_inds, loc_inds],
+                    reg_targets,
+                    weight=ctrness_targets,
+                    loss_type=self.loc_loss_type,
+                )
+                / loss_denorm
+            )
+            loss_ctr = (
+                F.binary_cross_entropy_with_logits(
+                    pred_ctrness[im_inds, loc_inds], ctrness_targets, reduction="sum"
+                )
+                / num_pos_avg
+            )
+        else:
+            # Zero, but connected to the graph so that every parameter gets a gradient.
+            loss_loc = pred_deltas.sum() * 0
+            loss_ctr = pred_ctrness.sum() * 0
+
+        all_locations = torch.cat(locations, dim=0)
+        positives = Instances(
+            (0, 0),
+            im_inds=im_inds,
+            fpn_levels=level_of[loc_inds],
+            locations=all_locations[loc_inds],
+            labels=gt_labels[im_inds, loc_inds],
+            gt_inds=gt_inds[im_inds, loc_inds],
+            reg_targets=reg_targets,
+            gt_ctrs=ctrness_targets,
+        )
+        losses = {"loss_fcos_cls": loss_cls, "loss_fcos_loc": loss_loc, "loss_fcos_ctr": loss_ctr}
+        return positives, loss_denorm, losses
+
+    # ------------------------------------------------------------------------------------------
+    # Inference
+    # ------------------------------------------------------------------------------------------
+    def predict_proposals(self, locations, pred_logits, pred_deltas, pred_ctrness, image_sizes):
+        """Post-NMS detections per image, see :func:`fcos_postprocess.predict_instances`."""
+        # Chosen from self.training at each call (AdelaiDet stored them on self as a side effect).
+        if self.training:
+            score_thresh, pre_nms_topk = self.score_thresh_train, self.pre_nms_topk_train
+            post_nms_topk = self.post_nms_topk_train
+        else:
+            score_thresh, pre_nms_topk = self.score_thresh_test, self.pre_nms_topk_test
+            post_nms_topk = self.post_nms_topk_test
+        return predict_instances(
+            locations,
+            self.strides,
+            [permute_to_N_HWA_K(x, self.num_classes) for x in pred_logits],
+            [permute_to_N_HWA_K(x, 4) for x in pred_deltas],
+            [permute_to_N_HWA_K(x, 1) for x in pred_ctrness],
+            image_sizes,
+            score_thresh=score_thresh,
+            pre_nms_topk=pre_nms_topk,
+            post_nms_topk=post_nms_topk,
+            nms_thresh=self.nms_thresh,
+            thresh_with_ctr=self.thresh_with_ctr,
+        )

@@ -1,0 +1,128 @@
+"""
+FCOS post-processing (AdelaiDet's): per-level score threshold and top-k, box decoding,
+class-aware NMS and the post-NMS top-k. Pure functions of tensors.
+
+Shape shorthand in this module:
+
+    N: number of images; L: number of levels; Hi, Wi, si: size and stride of level i
+    C: number of foreground classes
+"""
+from typing import List, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from detectron2.layers import batched_nms
+from detectron2.structures import Boxes, Instances
+
+__all__ = ["predict_instances", "decode_level"]
+
+
+@torch.no_grad()
+def predict_instances(
+    locations: Sequence[Tensor],
+    strides: Sequence[int],
+    pred_logits: Sequence[Tensor],
+    pred_deltas: Sequence[Tensor],
+    pred_ctrness: Sequence[Tensor],
+    image_sizes: Sequence[Tuple[int, int]],
+    *,
+    score_thresh: float,
+    pre_nms_topk: int,
+    post_nms_topk: int,
+    nms_thresh: float,
+    thresh_with_ctr: bool,
+) -> List[Instances]:
+    """
+    Args:
+        locations: L tensors (Hi*Wi, 2).
+        strides: L strides.
+        pred_logits, pred_deltas, pred_ctrness: L tensors (N, Hi*Wi, C | 4 | 1): class logits,
+            (l, t, r, b) distances in strides, centerness logits.
+        image_sizes: N (h, w) of the unpadded inputs.
+        score_thresh, pre_nms_topk: per-level pre-filters, see :func:`decode_level`.
+        post_nms_topk: detections kept per image after NMS (ties at the boundary are kept).
+        nms_thresh: IoU threshold of the class-aware NMS.
+        thresh_with_ctr: threshold p_cls * p_ctr instead of p_cls.
+
+    Returns:
+        N Instances with ``pred_boxes`` (unclipped, input pixels), ``scores`` = sqrt(p_cls *
+        p_ctr), ``pred_classes``, ``locations``, ``fpn_levels``; sorted by decreasing score.
+    """
+    results = []
+    for img_idx, image_size in enumerate(image_sizes):
+        per_level = [
+            decode_level(
+                locations[level],
+                strides[level],
+                level,
+                pred_logits[level][img_idx],
+                pred_deltas[level][img_idx],
+                pred_ctrness[level][img_idx],
+                score_thresh=score_thresh,
+                topk=pre_nms_topk,
+                thresh_with_ctr=thresh_with_ctr,
+                image_size=image_size,
+            )
+            for level in range(len(locations))
+        ]
+        result = Instances.cat(per_level)
+        keep = batched_nms(result.pred_boxes.tensor, result.scores, result.pred_classes, nms_thresh)
+        result = result[keep]  # sorted by decreasing score
+        if len(result) > post_nms_topk > 0:
+            # AdelaiDet keeps every detection scoring at least the post_nms_topk-th best score,
+            # so ties at the boundary can keep a few more than post_nms_topk.
+            kth = torch.kthvalue(result.scores.cpu(), len(result) - post_nms_topk + 1).values
+            result = result[result.scores >= kth.item()]
+        results.append(result)
+    return results
+
+
+def decode_level(
+    locations: Tensor,
+    stride: int,
+    level: int,
+    logits: Tensor,
+    deltas: Tensor,
+    ctrness: Tensor,
+    *,
+    score_thresh: float,
+    topk: int,
+    thresh_with_ctr: bool,
+    image_size: Tuple[int, int],
+) -> Instances:
+    """
+    Candidates of one level of one image.
+
+    Args:
+        locations: (Hi*Wi, 2); logits: (Hi*Wi, C); deltas: (Hi*Wi, 4); ctrness: (Hi*Wi, 1).
+
+    Returns:
+        Instances of up to ``topk`` (location, class) candidates scoring above
+        ``score_thresh``, with scores sqrt(p_cls * p_ctr). A location can yield several classes.
+    """
+    scores = logits.sigmoid()
+    ctr = ctrness.sigmoid()
+    if thresh_with_ctr:
+        scores = scores * ctr
+    # Two pre-filters, both to keep NMS cheap: a score threshold, then the top-k.
+    candidate = scores > score_thresh
+    if not thresh_with_ctr:
+        scores = scores * ctr
+    cand_scores = scores[candidate]
+    loc_inds, classes = torch.nonzero(candidate, as_tuple=True)
+    if len(cand_scores) > topk:
+        cand_scores, order = cand_scores.topk(topk)
+        loc_inds, classes = loc_inds[order], classes[order]
+    loc = locations[loc_inds]
+    dist = deltas[loc_inds] * stride
+    # (x - l, y - t, x + r, y + b); not clipped here (detector_postprocess clips later).
+    boxes = torch.cat([loc - dist[:, :2], loc + dist[:, 2:]], dim=1)
+    return Instances(
+        image_size,
+        pred_boxes=Boxes(boxes),
+        scores=torch.sqrt(cand_scores),
+        pred_classes=classes,
+        locations=loc,
+        fpn_levels=torch.full_like(classes, level),
+    )

@@ -1,0 +1,1 @@
+"""Tests of tensormask_proj.modeling.blendmask (BlendMask on FCOS)."""

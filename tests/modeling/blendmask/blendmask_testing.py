@@ -1,0 +1,67 @@
+"""Helpers shared by the BlendMask tests: configs and synthetic inputs."""
+import os
+
+import torch
+
+from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
+
+from tensormask_proj.config import get_project_cfg
+from tensormask_proj.data.dataset_mapper import thing_semantic_from_instances
+
+REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+CONFIG_DIR = os.path.join(REPO_ROOT, "configs")
+FIXTURE_DIR = os.path.join(os.path.dirname(__file__), "fixtures")
+QUICK_CONFIG = os.path.join(CONFIG_DIR, "BlendMask", "Base-Shapes.yaml")
+
+
+def blendmask_cfg(config_file=QUICK_CONFIG, opts=()):
+    """A frozen-free project cfg merged from ``config_file`` and ``opts``, on the CPU."""
+    cfg = get_project_cfg()
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    cfg.MODEL.DEVICE = "cpu"
+    return cfg
+
+
+def make_instances(image_size, boxes, classes, bitmask=False):
+    """Instances with gt_boxes, gt_classes and rectangle masks (polygons or bitmasks)."""
+    h, w = image_size
+    inst = Instances((h, w))
+    boxes = torch.tensor(boxes, dtype=torch.float32).view(-1, 4)
+    inst.gt_boxes = Boxes(boxes)
+    inst.gt_classes = torch.tensor(classes, dtype=torch.long)
+    if bitmask:
+        masks = torch.zeros(len(boxes), h, w, dtype=torch.bool)
+        for m, (x0, y0, x1, y1) in zip(masks, boxes.round().long().tolist()):
+            m[y0:y1, x0:x1] = True
+        inst.gt_masks = BitMasks(masks)
+    else:
+        inst.gt_masks = PolygonMasks(
+            [[[x0, y0, x1, y0, x1, y1, x0, y1]] for x0, y0, x1, y1 in boxes.tolist()]
+        )
+    return inst
+
+
+def make_input(image_size=(128, 160), boxes=(), classes=(), seed=0, bitmask=False):
+    """A model input dict with a random uint8 image, instances and basis_sem."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = image_size
+    inst = make_instances(image_size, list(boxes), list(classes), bitmask)
+    return {
+        "image": torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g),
+        "height": h,
+        "width": w,
+        "instances": inst,
+        "basis_sem": thing_semantic_from_instances(inst, image_size),
+    }
+
+
+def regular_and_empty_batch():
+    """Two images with objects of several sizes and one image without any."""
+    return [
+        make_input(
+            (128, 160), [[10, 12, 70, 90], [90, 20, 110, 40], [60, 60, 150, 120]], [0, 3, 5]
+        ),
+        make_input((120, 128), [[30, 30, 60, 50]], [2], seed=1),
+        make_input((128, 128), [], [], seed=2),
+    ]

@@ -1,0 +1,122 @@
+"""The blender against hand computations."""
+import math
+import unittest
+
+import torch
+
+from detectron2.structures import Boxes, Instances, PolygonMasks
+
+from tensormask_proj.modeling.blendmask.blender import Blender, blend
+
+
+def _sigmoid(x):
+    return 1 / (1 + math.exp(-x))
+
+
+class TestBlend(unittest.TestCase):
+    def test_blend_hand_computed(self):
+        # K = 2 bases, M = 2, R = 4. Basis 0 crop = +1 everywhere, basis 1 crop = -1.
+        # Attention of basis 0 is 0; of basis 1 is [[0, 4], [0, 4]] (channel layout k*M*M+i*M+j).
+        # Bilinear 2 -> 4 (align_corners=False) samples source x = (j + 0.5)/2 - 0.5
+        # = -0.25, 0.25, 0.75, 1.25 -> clamped to [0, 1]: values 0, 1, 3, 4 along each row.
+        # Softmax over K: w1 = sigmoid(a1 - a0) = sigmoid(0|1|3|4), w0 = 1 - w1.
+        # Mask = w0 * 1 + w1 * (-1) = 1 - 2 * w1.
+        rois = torch.stack([torch.ones(4, 4), -torch.ones(4, 4)])[None]
+        attn = torch.tensor([0, 0, 0, 0, 0, 4, 0, 4], dtype=torch.float32)[None]
+        mask = blend(rois, attn, attn_size=2, interp_mode="bilinear")
+        row = [1 - 2 * _sigmoid(v) for v in (0, 1, 3, 4)]
+        self.assertEqual(mask.shape, (1, 4, 4))
+        for r in range(4):
+            for c in range(4):
+                self.assertAlmostEqual(mask[0, r, c].item(), row[c], places=5)
+
+    def test_blend_nearest_and_empty(self):
+        rois = torch.stack([torch.ones(4, 4), -torch.ones(4, 4)])[None]
+        attn = torch.tensor([0, 0, 0, 0, 0, 4, 0, 4], dtype=torch.float32)[None]
+        mask = blend(rois, attn, attn_size=2, interp_mode="nearest")
+        # Nearest: columns 0-1 read a1 = 0, columns 2-3 read a1 = 4.
+        expected = [0.0, 0.0, 1 - 2 * _sigmoid(4), 1 - 2 * _sigmoid(4)]
+        self.assertTrue(torch.allclose(mask[0, 0], torch.tensor(expected), atol=1e-6))
+        self.assertEqual(blend(torch.zeros(0, 2, 4, 4), torch.zeros(0, 8), 2).shape, (0, 4, 4))
+
+
+class TestBlenderPooling(unittest.TestCase):
+    def test_roialign_v2_sampling_ratio_1(self):
+        # Bases at stride 4 (scale 0.25) whose value is the column index: sampling returns the
+        # continuous x coordinate (in base pixels, pixel centres at +0.5 -> value = coord - 0.5).
+        # Box x in [8, 40] -> [2, 10] on the bases, aligned=True shifts by -0.5 -> [1.5, 9.5];
+        # R = 4 bins of width 2, one sample per bin at its centre: 2.5, 4.5, 6.5, 8.5.
+        blender = Blender(pooler_resolution=4, attn_size=2)
+        bases = torch.arange(16.0).view(1, 1, 1, 16).expand(1, 1, 16, 16).contiguous()
+        rois = blender.pooler([bases], [Boxes(torch.tensor([[8.0, 8.0, 40.0, 24.0]]))])
+        self.assertTrue(torch.allclose(rois[0, 0, 0], torch.tensor([2.5, 4.5, 6.5, 8.5])))
+
+    def test_predict(self):
+        blender = Blender(pooler_resolution=4, attn_size=2)
+        bases = [torch.ones(2, 2, 8, 8)]
+        p0 = Instances((32, 32))
+        p0.pred_boxes = Boxes(torch.tensor([[0.0, 0.0, 16.0, 16.0], [-4.0, 2.0, 40.0, 30.0]]))
+        p0.top_feat = torch.zeros(2, 8)
+        p1 = Instances((32, 32), pred_boxes=Boxes(torch.zeros(0, 4)), top_feat=torch.zeros(0, 8))
+        blender.predict(bases, [p0, p1])
+        # Bases all 1, equal attentions -> logit 1 -> probability sigmoid(1) (the unclipped
+        # box reads zeros outside the bases, so its border is lower).
+        self.assertEqual(p0.pred_masks.shape, (2, 1, 4, 4))
+        self.assertTrue(torch.allclose(p0.pred_masks[0], torch.full((1, 4, 4), _sigmoid(1))))
+        self.assertEqual(p1.pred_masks.shape, (0, 1, 4, 4))
+        # No detection at all in the batch.
+        p2 = Instances((32, 32), pred_boxes=Boxes(torch.zeros(0, 4)), top_feat=torch.zeros(0, 8))
+        blender.predict(bases, [p2])
+        self.assertEqual(p2.pred_masks.shape, (0, 1, 4, 4))
+
+
+class TestBlenderLoss(unittest.TestCase):
+    def _gt(self, boxes, polygons, classes):
+        inst = Instances((64, 64))
+        inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).view(-1, 4))
+        inst.gt_classes = torch.tensor(classes, dtype=torch.long)
+        inst.gt_masks = PolygonMasks(polygons)
+        return inst
+
+    def test_loss_indexes_gts_across_images(self):
+        # Bases constant 2 -> every blended logit is 2 whatever the attention.
+        # Image 0: gt A [0,0,32,32] with a full-box polygon -> target all 1.
+        # Image 1: no gt. Image 2: gt B [0,0,32,32] whose polygon covers the left half -> half 1.
+        # Positives: (gt A, c* 0.5), (gt B, c* 1.0), (gt B, c* 0.5); D = 2.
+        # BCE(2, 1) = softplus(-2); BCE(2, 0) = softplus(2).
+        blender = Blender(pooler_resolution=8, attn_size=2)
+        bases = [torch.full((3, 2, 16, 16), 2.0, requires_grad=True)]
+        full = [[0, 0, 32, 0, 32, 32, 0, 32]]
+        left = [[0, 0, 16, 0, 16, 32, 0, 32]]
+        gts = [
+            self._gt([0, 0, 32, 32], [full], [0]),
+            self._gt([], [], []),
+            self._gt([0, 0, 32, 32], [left], [1]),
+        ]
+        positives = Instances(
+            (0, 0),
+            gt_inds=torch.tensor([0, 1, 1]),
+            gt_ctrs=torch.tensor([0.5, 1.0, 0.5]),
+        )
+        attns = torch.randn(3, 8, requires_grad=True)
+        loss = blender.losses(bases, attns, positives, gts, torch.tensor(2.0))["loss_mask"]
+        sp = lambda x: math.log1p(math.exp(x))  # noqa: E731
+        half = 0.5 * (sp(-2) + sp(2))
+        expected = (0.5 * sp(-2) + 1.0 * half + 0.5 * half) / 2.0
+        self.assertAlmostEqual(loss.item(), expected, places=5)
+        loss.backward()
+        self.assertIsNotNone(bases[0].grad)
+
+    def test_no_positive(self):
+        blender = Blender(pooler_resolution=8, attn_size=2)
+        bases = [torch.ones(1, 2, 16, 16, requires_grad=True)]
+        attns = torch.zeros(0, 8, requires_grad=True)
+        positives = Instances((0, 0), gt_inds=torch.zeros(0).long(), gt_ctrs=torch.zeros(0))
+        loss = blender.losses(bases, attns, positives, [self._gt([], [], [])], torch.tensor(1e-6))
+        self.assertEqual(loss["loss_mask"].item(), 0.0)
+        loss["loss_mask"].backward()
+        self.assertEqual(bases[0].grad.abs().sum().item(), 0.0)
+
+
+if __name__ == "__main__":
+    unittest.main()

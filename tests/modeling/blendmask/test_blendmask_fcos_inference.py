@@ -1,0 +1,128 @@
+"""FCOS post-processing on hand-made predictions."""
+import math
+import unittest
+
+import torch
+from torch import nn
+
+from detectron2.structures import ImageList
+
+from tensormask_proj.modeling.blendmask.fcos import FCOS
+
+
+def _logit(p):
+    return math.log(p / (1 - p))
+
+
+class _FixedHead(nn.Module):
+    def __init__(self, outputs):
+        super().__init__()
+        self.outputs = outputs
+
+    def forward(self, features):
+        return self.outputs
+
+
+def _predictions(cls_probs, ctr_probs, deltas):
+    """One image, one level of 2x2 cells, 3 classes. Background cells get probability 1e-4."""
+    logits = torch.full((1, 3, 2, 2), _logit(1e-4))
+    ctr = torch.full((1, 1, 2, 2), _logit(0.5))
+    reg = torch.ones(1, 4, 2, 2)
+    for (cell, cls), p in cls_probs.items():
+        logits[0, cls, cell // 2, cell % 2] = _logit(p)
+    for cell, p in ctr_probs.items():
+        ctr[0, 0, cell // 2, cell % 2] = _logit(p)
+    for cell, d in deltas.items():
+        reg[0, :, cell // 2, cell % 2] = torch.tensor(d)
+    return [logits], [reg], [ctr], [torch.zeros(1, 8, 2, 2)]
+
+
+def _fcos(outputs, **kwargs):
+    return FCOS(
+        head=_FixedHead(outputs),
+        in_features=["p3"],
+        strides=[8],
+        num_classes=3,
+        sizes_of_interest=[],
+        **kwargs,
+    ).eval()
+
+
+def _run(fcos):
+    images = ImageList(torch.zeros(1, 3, 16, 16), [(16, 16)])
+    outputs, losses = fcos(images, {"p3": torch.zeros(1, 8, 2, 2)})
+    assert losses == {}
+    return outputs["proposals"][0]
+
+
+class TestFCOSInference(unittest.TestCase):
+    def test_threshold_with_and_without_centerness(self):
+        # Cell 1 = location (12, 4): class 2 with p_cls 0.3 and p_ctr 0.1 -> 0.03.
+        # Deltas (1, 1, 1, 1) strides -> box (12-8, 4-8, 12+8, 4+8) = (4, -4, 20, 12),
+        # not clipped to the image.
+        outputs = _predictions({(1, 2): 0.3}, {1: 0.1}, {})
+        # THRESH_WITH_CTR: 0.03 < 0.05 -> nothing survives.
+        self.assertEqual(len(_run(_fcos(outputs, thresh_with_ctr=True))), 0)
+        # Otherwise 0.3 > 0.05 passes and the score is sqrt(0.3 * 0.1).
+        result = _run(_fcos(outputs, thresh_with_ctr=False))
+        self.assertEqual(len(result), 1)
+        self.assertEqual(result.pred_classes.tolist(), [2])
+        self.assertAlmostEqual(result.scores[0].item(), math.sqrt(0.03), places=5)
+        self.assertEqual(result.pred_boxes.tensor.tolist(), [[4.0, -4.0, 20.0, 12.0]])
+        self.assertEqual(result.locations.tolist(), [[12.0, 4.0]])
+        self.assertEqual(result.fpn_levels.tolist(), [0])
+
+    def test_class_aware_nms_and_one_location_several_classes(self):
+        # Cells 0 and 1 predict the same large box (4 strides around each location shifted so
+        # the boxes coincide): class 0 twice -> NMS keeps the better one; class 1 at cell 1 is
+        # another class and survives class-aware NMS.
+        big = (4.0, 4.0, 4.0, 4.0)
+        shifted = (5.0, 4.0, 3.0, 4.0)  # from (12, 4): same box as cell 0's from (4, 4)
+        outputs = _predictions(
+            {(0, 0): 0.9, (1, 0): 0.8, (1, 1): 0.7}, {}, {0: big, 1: shifted}
+        )
+        result = _run(_fcos(outputs, thresh_with_ctr=False))
+        pairs = sorted(zip(result.locations[:, 0].tolist(), result.pred_classes.tolist()))
+        self.assertEqual(pairs, [(4.0, 0), (12.0, 1)])
+        self.assertTrue(bool((result.scores[:-1] >= result.scores[1:]).all()))
+
+    def test_pre_and_post_nms_topk(self):
+        # Four far-apart tiny boxes (no NMS interaction), probabilities 0.9, 0.6, 0.6, 0.3.
+        outputs = _predictions(
+            {(0, 0): 0.9, (1, 0): 0.6, (2, 0): 0.6, (3, 0): 0.3},
+            {c: 1 - 1e-6 for c in range(4)},
+            {c: (0.1, 0.1, 0.1, 0.1) for c in range(4)},
+        )
+        # Post-NMS top-2 keeps every detection scoring >= the 2nd best: the 0.6 tie keeps 3.
+        result = _run(_fcos(outputs, post_nms_topk_test=2))
+        self.assertEqual(len(result), 3)
+        result = _run(_fcos(outputs, post_nms_topk_test=1))
+        self.assertEqual(len(result), 1)
+        # Pre-NMS top-k per level.
+        result = _run(_fcos(outputs, pre_nms_topk_test=2))
+        self.assertEqual(len(result), 2)
+        self.assertAlmostEqual(result.scores[0].item(), math.sqrt(0.9), places=4)
+
+    def test_training_thresholds_and_yield_proposal(self):
+        from detectron2.structures import Boxes, Instances
+
+        outputs = _predictions({(1, 2): 0.3}, {1: 0.1}, {})
+        gt = Instances((16, 16), gt_boxes=Boxes(torch.tensor([[0.0, 0.0, 16.0, 16.0]])))
+        gt.gt_classes = torch.tensor([2])
+        images = ImageList(torch.zeros(1, 3, 16, 16), [(16, 16)])
+        feats = {"p3": torch.zeros(1, 8, 2, 2)}
+        # Training without yield_proposal: losses and positives, no proposals.
+        fcos = _fcos(outputs, score_thresh_train=0.5, score_thresh_test=0.0).train()
+        out, losses = fcos(images, feats, [gt])
+        self.assertNotIn("proposals", out)
+        self.assertEqual(len(out["positives"]), 4)
+        self.assertEqual(set(losses), {"loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr"})
+        # With yield_proposal, the *train* threshold applies: 0.3 * 0.5 (ctr) < 0.5 -> none.
+        fcos = _fcos(outputs, score_thresh_train=0.5, score_thresh_test=0.0, yield_proposal=True)
+        out, _ = fcos.train()(images, feats, [gt])
+        self.assertEqual(len(out["proposals"][0]), 0)
+        self.assertEqual(len(_run(fcos.eval())), 4 * 3)  # threshold 0: every (cell, class)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,159 @@
+"""FCOS / BlendMask losses against hand-computed values."""
+import math
+import unittest
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detectron2.structures import Boxes, Instances
+
+from tensormask_proj.modeling.blendmask.fcos import FCOS
+from tensormask_proj.modeling.blendmask.losses import (
+    basis_semantic_loss,
+    blender_mask_loss,
+    iou_loss,
+)
+
+
+class TestIoULoss(unittest.TestCase):
+    def test_identical_boxes(self):
+        box = torch.tensor([[1.0, 1.0, 1.0, 1.0]])
+        for t in ("iou", "linear_iou", "giou"):
+            self.assertAlmostEqual(iou_loss(box, box, loss_type=t).item(), 0.0, places=6)
+
+    def test_nested_boxes_plus_one_smoothing(self):
+        # pred (1,1,1,1): area 4; target (2,2,2,2): area 16; I = 2*2 = 4; U = 16.
+        # IoU = (4+1)/(16+1) = 5/17 (the +1 smoothing); enclosing C = 16 = U so GIoU = IoU.
+        pred = torch.tensor([[1.0, 1.0, 1.0, 1.0]])
+        target = torch.tensor([[2.0, 2.0, 2.0, 2.0]])
+        self.assertAlmostEqual(iou_loss(pred, target, loss_type="linear_iou").item(), 12 / 17, 6)
+        self.assertAlmostEqual(iou_loss(pred, target, loss_type="giou").item(), 12 / 17, 6)
+        self.assertAlmostEqual(iou_loss(pred, target, loss_type="iou").item(), -math.log(5 / 17), 6)
+
+    def test_giou_enclosing_term_and_weights(self):
+        # pred (0,0,2,2) spans [x, x+2] x [y, y+2]; target (1,1,1,1) spans [x-1, x+1]^2.
+        # A* = 4, A = 4, I = (0+1)*(0+1) = 1, U = 7, IoU = (1+1)/(7+1) = 1/4.
+        # C = (1+2)*(1+2) = 9, GIoU = 1/4 - (9-7)/9 = 1/36, loss 35/36.
+        pred = torch.tensor([[0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 1.0, 1.0]])
+        target = torch.tensor([[1.0, 1.0, 1.0, 1.0], [2.0, 2.0, 2.0, 2.0]])
+        weight = torch.tensor([0.5, 2.0])
+        expected = 0.5 * 35 / 36 + 2.0 * 12 / 17
+        self.assertAlmostEqual(iou_loss(pred, target, weight, "giou").item(), expected, places=6)
+
+    def test_bad_type(self):
+        with self.assertRaisesRegex(ValueError, "LOC_LOSS_TYPE"):
+            iou_loss(torch.ones(1, 4), torch.ones(1, 4), loss_type="l1")
+
+
+class TestMaskAndSemanticLosses(unittest.TestCase):
+    def test_blender_mask_loss(self):
+        # Instance 0: logits 0 everywhere, target 1 -> BCE log 2 per pixel.
+        # Instance 1: logits 2, target half 0 / half 1 -> mean of softplus(2) and softplus(-2).
+        logits = torch.stack([torch.zeros(4, 4), torch.full((4, 4), 2.0)])
+        half = torch.cat([torch.zeros(2, 4), torch.ones(2, 4)])
+        targets = torch.stack([torch.ones(4, 4), half])
+        weights = torch.tensor([0.25, 1.0])
+        sp = lambda x: math.log1p(math.exp(x))  # noqa: E731
+        expected = (0.25 * math.log(2) + 1.0 * 0.5 * (sp(2) + sp(-2))) / 0.5
+        loss = blender_mask_loss(logits, targets.bool(), weights, torch.tensor(0.5))
+        self.assertAlmostEqual(loss.item(), expected, places=5)
+
+    def test_semantic_target_downsampling_matches_nearest_interpolation(self):
+        # AdelaiDet downsamples with F.interpolate(scale_factor=1/stride) (nearest).
+        torch.manual_seed(0)
+        targets = torch.randint(0, 4, (2, 32, 48))
+        logits = torch.randn(2, 4, 4, 6)
+        ref_targets = F.interpolate(targets[:, None].float(), scale_factor=1 / 8)[:, 0].long()
+        expected = F.cross_entropy(logits, ref_targets)
+        self.assertAlmostEqual(basis_semantic_loss(logits, targets, 8).item(), expected.item(), 6)
+        with self.assertRaisesRegex(ValueError, "COMMON_STRIDE"):
+            basis_semantic_loss(logits, targets, 4)
+
+
+class _FixedHead(nn.Module):
+    """Returns fixed predictions, whatever the features."""
+
+    def __init__(self, outputs):
+        super().__init__()
+        self.outputs = outputs
+
+    def forward(self, features):
+        return self.outputs
+
+
+class TestFCOSLosses(unittest.TestCase):
+    def _fcos(self, head, **kwargs):
+        return FCOS(
+            head=head,
+            in_features=["p3"],
+            strides=[8],
+            num_classes=2,
+            sizes_of_interest=[],
+            **kwargs,
+        )
+
+    def test_no_gt_only_classification_loss(self):
+        # 2x2 cells, 2 classes, every logit log(0.01/0.99) (p = 0.01); no positives -> the
+        # normaliser is max(0, 1) = 1 and every element is a negative:
+        # FL = (1 - alpha) * p^2 * -log(1 - p) = 0.75 * 1e-4 * -log(0.99), times 4 * 2 elements.
+        logit = math.log(0.01 / 0.99)
+        head = _FixedHead(
+            (
+                [torch.full((1, 2, 2, 2), logit, requires_grad=True)],
+                [torch.ones(1, 4, 2, 2, requires_grad=True)],
+                [torch.zeros(1, 1, 2, 2, requires_grad=True)],
+                [torch.zeros(1, 8, 2, 2)],
+            )
+        )
+        fcos = self._fcos(head).train()
+        gt = Instances((16, 16), gt_boxes=Boxes(torch.zeros(0, 4)))
+        gt.gt_classes = torch.zeros(0, dtype=torch.long)
+        outputs, losses = fcos(None, {"p3": torch.zeros(1, 8, 2, 2)}, [gt])
+        expected = 8 * 0.75 * 1e-4 * -math.log(0.99)
+        self.assertAlmostEqual(losses["loss_fcos_cls"].item(), expected, places=9)
+        self.assertEqual(losses["loss_fcos_loc"].item(), 0.0)
+        self.assertEqual(losses["loss_fcos_ctr"].item(), 0.0)
+        self.assertEqual(len(outputs["positives"]), 0)
+        sum(losses.values()).backward()  # all predictions stay connected to the graph
+        self.assertIsNotNone(head.outputs[1][0].grad)
+
+    def test_one_positive(self):
+        # One 2x2 level of stride 8 (locations (4|12, 4|12)), gt [0, 0, 16, 16] of class 1.
+        # Centre (8, 8), radius 12: all four locations are inside; max distance 12 is in range.
+        # Location (4, 4): l*=t*=4, r*=b*=12 -> in strides (0.5, 0.5, 1.5, 1.5),
+        # c* = sqrt(1/3 * 1/3) = 1/3; by symmetry every location has c* = 1/3, so D = 4/3.
+        # Predictions equal to the targets -> IoU = GIoU = 1 -> loc loss 0.
+        reg_targets = torch.tensor(
+            [[0.5, 0.5, 1.5, 1.5], [1.5, 0.5, 0.5, 1.5], [0.5, 1.5, 1.5, 0.5], [1.5, 1.5, 0.5, 0.5]]
+        )
+        deltas = reg_targets.t().reshape(1, 4, 2, 2)
+        head = _FixedHead(
+            (
+                [torch.zeros(1, 2, 2, 2)],
+                [deltas],
+                [torch.zeros(1, 1, 2, 2)],
+                [torch.zeros(1, 8, 2, 2)],
+            )
+        )
+        fcos = self._fcos(head).train()
+        gt = Instances((16, 16))
+        gt.gt_boxes = Boxes(torch.tensor([[0.0, 0.0, 16.0, 16.0]]))
+        gt.gt_classes = torch.tensor([1])
+        outputs, losses = fcos(None, {"p3": torch.zeros(1, 8, 2, 2)}, [gt])
+        pos = outputs["positives"]
+        self.assertEqual(len(pos), 4)
+        self.assertTrue(torch.allclose(pos.reg_targets, reg_targets))
+        self.assertTrue(torch.allclose(pos.gt_ctrs, torch.full((4,), 1 / 3)))
+        self.assertAlmostEqual(outputs["loss_denorm"].item(), 4 / 3, places=6)
+        self.assertAlmostEqual(losses["loss_fcos_loc"].item(), 0.0, places=6)
+        # Centerness BCE with logit 0 against 1/3: log 2 per positive; / 4 positives.
+        self.assertAlmostEqual(losses["loss_fcos_ctr"].item(), math.log(2), places=6)
+        # Classification, logits 0 (p = 1/2): positives (class 1) alpha*(1/2)^2*log 2,
+        # the other 4 elements (1 - alpha)*(1/2)^2*log 2; total / 4 positives.
+        expected_cls = (4 * 0.25 + 4 * 0.75) * 0.25 * math.log(2) / 4
+        self.assertAlmostEqual(losses["loss_fcos_cls"].item(), expected_cls, places=6)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,89 @@
+"""Helpers shared by the TensorMask tests: configs, head variants and synthetic inputs."""
+import os
+
+import torch
+
+from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
+
+from tensormask_proj.config import get_project_cfg
+
+REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+CONFIG_DIR = os.path.join(REPO_ROOT, "configs")
+FIXTURE_DIR = os.path.join(os.path.dirname(__file__), "fixtures")
+QUICK_CONFIG = os.path.join(CONFIG_DIR, "quick_schedules", "tensormask_R_18_GN_FPN_shapes.yaml")
+OFFICIAL_CONFIG = os.path.join(CONFIG_DIR, "TensorMask", "tensormask_R_50_FPN_1x.yaml")
+
+# One window size of 24 px on P2 (6 cells of 4 px): divisible by the upscaling factors 1.5 and 3.
+_ONE_SIZE = ["MODEL.ANCHOR_GENERATOR.SIZES", [[24], [48], [96], [192], [384]]]
+
+# Every head variant of the paper, as overrides of the quick config.
+HEAD_VARIANTS = {
+    "natural": ["MODEL.TENSOR_MASK.ALIGNED_ON", False, "MODEL.TENSOR_MASK.BIPYRAMID_ON", False],
+    "aligned": ["MODEL.TENSOR_MASK.ALIGNED_ON", True, "MODEL.TENSOR_MASK.BIPYRAMID_ON", False],
+    "natural_upscale_1.5": _ONE_SIZE
+    + ["MODEL.TENSOR_MASK.ALIGNED_ON", False, "MODEL.TENSOR_MASK.BIPYRAMID_ON", False]
+    + ["MODEL.TENSOR_MASK.UPSCALE_FACTOR", 1.5],
+    "aligned_upscale_1.5": _ONE_SIZE
+    + ["MODEL.TENSOR_MASK.ALIGNED_ON", True, "MODEL.TENSOR_MASK.BIPYRAMID_ON", False]
+    + ["MODEL.TENSOR_MASK.UPSCALE_FACTOR", 1.5],
+    "aligned_upscale_3_nearest": _ONE_SIZE
+    + ["MODEL.TENSOR_MASK.ALIGNED_ON", True, "MODEL.TENSOR_MASK.BIPYRAMID_ON", False]
+    + ["MODEL.TENSOR_MASK.UPSCALE_FACTOR", 3.0, "MODEL.TENSOR_MASK.UPSCALE_MODE", "nearest"],
+    "bipyramid_one_size": _ONE_SIZE,
+    "bipyramid": [],
+    "mask_only": ["MODEL.TENSOR_MASK.BOX_HEAD_ON", False, "MODEL.TENSOR_MASK.NMS_BOXES", "mask"],
+    "box_head_mask_bb_nms": ["MODEL.TENSOR_MASK.NMS_BOXES", "mask"],
+    "box_only": ["MODEL.MASK_ON", False],
+}
+
+
+def tensormask_cfg(config_file=QUICK_CONFIG, opts=()):
+    """A project cfg merged from ``config_file`` and ``opts``, on the CPU."""
+    cfg = get_project_cfg()
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    cfg.MODEL.DEVICE = "cpu"
+    return cfg
+
+
+def make_instances(image_size, boxes, classes, bitmask=False):
+    """Instances with gt_boxes, gt_classes and triangle masks inside the boxes."""
+    h, w = image_size
+    inst = Instances((h, w))
+    boxes = torch.tensor(boxes, dtype=torch.float32).view(-1, 4)
+    inst.gt_boxes = Boxes(boxes)
+    inst.gt_classes = torch.tensor(classes, dtype=torch.int64)
+    polygons = [
+        [[x0, y1, (x0 + x1) / 2, y0, x1, y1]] for x0, y0, x1, y1 in boxes.tolist()
+    ]
+    masks = PolygonMasks(polygons)
+    if bitmask:
+        masks = BitMasks.from_polygon_masks(masks, h, w)
+    inst.gt_masks = masks
+    return inst
+
+
+def make_input(image_size, boxes=(), classes=(), bitmask=False, seed=0):
+    """A DatasetMapper-like dict with a random BGR image and the given instances."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = image_size
+    return {
+        "image": torch.randint(0, 256, (3, h, w), generator=g).to(torch.float32),
+        "instances": make_instances(image_size, boxes, classes, bitmask),
+        "height": h,
+        "width": w,
+    }
+
+
+def regular_and_empty_batch(bitmask=False):
+    """Two images: one with three objects of various sizes, one without any object."""
+    return [
+        make_input(
+            (128, 160),
+            [[10, 12, 40, 50], [60, 20, 150, 110], [100, 90, 112, 104]],
+            [0, 3, 5],
+            bitmask=bitmask,
+            seed=1,
+        ),
+        make_input((128, 160), seed=2),
+    ]

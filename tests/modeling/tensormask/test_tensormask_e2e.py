@@ -1,0 +1,316 @@
+"""TensorMask end to end on CPU: every head variant trains and infers; output format."""
+import copy
+import unittest
+from unittest import mock
+
+import numpy as np
+import torch
+
+from detectron2.data import DatasetMapper
+from detectron2.modeling import build_model
+from detectron2.structures import BoxMode
+
+from tensormask_testing import HEAD_VARIANTS, make_input, regular_and_empty_batch, tensormask_cfg
+
+
+def build(variant="bipyramid", opts=(), seed=0):
+    torch.manual_seed(seed)
+    return build_model(tensormask_cfg(opts=HEAD_VARIANTS[variant] + list(opts)))
+
+
+def expected_loss_keys(variant):
+    keys = {"loss_cls"}
+    if variant != "mask_only":
+        keys.add("loss_box_reg")
+    if variant != "box_only":
+        keys.add("loss_mask")
+    return keys
+
+
+def crowd_only_input(cfg):
+    """An image whose only annotation is a crowd region, through detectron2's DatasetMapper."""
+    image = np.zeros((96, 128, 3), dtype=np.uint8)
+    dataset_dict = {
+        "file_name": "in_memory.jpg",
+        "height": 96,
+        "width": 128,
+        "annotations": [
+            {
+                "bbox": [10, 10, 60, 50],
+                "bbox_mode": BoxMode.XYXY_ABS,
+                "category_id": 1,
+                "iscrowd": 1,
+                "segmentation": [[10, 10, 60, 10, 60, 50, 10, 50]],
+            }
+        ],
+    }
+    mapper = DatasetMapper(cfg, is_train=True, augmentations=[])
+    with mock.patch("detectron2.data.detection_utils.read_image", return_value=image):
+        return mapper(dataset_dict)
+
+
+class TestTraining(unittest.TestCase):
+    def test_every_variant_trains_on_regular_and_empty_images(self):
+        for variant in HEAD_VARIANTS:
+            with self.subTest(variant=variant):
+                model = build(variant).train()
+                losses = model(regular_and_empty_batch())
+                self.assertEqual(set(losses), expected_loss_keys(variant))
+                total = sum(losses.values())
+                self.assertTrue(bool(torch.isfinite(total)))
+                for k, v in losses.items():
+                    self.assertGreater(float(v), 0, k)
+                total.backward()
+                # Every parameter takes part in the graph (DistributedDataParallel needs it),
+                # except P7's conv: the quick config's head reads P2..P6 only.
+                missing = [n for n, p in model.named_parameters() if p.grad is None]
+                p7 = ["backbone.top_block.p7.weight", "backbone.top_block.p7.bias"]
+                self.assertEqual(missing, p7)
+
+    def test_only_empty_and_crowd_only_images(self):
+        cfg = tensormask_cfg()
+        crowd = crowd_only_input(cfg)
+        self.assertEqual(len(crowd["instances"]), 0)  # the mapper drops crowd regions
+        for variant in ("bipyramid", "natural", "mask_only"):
+            with self.subTest(variant=variant):
+                model = build(variant).train()
+                losses = model([crowd, make_input((96, 128), seed=3)])
+                self.assertEqual(set(losses), expected_loss_keys(variant))
+                # No positive: only the classification loss is non-zero.
+                self.assertGreater(float(losses["loss_cls"]), 0)
+                for k in set(losses) - {"loss_cls"}:
+                    self.assertEqual(float(losses[k]), 0.0, k)
+                sum(losses.values()).backward()
+
+    def test_bitmask_targets_equal_polygon_targets_for_rectangles(self):
+        # Axis-aligned triangles rasterised two ways differ slightly, so compare the losses'
+        # magnitude only; the point is that BitMasks go through crop_and_resize too.
+        model = build("bipyramid").train()
+        losses = model(regular_and_empty_batch(bitmask=True))
+        self.assertTrue(all(bool(torch.isfinite(v)) for v in losses.values()))
+
+
+class TestInference(unittest.TestCase):
+    def _check_output(self, instances, height, width, mask_on=True):
+        fields = {"pred_boxes", "scores", "pred_classes"} | ({"pred_masks"} if mask_on else set())
+        self.assertEqual(set(instances.get_fields()), fields)
+        self.assertEqual(instances.image_size, (height, width))
+        n = len(instances)
+        self.assertEqual(tuple(instances.pred_boxes.tensor.shape), (n, 4))
+        self.assertEqual(instances.scores.dtype, torch.float32)
+        self.assertEqual(instances.pred_classes.dtype, torch.int64)
+        if mask_on:
+            self.assertEqual(tuple(instances.pred_masks.shape), (n, height, width))
+            self.assertEqual(instances.pred_masks.dtype, torch.bool)
+
+    def test_every_variant_infers(self):
+        for variant in HEAD_VARIANTS:
+            with self.subTest(variant=variant):
+                model = build(variant).eval()
+                model.test_score_thresh = 0.0  # random weights: keep detections
+                inputs = [make_input((128, 160), seed=4)]
+                inputs[0]["height"], inputs[0]["width"] = 256, 320  # rescaled output
+                with torch.no_grad():
+                    out = model(inputs)
+                inst = out[0]["instances"]
+                self._check_output(inst, 256, 320, mask_on=variant != "box_only")
+                self.assertGreater(len(inst), 0)
+                self.assertLessEqual(len(inst), 100)
+                self.assertTrue(bool((inst.scores[:-1] >= inst.scores[1:]).all()))
+
+    def test_zero_detections_still_have_pred_masks(self):
+        model = build("bipyramid").eval()
+        model.test_score_thresh = 1.1
+        with torch.no_grad():
+            out = model([make_input((96, 128), seed=5), make_input((64, 64), seed=6)])
+        for o, (h, w) in zip(out, [(96, 128), (64, 64)]):
+            self._check_output(o["instances"], h, w)
+            self.assertEqual(len(o["instances"]), 0)
+
+    def test_detection_limit_and_masks_follow_window_boxes(self):
+        model = build("bipyramid").eval()
+        model.test_score_thresh = 0.0
+        model.max_detections_per_image = 7
+        # Large positive mask logits: every window is "all foreground", so each pasted mask is
+        # exactly its window box clipped to the image.
+        for name, p in model.head.named_parameters():
+            if name.startswith("mask_pred"):
+                torch.nn.init.zeros_(p)
+                if name.endswith("bias"):
+                    torch.nn.init.constant_(p, 10.0)
+        inputs = [make_input((96, 128), seed=7)]
+        with torch.no_grad():
+            images = model.preprocess_image(inputs)
+            features = [model.backbone(images.tensor)[f] for f in model.head_in_features]
+            raw = model.forward_inference(images, features, model.head(features))[0]
+            out = model(inputs)[0]["instances"]
+        self.assertEqual(len(out), 7)
+        boxes = raw.pred_window_boxes.tensor
+        for mask, box in zip(out.pred_masks, boxes):
+            x0, y0, x1, y1 = box.tolist()
+            ys, xs = torch.nonzero(mask, as_tuple=True)
+            self.assertGreater(len(ys), 0)
+            self.assertLessEqual(abs(int(xs.min()) - max(x0, 0)), 1)
+            self.assertLessEqual(abs(int(ys.min()) - max(y0, 0)), 1)
+            self.assertLessEqual(abs(int(xs.max()) + 1 - min(x1, 128)), 1)
+            self.assertLessEqual(abs(int(ys.max()) + 1 - min(y1, 96)), 1)
+
+    def test_mask_only_boxes_are_mask_bounding_boxes(self):
+        model = build("mask_only").eval()
+        model.test_score_thresh = 0.0
+        with torch.no_grad():
+            out = model([make_input((96, 128), seed=8)])[0]["instances"]
+        self.assertGreater(len(out), 0)
+        for mask, box in zip(out.pred_masks, out.pred_boxes.tensor):
+            ys, xs = torch.nonzero(mask, as_tuple=True)
+            # The pasted mask lies inside its (window-cell aligned) box, up to one pixel.
+            self.assertGreaterEqual(int(xs.min()), int(box[0]) - 1)
+            self.assertLessEqual(int(xs.max()), int(box[2]) + 1)
+
+
+class TestRefusedCombinations(unittest.TestCase):
+    def test_refused(self):
+        cases = [
+            (
+                ["MODEL.TENSOR_MASK.BIPYRAMID_ON", True, "MODEL.TENSOR_MASK.ALIGNED_ON", False],
+                "BIPYRAMID_ON.*ALIGNED_ON",
+            ),
+            (["MODEL.TENSOR_MASK.UPSCALE_FACTOR", 2.0], "UPSCALE_FACTOR.*BIPYRAMID_ON"),
+            (HEAD_VARIANTS["aligned"] + ["MODEL.TENSOR_MASK.UPSCALE_FACTOR", 1.5],
+             "UPSCALE_FACTOR=1.5 does not divide the window side 4"),
+            (["MODEL.TENSOR_MASK.BOX_HEAD_ON", False], "BOX_HEAD_ON=False.*NMS_BOXES='mask'"),
+            (
+                ["MODEL.MASK_ON", False, "MODEL.TENSOR_MASK.NMS_BOXES", "mask"],
+                "NMS_BOXES='mask'.*MASK_ON",
+            ),
+            (["MODEL.MASK_ON", False, "MODEL.TENSOR_MASK.BOX_HEAD_ON", False,
+              "MODEL.TENSOR_MASK.NMS_BOXES", "mask"], "nothing to predict"),
+            (["MODEL.TENSOR_MASK.NMS_BOXES", "box"], "NMS_BOXES"),
+            (["MODEL.TENSOR_MASK.UPSCALE_MODE", "cubic"], "UPSCALE_MODE"),
+            (["MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", [[0.5, 1.0]]], "ASPECT_RATIOS"),
+            (["MODEL.ANCHOR_GENERATOR.SIZES", [[16, 24]]], "one list of window sizes per level"),
+            (["MODEL.ANCHOR_GENERATOR.SIZES", [[16], [32], [64], [100], [256]]], r"SIZES\[3\]"),
+            (
+                ["MODEL.ANCHOR_GENERATOR.SIZES", [[18], [36], [72], [144], [288]]],
+                "multiples of the finest stride",
+            ),
+            (["MODEL.TENSOR_MASK.IN_FEATURES", ["p2", "p3", "p4", "p5", "p9"]], "p9"),
+        ]
+        for opts, message in cases:
+            with self.subTest(opts=opts):
+                with self.assertRaisesRegex(ValueError, message):
+                    build_model(tensormask_cfg(opts=opts))
+
+
+class TestSparseEqualsDense(unittest.TestCase):
+    """SPARSE_WINDOWS gives the official dense computation's losses, gradients and outputs."""
+
+    # Without normalisation in the towers (official) the mask tower is computed on crops; with
+    # GroupNorm (quick configs) on whole maps.
+    CASES = [(v, "") for v in HEAD_VARIANTS if v != "box_only"] + [
+        ("bipyramid", "GN"),
+        ("aligned", "GN"),
+    ]
+
+    def _pair(self, variant, norm):
+        opts = ["MODEL.TENSOR_MASK.SPARSE_WINDOWS", True, "MODEL.TENSOR_MASK.HEAD_NORM", norm]
+        sparse = build(variant, opts)
+        # Non-trivial mask logits (the initial ones are all ~0).
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for name, p in sparse.head.named_parameters():
+                if name.startswith("mask_"):
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+        dense = copy.deepcopy(sparse)
+        dense.head.sparse_windows = False
+        return sparse, dense
+
+    def test_training(self):
+        # float64: equal losses and gradients, not merely close ones.
+        for variant, norm in self.CASES:
+            with self.subTest(variant=variant, norm=norm):
+                sparse, dense = (m.double() for m in self._pair(variant, norm))
+                batch = regular_and_empty_batch()
+                ls, ld = sparse.train()(batch), dense.train()(batch)
+                for k in ld:
+                    torch.testing.assert_close(ls[k], ld[k], rtol=1e-6, atol=1e-7)
+                sum(ls.values()).backward()
+                sum(ld.values()).backward()
+                for (name, ps), pd in zip(sparse.named_parameters(), dense.parameters()):
+                    torch.testing.assert_close(ps.grad, pd.grad, rtol=1e-6, atol=1e-9, msg=name)
+
+    def test_inference(self):
+        for variant, norm in self.CASES:
+            with self.subTest(variant=variant, norm=norm):
+                sparse, dense = self._pair(variant, norm)
+                inputs = [make_input((96, 136), seed=9), make_input((112, 80), seed=10)]
+                raw, out = [], []
+                for model in (sparse, dense):
+                    model.eval()
+                    model.test_score_thresh = 0.0
+                    with torch.no_grad():
+                        images = model.preprocess_image(inputs)
+                        feats = [model.backbone(images.tensor)[f] for f in model.head_in_features]
+                        raw.append(model.forward_inference(images, feats, model.head(feats)))
+                        out.append(model(inputs))
+                for rs, rd, os_, od in zip(raw[0], raw[1], out[0], out[1]):
+                    self.assertGreater(len(rd), 0)
+                    torch.testing.assert_close(rs.pred_boxes.tensor, rd.pred_boxes.tensor)
+                    torch.testing.assert_close(rs.scores, rd.scores)
+                    self.assertTrue(torch.equal(rs.pred_classes, rd.pred_classes))
+                    # float32: the crops' convolutions sum in another order than the full maps'.
+                    for ws, wd in zip(rs.pred_mask_windows.windows, rd.pred_mask_windows.windows):
+                        torch.testing.assert_close(ws, wd, rtol=1e-4, atol=1e-4)
+                    ms, md = os_["instances"].pred_masks, od["instances"].pred_masks
+                    self.assertEqual(ms.shape, md.shape)
+                    # Binarised at 0.5 after bilinear pasting: a pixel could only flip if its
+                    # probability were within float rounding of 0.5.
+                    self.assertLessEqual(int((ms != md).sum()), ms.numel() // 100000)
+
+    def test_head_windows_at_every_position(self):
+        # Request every position of every level (union regions), and single corner / centre
+        # positions (per-position crops clipped at the borders), with and without dense towers.
+        # In float64, so that the comparison shows the computation is the same, not just close.
+        for variant, norm in self.CASES:
+            with self.subTest(variant=variant, norm=norm):
+                sparse, _ = self._pair(variant, norm)
+                head = sparse.head.double()
+                g = torch.Generator().manual_seed(1)
+                sizes = [(24, 28), (12, 14), (6, 7), (3, 4), (2, 2)]
+                feats = [
+                    torch.randn(2, 64, h, w, generator=g, dtype=torch.float64) for h, w in sizes
+                ]
+                with torch.no_grad():
+                    dense = head.dense_mask_windows(feats)
+                    towers = head.mask_towers(feats)
+                    for level, f in enumerate(feats):
+                        h, w = f.shape[-2:]
+                        a = len(head.mask_sizes)
+                        img = torch.arange(2).repeat_interleave(h * w * a)
+                        pos = torch.arange(h * w * a).repeat(2)
+                        ys, xs, aid = pos // a // w, pos // a % w, pos % a
+                        for use_towers in (None, towers) if not norm else (towers,):
+                            got = head.mask_windows(feats, level, img, ys, xs, aid, use_towers)
+                            self._compare(head, dense, level, got, img, ys, xs, aid)
+                        for y, x in [(0, 0), (h - 1, w - 1), (h // 2, w // 2), (0, w - 1)]:
+                            one = [torch.tensor([v]) for v in (1, y, x, a - 1)]
+                            crop_towers = None if not norm else towers
+                            got = head.mask_windows(feats, level, *one, crop_towers)
+                            self._compare(head, dense, level, got, *one)
+                if norm:
+                    with self.assertRaisesRegex(ValueError, "HEAD_NORM"):
+                        head.mask_windows(feats, 0, *[torch.tensor([0])] * 4)
+
+    def _compare(self, head, dense, level, got, img, ys, xs, aid):
+        for a, windows in enumerate(got):
+            sel = aid == a
+            if not bool(sel.any()):
+                self.assertIsNone(windows)
+                continue
+            side = head.window_side(level, a)
+            expected = dense[level][a][img[sel], :, ys[sel], xs[sel]].view(-1, side, side)
+            torch.testing.assert_close(windows, expected, rtol=1e-10, atol=1e-10)
+
+
+if __name__ == "__main__":
+    unittest.main()
