@@ -33,9 +33,12 @@ from tensormask_proj import get_project_cfg
 from tensormask_proj.data import BlendMaskDatasetMapper
 from tensormask_proj.engine import (
     AtomicDetectionCheckpointer,
+    CPUAutocastTrainer,
     NamedErrorMapper,
     check_config,
+    cpu_autocast,
     plot_metrics,
+    uses_cpu_autocast,
 )
 
 logger = logging.getLogger("tensormask_proj.train_net")
@@ -49,6 +52,25 @@ def has_fast_coco_eval() -> bool:
 
 
 class Trainer(DefaultTrainer):
+    def __init__(self, cfg):
+        if not uses_cpu_autocast(cfg):
+            super().__init__(cfg)
+            return
+        # SOLVER.AMP.ENABLED on a CPU: bfloat16 autocast (detectron2's AMPTrainer is CUDA-only).
+        # Build the default SimpleTrainer, then give it the autocast run_step (the subclass adds
+        # no state; re-creating the trainer would start a second data loader iterator).
+        float32_cfg = cfg.clone()
+        float32_cfg.defrost()
+        float32_cfg.SOLVER.AMP.ENABLED = False
+        super().__init__(float32_cfg)
+        self.cfg = cfg.clone()
+        self._trainer.__class__ = CPUAutocastTrainer
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        with cpu_autocast(cfg):
+            return super().test(cfg, model, evaluators)
+
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")

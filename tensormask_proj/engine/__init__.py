@@ -1,9 +1,10 @@
 """
 Training/inference workflow helpers used by ``train_net.py`` and ``demo.py``: a checkpointer that
 never leaves a broken checkpoint, config checks with actionable errors, a mapper wrapper whose
-errors name the image, and the metrics.json plot.
+errors name the image, the metrics.json plot, and bfloat16 mixed precision on the CPU.
 """
 from .checkpoint import AtomicDetectionCheckpointer, non_finite_tensors
+from .cpu_autocast import CPUAutocastTrainer, cpu_autocast, uses_cpu_autocast
 from .config_checks import check_config, check_datasets, check_device, check_weights
 from .mapper_errors import DatasetMappingError, NamedErrorMapper
 from .plot_metrics import load_metrics, plot_metrics
@@ -11,6 +12,9 @@ from .plot_metrics import load_metrics, plot_metrics
 __all__ = [
     "AtomicDetectionCheckpointer",
     "non_finite_tensors",
+    "CPUAutocastTrainer",
+    "cpu_autocast",
+    "uses_cpu_autocast",
     "check_config",
     "check_datasets",
     "check_device",

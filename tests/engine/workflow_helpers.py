@@ -13,14 +13,16 @@ import subprocess
 import sys
 from typing import Dict, List, NamedTuple
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from project_testing import CONFIG_DIR, REPO_ROOT
+
 TRAIN_NET = os.path.join(REPO_ROOT, "train_net.py")
 DEMO = os.path.join(REPO_ROOT, "demo.py")
 # The quick shapes configs of the two models (what a user trains on the embedded dataset).
 TENSORMASK_CONFIG = os.path.join(
-    REPO_ROOT, "configs", "quick_schedules", "tensormask_R_18_GN_FPN_shapes.yaml"
+    CONFIG_DIR, "quick_schedules", "tensormask_R_18_GN_FPN_shapes.yaml"
 )
-BLENDMASK_CONFIG = os.path.join(REPO_ROOT, "configs", "BlendMask", "Base-Shapes.yaml")
+# (bfloat16 CPU autocast: the BlendMask runs also test train_net.py's SOLVER.AMP on a CPU.)
+BLENDMASK_CONFIG = os.path.join(CONFIG_DIR, "quick_schedules", "blendmask_R_18_GN_FPN_shapes.yaml")
 
 # Everything the workflow tests rely on, given explicitly on top of those configs so that the
 # tests do not change meaning when the configs are tuned: small images and batches (seconds

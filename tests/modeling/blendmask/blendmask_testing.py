@@ -5,22 +5,17 @@ import torch
 
 from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
 
-from tensormask_proj.config import get_project_cfg
 from tensormask_proj.data.dataset_mapper import thing_semantic_from_instances
 
-REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-CONFIG_DIR = os.path.join(REPO_ROOT, "configs")
+from project_testing import CONFIG_DIR, project_cfg
+
 FIXTURE_DIR = os.path.join(os.path.dirname(__file__), "fixtures")
 QUICK_CONFIG = os.path.join(CONFIG_DIR, "BlendMask", "Base-Shapes.yaml")
 
 
 def blendmask_cfg(config_file=QUICK_CONFIG, opts=()):
-    """A frozen-free project cfg merged from ``config_file`` and ``opts``, on the CPU."""
-    cfg = get_project_cfg()
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
-    cfg.MODEL.DEVICE = "cpu"
-    return cfg
+    """A project cfg from ``config_file`` (default: the BlendMask quick config) and ``opts``."""
+    return project_cfg(config_file, opts)
 
 
 def make_instances(image_size, boxes, classes, bitmask=False):

@@ -5,10 +5,8 @@ import torch
 
 from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
 
-from tensormask_proj.config import get_project_cfg
+from project_testing import CONFIG_DIR, project_cfg
 
-REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-CONFIG_DIR = os.path.join(REPO_ROOT, "configs")
 FIXTURE_DIR = os.path.join(os.path.dirname(__file__), "fixtures")
 QUICK_CONFIG = os.path.join(CONFIG_DIR, "quick_schedules", "tensormask_R_18_GN_FPN_shapes.yaml")
 OFFICIAL_CONFIG = os.path.join(CONFIG_DIR, "TensorMask", "tensormask_R_50_FPN_1x.yaml")
@@ -38,12 +36,8 @@ HEAD_VARIANTS = {
 
 
 def tensormask_cfg(config_file=QUICK_CONFIG, opts=()):
-    """A project cfg merged from ``config_file`` and ``opts``, on the CPU."""
-    cfg = get_project_cfg()
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
-    cfg.MODEL.DEVICE = "cpu"
-    return cfg
+    """A project cfg from ``config_file`` (default: the TensorMask quick config) and ``opts``."""
+    return project_cfg(config_file, opts)
 
 
 def make_instances(image_size, boxes, classes, bitmask=False):

@@ -239,7 +239,12 @@ class TestSparseEqualsDense(unittest.TestCase):
                 for (name, ps), pd in zip(sparse.named_parameters(), dense.parameters()):
                     torch.testing.assert_close(ps.grad, pd.grad, rtol=1e-6, atol=1e-9, msg=name)
 
+    # Pasting is the same code for both paths, so the pasted masks (slow: 100 per image) are
+    # compared for a few representative cases; the mask windows for every case.
+    PASTED_CASES = {("bipyramid", ""), ("aligned_upscale_1.5", ""), ("aligned", "GN")}
+
     def test_inference(self):
+        self.assertLessEqual(self.PASTED_CASES, set(self.CASES))
         for variant, norm in self.CASES:
             with self.subTest(variant=variant, norm=norm):
                 sparse, dense = self._pair(variant, norm)
@@ -252,8 +257,9 @@ class TestSparseEqualsDense(unittest.TestCase):
                         images = model.preprocess_image(inputs)
                         feats = [model.backbone(images.tensor)[f] for f in model.head_in_features]
                         raw.append(model.forward_inference(images, feats, model.head(feats)))
-                        out.append(model(inputs))
-                for rs, rd, os_, od in zip(raw[0], raw[1], out[0], out[1]):
+                        if (variant, norm) in self.PASTED_CASES:
+                            out.append(model(inputs))
+                for rs, rd in zip(raw[0], raw[1]):
                     self.assertGreater(len(rd), 0)
                     torch.testing.assert_close(rs.pred_boxes.tensor, rd.pred_boxes.tensor)
                     torch.testing.assert_close(rs.scores, rd.scores)
@@ -261,6 +267,7 @@ class TestSparseEqualsDense(unittest.TestCase):
                     # float32: the crops' convolutions sum in another order than the full maps'.
                     for ws, wd in zip(rs.pred_mask_windows.windows, rd.pred_mask_windows.windows):
                         torch.testing.assert_close(ws, wd, rtol=1e-4, atol=1e-4)
+                for os_, od in zip(*out) if out else ():
                     ms, md = os_["instances"].pred_masks, od["instances"].pred_masks
                     self.assertEqual(ms.shape, md.shape)
                     # Binarised at 0.5 after bilinear pasting: a pixel could only flip if its

@@ -10,14 +10,7 @@ import unittest
 
 import torch
 
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.evaluation import COCOEvaluator, inference_on_dataset
-from detectron2.modeling import build_model
-from detectron2.solver import build_lr_scheduler, build_optimizer
-from detectron2.utils.env import seed_all_rng
-from detectron2.utils.events import EventStorage
-
-from tensormask_proj.data.datasets import prepare_dataset
+from project_testing import train_and_evaluate
 from tensormask_testing import QUICK_CONFIG, tensormask_cfg
 
 # Measured with this exact test (quick config, 500 iterations of 4 images, 1 thread): mask AP
@@ -29,40 +22,13 @@ MIN_MASK_AP50 = 4.0
 MIN_BOX_AP = 1.5
 
 
-def train_and_evaluate(cfg, output_dir):
-    """Train ``cfg`` from scratch with a plain detectron2 loop, then evaluate on DATASETS.TEST."""
-    seed_all_rng(0)
-    model = build_model(cfg).train()
-    optimizer = build_optimizer(cfg, model)
-    scheduler = build_lr_scheduler(cfg, optimizer)
-    # seed_all_rng also seeds the loader's TrainingSampler (through shared_random_seed).
-    loader = build_detection_train_loader(cfg)
-    with EventStorage(0) as storage:
-        for iteration, data in zip(range(cfg.SOLVER.MAX_ITER), loader):
-            storage.iter = iteration
-            losses = model(data)
-            loss = sum(losses.values())
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss {losses} at iteration {iteration}")
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-    model.eval()
-    name = cfg.DATASETS.TEST[0]
-    evaluator = COCOEvaluator(name, output_dir=output_dir, use_fast_impl=False)
-    return inference_on_dataset(model, build_detection_test_loader(cfg, name), evaluator)
-
-
 class TestLearning(unittest.TestCase):
     def test_quick_config_learns_shapes(self):
         # Runs with torch's default thread count (2 on the project's machines and CI).
-        prepare_dataset("shapes_train", progress=False)
-        prepare_dataset("shapes_val", progress=False)
         cfg = tensormask_cfg(QUICK_CONFIG)
         start = time.time()
         with tempfile.TemporaryDirectory() as output_dir:
-            results = train_and_evaluate(cfg, output_dir)
+            results, losses = train_and_evaluate(cfg, output_dir)
         elapsed = time.time() - start
         mask_ap, box_ap = results["segm"]["AP"], results["bbox"]["AP"]
         mask_ap50 = results["segm"]["AP50"]

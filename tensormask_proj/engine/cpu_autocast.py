@@ -1,0 +1,78 @@
+"""
+Mixed precision on the CPU: ``SOLVER.AMP.ENABLED`` with ``MODEL.DEVICE: cpu`` trains and evaluates
+under ``torch.autocast("cpu", dtype=torch.bfloat16)``.
+
+detectron2's AMPTrainer is CUDA-only (float16 autocast and a GradScaler). On a CPU, bfloat16 is
+the autocast type: convolutions and matrix products run in bfloat16 (natively on CPUs with
+AVX512-BF16/AMX, about twice as fast as float32 for the quick configs), everything else in
+float32, and bfloat16 has float32's exponent range, so no loss scaling is needed. Parameters,
+gradients, optimizer state and checkpoints stay float32, so a model trained this way loads and
+runs in float32 anywhere.
+"""
+import contextlib
+import logging
+import time
+
+import torch
+
+from detectron2.config import CfgNode
+from detectron2.engine import SimpleTrainer
+
+__all__ = ["uses_cpu_autocast", "cpu_autocast", "CPUAutocastTrainer"]
+
+logger = logging.getLogger(__name__)
+_warned_slow_bfloat16 = False
+
+
+def uses_cpu_autocast(cfg: CfgNode) -> bool:
+    """
+    Whether ``cfg`` asks for mixed precision (SOLVER.AMP.ENABLED) on a CPU device. Warns once
+    when this CPU has no native bfloat16, where autocast is slower than float32.
+    """
+    enabled = bool(cfg.SOLVER.AMP.ENABLED) and torch.device(cfg.MODEL.DEVICE).type == "cpu"
+    global _warned_slow_bfloat16
+    if enabled and not _warned_slow_bfloat16 and not _has_native_bfloat16():
+        _warned_slow_bfloat16 = True
+        logger.warning(
+            "SOLVER.AMP.ENABLED on a CPU without native bfloat16 (AVX512-BF16/AMX): autocast "
+            "is emulated and slower than float32 here; add `SOLVER.AMP.ENABLED False` to train "
+            "in float32."
+        )
+    return enabled
+
+
+def _has_native_bfloat16() -> bool:
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def cpu_autocast(cfg: CfgNode):
+    """A bfloat16 CPU autocast context if ``uses_cpu_autocast(cfg)``, else a no-op context."""
+    if not uses_cpu_autocast(cfg):
+        return contextlib.nullcontext()
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+class CPUAutocastTrainer(SimpleTrainer):
+    """
+    :class:`SimpleTrainer` whose forward pass (model and losses) runs under bfloat16 CPU
+    autocast; the backward pass and the optimizer step run outside it, as autocast recommends.
+    """
+
+    def run_step(self):
+        assert self.model.training, "[CPUAutocastTrainer] model was changed to eval mode!"
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss_dict = self.model(data)
+            if isinstance(loss_dict, torch.Tensor):
+                losses = loss_dict
+                loss_dict = {"total_loss": loss_dict}
+            else:
+                losses = sum(loss_dict.values())
+
+        self.optimizer.zero_grad()
+        losses.backward()
+        self._write_metrics(loss_dict, data_time)
+        self.optimizer.step()
