@@ -10,6 +10,7 @@ from detectron2.data import build_detection_test_loader, build_detection_train_l
 from detectron2.evaluation import COCOEvaluator, inference_on_dataset
 from detectron2.modeling import build_model
 from detectron2.solver import build_lr_scheduler, build_optimizer
+from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
 
@@ -28,6 +29,47 @@ def project_cfg(config_file, opts=()):
     cfg.merge_from_list(list(opts))
     cfg.MODEL.DEVICE = "cpu"
     return cfg
+
+
+def assert_every_config_builds(test, config_files, meta_architecture: str):
+    """Each of ``config_files`` loads and builds a ``meta_architecture`` model on the CPU."""
+    test.assertGreater(len(config_files), 0)
+    for path in config_files:
+        with test.subTest(config=os.path.relpath(path, CONFIG_DIR)):
+            cfg = project_cfg(path)
+            test.assertEqual(cfg.MODEL.META_ARCHITECTURE, meta_architecture)
+            model = build_model(cfg)
+            test.assertEqual(type(model).__name__, meta_architecture)
+            test.assertEqual(model.device, torch.device("cpu"))
+
+
+def make_instances(image_size, boxes, classes, bitmask=False, shape="rectangle"):
+    """
+    Ground truth with ``gt_boxes``, ``gt_classes`` and one mask per box: the box itself
+    (``shape="rectangle"``) or the triangle (x0, y1), ((x0 + x1) / 2, y0), (x1, y1) inscribed in
+    it (``"triangle"``), as PolygonMasks, or as BitMasks with ``bitmask`` (rectangles filled over
+    the rounded box, triangles rasterised from the polygon).
+    """
+    if shape not in ("rectangle", "triangle"):
+        raise ValueError(f"shape must be 'rectangle' or 'triangle', got {shape!r}")
+    h, w = image_size
+    boxes = torch.tensor(boxes, dtype=torch.float32).view(-1, 4)
+    inst = Instances((h, w), gt_boxes=Boxes(boxes))
+    inst.gt_classes = torch.tensor(classes, dtype=torch.int64)
+    if shape == "rectangle" and bitmask:
+        masks = torch.zeros(len(boxes), h, w, dtype=torch.bool)
+        for m, (x0, y0, x1, y1) in zip(masks, boxes.round().long().tolist()):
+            m[y0:y1, x0:x1] = True
+        inst.gt_masks = BitMasks(masks)
+        return inst
+    if shape == "rectangle":
+        polygons = [[[x0, y0, x1, y0, x1, y1, x0, y1]] for x0, y0, x1, y1 in boxes.tolist()]
+    else:
+        polygons = [[[x0, y1, (x0 + x1) / 2, y0, x1, y1]] for x0, y0, x1, y1 in boxes.tolist()]
+    inst.gt_masks = PolygonMasks(polygons)
+    if bitmask:
+        inst.gt_masks = BitMasks.from_polygon_masks(inst.gt_masks, h, w)
+    return inst
 
 
 def train_and_evaluate(cfg, output_dir, train_mapper=None, test_mapper=None):

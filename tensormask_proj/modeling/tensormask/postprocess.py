@@ -16,7 +16,7 @@ from typing import List, Sequence, Tuple
 import torch
 
 from detectron2.layers import paste_masks_in_image
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Boxes
 
 __all__ = ["MaskWindows", "mask_window_boxes", "paste_mask_windows"]
 

@@ -3,11 +3,9 @@ import os
 
 import torch
 
-from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
-
 from tensormask_proj.data.dataset_mapper import thing_semantic_from_instances
 
-from project_testing import CONFIG_DIR, project_cfg
+from project_testing import CONFIG_DIR, make_instances, project_cfg
 
 FIXTURE_DIR = os.path.join(os.path.dirname(__file__), "fixtures")
 QUICK_CONFIG = os.path.join(CONFIG_DIR, "BlendMask", "Base-Shapes.yaml")
@@ -16,25 +14,6 @@ QUICK_CONFIG = os.path.join(CONFIG_DIR, "BlendMask", "Base-Shapes.yaml")
 def blendmask_cfg(config_file=QUICK_CONFIG, opts=()):
     """A project cfg from ``config_file`` (default: the BlendMask quick config) and ``opts``."""
     return project_cfg(config_file, opts)
-
-
-def make_instances(image_size, boxes, classes, bitmask=False):
-    """Instances with gt_boxes, gt_classes and rectangle masks (polygons or bitmasks)."""
-    h, w = image_size
-    inst = Instances((h, w))
-    boxes = torch.tensor(boxes, dtype=torch.float32).view(-1, 4)
-    inst.gt_boxes = Boxes(boxes)
-    inst.gt_classes = torch.tensor(classes, dtype=torch.long)
-    if bitmask:
-        masks = torch.zeros(len(boxes), h, w, dtype=torch.bool)
-        for m, (x0, y0, x1, y1) in zip(masks, boxes.round().long().tolist()):
-            m[y0:y1, x0:x1] = True
-        inst.gt_masks = BitMasks(masks)
-    else:
-        inst.gt_masks = PolygonMasks(
-            [[[x0, y0, x1, y0, x1, y1, x0, y1]] for x0, y0, x1, y1 in boxes.tolist()]
-        )
-    return inst
 
 
 def make_input(image_size=(128, 160), boxes=(), classes=(), seed=0, bitmask=False):

@@ -9,6 +9,8 @@ from detectron2.modeling import build_model
 
 from tensormask_proj.config import add_blendmask_config
 
+from project_testing import assert_every_config_builds
+
 from .blendmask_testing import CONFIG_DIR, FIXTURE_DIR, blendmask_cfg
 
 # Spec section 2: AdelaiDet's defaults.
@@ -81,12 +83,7 @@ class TestConfigFiles(unittest.TestCase):
                          "550_R_50_3x.yaml", "RT_R_50_4x_syncbn_shtw.yaml"):  # fmt: skip
             self.assertIn(required, names)
         self.assertTrue(any(n.startswith("blendmask_") for n in names))
-        for path in files:
-            with self.subTest(config=os.path.relpath(path, CONFIG_DIR)):
-                cfg = blendmask_cfg(path)
-                self.assertEqual(cfg.MODEL.META_ARCHITECTURE, "BlendMask")
-                model = build_model(cfg)
-                self.assertEqual(type(model).__name__, "BlendMask")
+        assert_every_config_builds(self, files, "BlendMask")
 
     def test_state_dict_matches_adelaidet(self):
         for config_name, listing in STATE_DICT_LISTINGS:

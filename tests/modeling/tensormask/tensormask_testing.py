@@ -3,9 +3,8 @@ import os
 
 import torch
 
-from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
-
 from project_testing import CONFIG_DIR, project_cfg
+from project_testing import make_instances as _make_instances
 
 FIXTURE_DIR = os.path.join(os.path.dirname(__file__), "fixtures")
 QUICK_CONFIG = os.path.join(CONFIG_DIR, "quick_schedules", "tensormask_R_18_GN_FPN_shapes.yaml")
@@ -40,30 +39,13 @@ def tensormask_cfg(config_file=QUICK_CONFIG, opts=()):
     return project_cfg(config_file, opts)
 
 
-def make_instances(image_size, boxes, classes, bitmask=False):
-    """Instances with gt_boxes, gt_classes and triangle masks inside the boxes."""
-    h, w = image_size
-    inst = Instances((h, w))
-    boxes = torch.tensor(boxes, dtype=torch.float32).view(-1, 4)
-    inst.gt_boxes = Boxes(boxes)
-    inst.gt_classes = torch.tensor(classes, dtype=torch.int64)
-    polygons = [
-        [[x0, y1, (x0 + x1) / 2, y0, x1, y1]] for x0, y0, x1, y1 in boxes.tolist()
-    ]
-    masks = PolygonMasks(polygons)
-    if bitmask:
-        masks = BitMasks.from_polygon_masks(masks, h, w)
-    inst.gt_masks = masks
-    return inst
-
-
 def make_input(image_size, boxes=(), classes=(), bitmask=False, seed=0):
     """A DatasetMapper-like dict with a random BGR image and the given instances."""
     g = torch.Generator().manual_seed(seed)
     h, w = image_size
     return {
         "image": torch.randint(0, 256, (3, h, w), generator=g).to(torch.float32),
-        "instances": make_instances(image_size, boxes, classes, bitmask),
+        "instances": _make_instances(image_size, boxes, classes, bitmask, shape="triangle"),
         "height": h,
         "width": w,
     }

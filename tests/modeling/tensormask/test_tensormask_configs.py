@@ -3,12 +3,11 @@ import glob
 import os
 import unittest
 
-import torch
-
 from detectron2.config import get_cfg
-from detectron2.modeling import build_model
 
 from tensormask_proj.config import add_tensormask_config
+
+from project_testing import assert_every_config_builds
 from tensormask_testing import CONFIG_DIR, tensormask_cfg
 
 CONFIG_FILES = sorted(
@@ -70,13 +69,7 @@ class TestConfigFiles(unittest.TestCase):
         self.assertGreaterEqual(len(names), 27)
 
     def test_every_file_loads_and_builds(self):
-        for path in CONFIG_FILES:
-            with self.subTest(config=os.path.relpath(path, CONFIG_DIR)):
-                cfg = tensormask_cfg(path)
-                self.assertEqual(cfg.MODEL.META_ARCHITECTURE, "TensorMask")
-                model = build_model(cfg)
-                self.assertEqual(type(model).__name__, "TensorMask")
-                self.assertEqual(model.device, torch.device("cpu"))
+        assert_every_config_builds(self, CONFIG_FILES, "TensorMask")
 
     def test_official_values(self):
         cfg = tensormask_cfg(os.path.join(CONFIG_DIR, "TensorMask", "tensormask_R_50_FPN_6x.yaml"))
