@@ -3,6 +3,7 @@ Helpers shared by the tests of both models (on the path through pytest.ini's ``p
 project cfgs on the CPU and the from-scratch training + COCO evaluation of the learning tests.
 """
 import os
+import time
 
 import torch
 
@@ -75,9 +76,9 @@ def make_instances(image_size, boxes, classes, bitmask=False, shape="rectangle")
 def train_and_evaluate(cfg, output_dir, train_mapper=None, test_mapper=None):
     """
     Train ``cfg`` from scratch with a plain loop over detectron2's loader, optimizer and LR
-    schedule, then COCO-evaluate it on DATASETS.TEST[0] (the pure-Python COCOeval).
-    With SOLVER.AMP.ENABLED, training and inference run under CPU bfloat16 autocast as in
-    train_net.py.
+    schedule, then COCO-evaluate it on DATASETS.TEST[0] (the pure-Python COCOeval), and print
+    the APs and the time taken. With SOLVER.AMP.ENABLED, training and inference run under CPU
+    bfloat16 autocast as in train_net.py.
 
     Returns:
         (results, losses): the evaluator's {"bbox": {...}, "segm": {...}} and the total loss of
@@ -85,6 +86,7 @@ def train_and_evaluate(cfg, output_dir, train_mapper=None, test_mapper=None):
     """
     for name in (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST):
         prepare_dataset(name, progress=False)  # COCOEvaluator reads the json files
+    start = time.perf_counter()
     # Seeds the model's initialisation and the loader's TrainingSampler (shared_random_seed).
     seed_all_rng(cfg.SEED if cfg.SEED >= 0 else 0)
     model = build_model(cfg).train()
@@ -111,4 +113,11 @@ def train_and_evaluate(cfg, output_dir, train_mapper=None, test_mapper=None):
     loader = build_detection_test_loader(cfg, name, mapper=test_mapper)
     with cpu_autocast(cfg):
         results = inference_on_dataset(model, loader, evaluator)
+    mask, box = results.get("segm", {}), results["bbox"]
+    print(
+        f"\n{cfg.MODEL.META_ARCHITECTURE} {cfg.SOLVER.MAX_ITER} iterations, "
+        f"{torch.get_num_threads()} threads: mask AP {mask.get('AP', float('nan')):.2f} "
+        f"(AP50 {mask.get('AP50', float('nan')):.2f}), box AP {box['AP']:.2f} "
+        f"(AP50 {box['AP50']:.2f}), {time.perf_counter() - start:.0f} s"
+    )
     return results, losses
