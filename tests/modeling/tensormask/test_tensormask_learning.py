@@ -1,8 +1,9 @@
 """
-Learning test (about 9 minutes on 2 threads): the quick TensorMask config trains from scratch on
-the embedded "shapes_train" dataset (500 iterations of 4 images, with bfloat16 CPU autocast,
-SOLVER.AMP.ENABLED, to stay well under 10 minutes: float32 took 12 minutes in a CI run) and
-reaches a mask AP on "shapes_val" clearly above chance, measured with detectron2's COCOEvaluator.
+Learning test (about 7 minutes on 2 threads): the quick TensorMask config trains from scratch on
+the embedded "shapes_train" dataset and reaches a mask AP on "shapes_val" clearly above chance,
+measured with detectron2's COCOEvaluator. To stay under 10 minutes on a slow day of these shared
+machines (the full 500-iteration float32 schedule took 12 minutes in one CI run, 500 iterations
+in bfloat16 11.5), it trains 400 iterations of 4 images with bfloat16 CPU autocast.
 """
 import tempfile
 import unittest
@@ -10,20 +11,21 @@ import unittest
 from project_testing import train_and_evaluate
 from tensormask_testing import QUICK_CONFIG, tensormask_cfg
 
-# Measured with this exact test (2 threads, bfloat16 autocast, 526 s): mask AP 3.51, mask AP50
-# 8.12, box AP 3.38 (in float32: mask AP 3.17 / AP50 7.43 / box AP 2.90, and 3.7 / 8.3 / 3.5
-# through train_net.py). Untrained, no detection passes the score threshold (AP 0). The bounds
-# are about half the measured values, a margin for the run-to-run variation of a from-scratch
-# training (thread count, libraries).
-MIN_MASK_AP = 1.5
-MIN_MASK_AP50 = 4.0
-MIN_BOX_AP = 1.5
+# Measured with this exact test (2 threads, 396 s): mask AP 2.57, mask AP50 6.22, box AP 2.37
+# (the full quick schedule in float32 through train_net.py: 3.7 / 8.3 / 3.5). Untrained, no
+# detection passes the score threshold (AP 0). The bounds are about half the measured values, a
+# margin for the run-to-run variation of a from-scratch training (thread count, libraries).
+MIN_MASK_AP = 1.2
+MIN_MASK_AP50 = 3.0
+MIN_BOX_AP = 1.2
+# The quick config with a 400-iteration schedule, in bfloat16 autocast.
+LEARNING_OPTS = ["SOLVER.AMP.ENABLED", True, "SOLVER.MAX_ITER", 400, "SOLVER.STEPS", (320, 380)]
 
 
 class TestLearning(unittest.TestCase):
     def test_quick_config_learns_shapes(self):
         # Runs with torch's default thread count (2 on the project's machines and CI).
-        cfg = tensormask_cfg(QUICK_CONFIG, ["SOLVER.AMP.ENABLED", True])
+        cfg = tensormask_cfg(QUICK_CONFIG, LEARNING_OPTS)
         with tempfile.TemporaryDirectory() as output_dir:
             results, _ = train_and_evaluate(cfg, output_dir)
         mask_ap, box_ap = results["segm"]["AP"], results["bbox"]["AP"]
