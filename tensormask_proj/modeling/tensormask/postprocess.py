@@ -95,6 +95,17 @@ def mask_window_boxes(windows: Sequence[torch.Tensor], window_boxes: torch.Tenso
     return boxes
 
 
+def _windows_inside(boxes: torch.Tensor, image_size: Tuple[int, int]) -> torch.Tensor:
+    """
+    Which XYXY boxes (Tensor[D, 4]) overlap the image of size (H, W) by a positive area.
+    Windows of detections near the border can lie wholly outside it, in the padding to the size
+    divisibility (or beyond the left or top edge): detectron2's per-box paste crashes on those
+    ("upper bound and lower bound inconsistent with step sign"), and they cover no pixel anyway.
+    """
+    height, width = image_size
+    return (boxes[:, 0] < width) & (boxes[:, 2] > 0) & (boxes[:, 1] < height) & (boxes[:, 3] > 0)
+
+
 def paste_mask_windows(
     windows: MaskWindows,
     window_boxes: Boxes,
@@ -104,6 +115,11 @@ def paste_mask_windows(
 ) -> torch.Tensor:
     """
     Paste the windows' probability masks into the image.
+
+    A window box is never clipped (that would stretch the window's cells); the paste keeps the
+    part of the window that falls inside the image, as detectron2 does for ROI masks. So a
+    window wholly outside the image gives an empty (all-False) mask: its detection keeps its
+    box and score, and its mask covers none of the image, which is what the window says.
 
     Args:
         windows (MaskWindows): D windows of logits.
@@ -121,13 +137,15 @@ def paste_mask_windows(
     if len(windows) == 0:  # (paste_masks_in_image would return uint8 here)
         return torch.zeros((0,) + tuple(image_size), dtype=torch.bool, device=boxes.device)
     sides = torch.tensor([w.shape[-1] for w in windows.windows], dtype=torch.int64)
-    groups = torch.unique(sides).tolist()
-    if len(groups) == 1:  # common case: paste directly, no copy of the (D, H, W) result
+    inside = _windows_inside(boxes, image_size).to(sides.device)
+    groups = torch.unique(sides[inside]).tolist()
+    if len(groups) == 1 and bool(inside.all()):
+        # common case: paste directly, no copy of the (D, H, W) result
         probs = torch.stack(windows.windows).sigmoid()
         return paste_masks_in_image(probs, boxes, image_size, threshold)
     masks = torch.zeros((len(windows),) + tuple(image_size), dtype=torch.bool, device=boxes.device)
     for side in groups:
-        index = torch.nonzero(sides == side).flatten()
+        index = torch.nonzero((sides == side) & inside).flatten()
         probs = torch.stack([windows.windows[i] for i in index.tolist()]).sigmoid()
         index = index.to(boxes.device)
         pasted = paste_masks_in_image(probs, boxes[index], image_size, threshold)
