@@ -6,6 +6,9 @@ Train and evaluate TensorMask or BlendMask with detectron2's DefaultTrainer.
     python train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS model_final.pth
     python train_net.py --config-file CONFIG --num-gpus 8          # DDP through detectron2.launch
     python train_net.py --config-file CONFIG --resume               # continue from last_checkpoint
+    python train_net.py --config-file CONFIG --dataset mine_train train.json images/ \
+        --dataset mine_val val.json images/ DATASETS.TRAIN "('mine_train',)" \
+        DATASETS.TEST "('mine_val',)" MODEL.TENSOR_MASK.NUM_CLASSES 3   # your own COCO data
 
 The meta-architecture comes from the config (MODEL.META_ARCHITECTURE); this script only
 overrides the trainer hooks that differ: the evaluator (COCOEvaluator), the loaders' mapper
@@ -20,24 +23,24 @@ import os
 import weakref
 
 import detectron2.utils.comm as comm
-from detectron2.data import (
-    DatasetMapper,
-    build_detection_test_loader,
-    build_detection_train_loader,
-)
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.data import DatasetMapper, build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import DefaultTrainer, default_setup, launch
+from detectron2.engine import default_argument_parser as detectron2_argument_parser
 from detectron2.evaluation import COCOEvaluator, verify_results
 from detectron2.utils.logger import setup_logger
 
 from tensormask_proj import get_project_cfg
-from tensormask_proj.data import BlendMaskDatasetMapper
+from tensormask_proj.data.dataset_mapper import build_train_mapper
 from tensormask_proj.engine import (
     AtomicDetectionCheckpointer,
     CPUAutocastTrainer,
     NamedErrorMapper,
+    add_dataset_argument,
     check_config,
     cpu_autocast,
+    log_registrations,
     plot_metrics,
+    register_command_line_datasets,
     uses_cpu_autocast,
 )
 
@@ -80,12 +83,10 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        if cfg.MODEL.META_ARCHITECTURE == "BlendMask":
-            mapper = BlendMaskDatasetMapper(cfg, is_train=True)  # adds the "basis_sem" target
-        else:
-            mapper = DatasetMapper(cfg, is_train=True)
-        # Errors (a corrupt image, say) name the image file.
-        return build_detection_train_loader(cfg, mapper=NamedErrorMapper(mapper))
+        # (BlendMask's mapper adds the "basis_sem" target.) Errors (a corrupt image, say) name
+        # the image file.
+        mapper = NamedErrorMapper(build_train_mapper(cfg))
+        return build_detection_train_loader(cfg, mapper=mapper)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
@@ -130,6 +131,11 @@ class Trainer(DefaultTrainer):
             ) from e
 
 
+def default_argument_parser():
+    """detectron2's command line plus ``--dataset NAME JSON IMAGE_DIR`` (repeatable)."""
+    return add_dataset_argument(detectron2_argument_parser())
+
+
 def setup(args):
     cfg = get_project_cfg()
     cfg.merge_from_file(args.config_file)
@@ -141,10 +147,13 @@ def setup(args):
             "`MODEL.WEIGHTS output/model_final.pth`), or pass --resume to evaluate the last "
             "checkpoint of OUTPUT_DIR"
         )
+    # --dataset: checked (a bad annotation stops here, named) and registered in every process.
+    registrations = register_command_line_datasets(args.dataset, cfg)
     check_config(cfg, eval_only=args.eval_only)
     default_setup(cfg, args)
     # default_setup logs "detectron2" and "fvcore"; this project's loggers too (console, log.txt).
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="tensormask_proj")
+    log_registrations(registrations)
     return cfg
 
 

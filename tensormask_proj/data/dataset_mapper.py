@@ -14,7 +14,7 @@ from detectron2.config import configurable
 from detectron2.data import DatasetMapper
 from detectron2.structures import BitMasks, Instances, PolygonMasks, polygons_to_bitmask
 
-__all__ = ["BlendMaskDatasetMapper", "thing_semantic_from_instances"]
+__all__ = ["BlendMaskDatasetMapper", "build_train_mapper", "thing_semantic_from_instances"]
 
 
 def thing_semantic_from_instances(instances: Instances, image_size) -> torch.Tensor:
@@ -90,3 +90,14 @@ class BlendMaskDatasetMapper(DatasetMapper):
             dataset_dict["basis_sem"] = thing_semantic_from_instances(
                 dataset_dict["instances"], image_shape
             )
+
+
+def build_train_mapper(cfg) -> DatasetMapper:
+    """
+    The training mapper of cfg's model: :class:`BlendMaskDatasetMapper` for BlendMask (it adds
+    the "basis_sem" target), detectron2's :class:`DatasetMapper` otherwise. Shared by
+    ``train_net.py`` and ``tools/visualize_data.py`` so that the pictures show what trains.
+    """
+    if cfg.MODEL.META_ARCHITECTURE == "BlendMask":
+        return BlendMaskDatasetMapper(cfg, is_train=True)
+    return DatasetMapper(cfg, is_train=True)

@@ -1,11 +1,23 @@
 """
 Training/inference workflow helpers used by ``train_net.py`` and ``demo.py``: a checkpointer that
-never leaves a broken checkpoint, config checks with actionable errors, a mapper wrapper whose
-errors name the image, the metrics.json plot, and bfloat16 mixed precision on the CPU.
+never leaves a broken checkpoint, config checks with actionable errors, ``--dataset`` (checked
+COCO datasets from the command line), a mapper wrapper whose errors name the image, the
+metrics.json plot, and bfloat16 mixed precision on the CPU.
 """
 from .checkpoint import AtomicDetectionCheckpointer, non_finite_tensors
 from .cpu_autocast import CPUAutocastTrainer, cpu_autocast, uses_cpu_autocast
-from .config_checks import check_config, check_datasets, check_device, check_weights
+from .command_line_datasets import (
+    add_dataset_argument,
+    log_registrations,
+    register_command_line_datasets,
+)
+from .config_checks import (
+    check_config,
+    check_datasets,
+    check_device,
+    check_num_classes,
+    check_weights,
+)
 from .mapper_errors import DatasetMappingError, NamedErrorMapper
 from .plot_metrics import load_metrics, plot_metrics
 
@@ -19,6 +31,10 @@ __all__ = [
     "check_datasets",
     "check_device",
     "check_weights",
+    "check_num_classes",
+    "add_dataset_argument",
+    "register_command_line_datasets",
+    "log_registrations",
     "DatasetMappingError",
     "NamedErrorMapper",
     "load_metrics",

@@ -10,7 +10,13 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-__all__ = ["check_device", "check_weights", "check_datasets", "check_config"]
+__all__ = [
+    "check_device",
+    "check_weights",
+    "check_datasets",
+    "check_num_classes",
+    "check_config",
+]
 
 
 def _is_remote(path: str) -> bool:
@@ -67,11 +73,59 @@ def check_datasets(cfg: CfgNode, splits=("TRAIN", "TEST")) -> None:
                 )
 
 
+def num_classes_keys(cfg: CfgNode):
+    """The config keys holding the number of classes of cfg's meta-architecture."""
+    arch = cfg.MODEL.META_ARCHITECTURE
+    if arch == "TensorMask":
+        return ["MODEL.TENSOR_MASK.NUM_CLASSES"]
+    if arch == "BlendMask":
+        # The basis module's auxiliary semantic head has a class per thing (+ background).
+        keys = ["MODEL.FCOS.NUM_CLASSES"]
+        return keys + (["MODEL.BASIS_MODULE.NUM_CLASSES"] if cfg.MODEL.BASIS_MODULE.LOSS_ON else [])
+    if arch == "GeneralizedRCNN":  # the Mask R-CNN baselines
+        return ["MODEL.ROI_HEADS.NUM_CLASSES"]
+    if arch == "RetinaNet":
+        return ["MODEL.RETINANET.NUM_CLASSES"]
+    return []
+
+
+def _get_key(cfg: CfgNode, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def check_num_classes(cfg: CfgNode, splits=("TRAIN", "TEST")) -> None:
+    """
+    Every dataset of DATASETS.<split> whose class names are known (``thing_classes`` in its
+    metadata) has as many classes as the model. More classes in the data would crash the loss
+    mid-training; more in the model would predict classes that COCOEvaluator cannot map back to
+    a category id, and would waste capacity.
+    """
+    keys = num_classes_keys(cfg)
+    for split in splits:
+        for name in cfg.DATASETS[split]:
+            classes = MetadataCatalog.get(name).get("thing_classes")
+            if classes is None:
+                continue
+            wrong = [k for k in keys if _get_key(cfg, k) != len(classes)]
+            if wrong:
+                values = ", ".join(f"{k} = {_get_key(cfg, k)}" for k in wrong)
+                setting = " ".join(f"{k} {len(classes)}" for k in keys)
+                raise ValueError(
+                    f"DATASETS.{split}: dataset '{name}' has {len(classes)} classes but the "
+                    f"model has {values}: add `{setting}` to the command line (or the config)"
+                )
+
+
 def check_config(cfg: CfgNode, eval_only: bool = False) -> None:
     """
     All of the above for train_net.py (MODEL.WEIGHTS may be empty: training from scratch).
     ``eval_only``: only the DATASETS.TEST datasets are checked.
     """
+    splits = ("TEST",) if eval_only else ("TRAIN", "TEST")
     check_device(cfg)
     check_weights(cfg)
-    check_datasets(cfg, splits=("TEST",) if eval_only else ("TRAIN", "TEST"))
+    check_datasets(cfg, splits=splits)
+    check_num_classes(cfg, splits=splits)

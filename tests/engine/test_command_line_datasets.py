@@ -1,0 +1,208 @@
+"""
+Your own COCO data from the command line (``--dataset NAME JSON IMAGE_DIR``), in process:
+
+* one crafted dataset holding every accepted oddity of issue 11 (grayscale, RGBA and 16-bit RGB
+  PNGs, an EXIF-rotated JPEG, a 1x1 px image, compressed and uncompressed RLE masks, polygons of
+  fewer than 3 points, an empty segmentation, boxes partly and wholly outside the image, a
+  zero-area box, a crowd region) goes through both models' training mappers image by image,
+  and trains 2 iterations then evaluates with ``train_net.main`` for both models;
+* the errors come from ``setup``, before training: a wrong class count (naming both numbers and
+  the keys) and a bad annotation (naming file, image id and annotation id; nothing written).
+"""
+import json
+import os
+import shutil
+import tempfile
+import unittest
+
+import numpy as np
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.detection_utils import read_image
+
+from data.coco_fixtures import (
+    annotation,
+    coco_json,
+    picture,
+    rle_compressed,
+    rle_uncompressed,
+    write_image,
+)
+from tensormask_proj.data.coco_checks import CocoDatasetError
+from tensormask_proj.data.dataset_mapper import build_train_mapper
+from tensormask_proj.engine import register_command_line_datasets
+
+from .workflow_helpers import (
+    BLENDMASK_CONFIG,
+    TENSORMASK_CONFIG,
+    TRAIN_NET,
+    cfg_opts,
+    evaluation_records,
+    load_script,
+    read_metrics,
+    workflow_cfg,
+    workflow_opts,
+)
+
+train_net = load_script(TRAIN_NET, "train_net")
+
+NAME = "_test_own_coco"
+NUM_CLASSES_OPTS = {
+    TENSORMASK_CONFIG: {"MODEL.TENSOR_MASK.NUM_CLASSES": 2},
+    BLENDMASK_CONFIG: {"MODEL.FCOS.NUM_CLASSES": 2, "MODEL.BASIS_MODULE.NUM_CLASSES": 2},
+}
+
+
+def write_dataset(root: str) -> str:
+    """The crafted dataset under ``root``: returns its json path (images in root/images)."""
+    images_dir = os.path.join(root, "images")
+    os.makedirs(images_dir)
+    images = [
+        write_image(images_dir, "rgb.jpg", "rgb"),  # 1
+        write_image(images_dir, "gray.png", "gray"),  # 2
+        write_image(images_dir, "rgba.png", "rgba"),  # 3
+        write_image(images_dir, "rgb16.png", "rgb16"),  # 4
+        write_image(images_dir, "exif.jpg", "exif"),  # 5: read turned, 48 wide x 64 high
+        write_image(images_dir, "tiny.png", "rgb", height=1, width=1),  # 6
+    ]
+    anns = [
+        annotation(1),
+        annotation(1, box=(30, 20, 20, 12), category_id=3),
+        annotation(1, segmentation=[[10, 8, 22, 18]]),  # 2 points: skipped
+        annotation(2, segmentation=rle_compressed(48, 64, (16, 12, 32, 24)), category_id=3),
+        annotation(2, segmentation=[]),  # skipped
+        annotation(3, segmentation=rle_uncompressed(48, 64, (16, 12, 32, 24))),
+        annotation(3, box=(50, 30, 30, 30)),  # partly outside: clipped
+        annotation(4, box=(16, 12, 32, 24)),
+        annotation(4, box=(70, 10, 5, 5)),  # wholly outside: skipped
+        annotation(5, box=(8, 16, 32, 32), category_id=3),
+        annotation(5, box=(8, 16, 0, 32)),  # zero area: skipped
+        annotation(5, box=(20, 40, 10, 10), iscrowd=1),
+        annotation(6, box=(0, 0, 1, 1)),
+    ]
+    return coco_json(os.path.join(root, "instances.json"), images, anns)
+
+
+class OwnDataset(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="test_own_coco_")
+        cls.json = write_dataset(os.path.join(cls.tmp, "mine"))
+        cls.images = os.path.join(cls.tmp, "mine", "images")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def tearDown(self):
+        if NAME in DatasetCatalog.list():
+            DatasetCatalog.remove(NAME)
+            MetadataCatalog.remove(NAME)
+
+    def args(self, config, out, *opts):
+        argv = ["--config-file", config, "--dataset", NAME, self.json, self.images]
+        argv += workflow_opts(config) + ["OUTPUT_DIR", out]
+        argv += cfg_opts({"DATASETS.TRAIN": f"('{NAME}',)", "DATASETS.TEST": f"('{NAME}',)"})
+        return train_net.default_argument_parser().parse_args(argv + list(opts))
+
+
+class TestOwnDatasetTrains(OwnDataset):
+    def check_mappers(self, config):
+        cfg = workflow_cfg(config, "INPUT.MASK_FORMAT", "bitmask")
+        cache = os.path.join(self.tmp, "checked_" + os.path.basename(config))
+        register_command_line_datasets([(NAME, self.json, self.images)], cfg, cache)
+        mapper = build_train_mapper(cfg)
+        dicts = DatasetCatalog.get(NAME)
+        # 13 annotations - 4 skipped; the crowd region stays in the dicts, not in instances.
+        self.assertEqual(sum(len(d["annotations"]) for d in dicts), 9)
+        by_file = {}
+        for d in dicts:
+            out = mapper(d)
+            image = out["image"]
+            self.assertEqual(image.shape[0], 3)
+            self.assertGreater(min(image.shape[1:]), 100)  # resized up from at most 64 px
+            instances = out["instances"]
+            self.assertEqual(instances.gt_masks.tensor.shape[0], len(instances))
+            self.assertTrue(bool((instances.gt_boxes.area() > 0).all()))
+            by_file[os.path.basename(d["file_name"])] = (out, d)
+        # The 16-bit RGB PNG reads as its 8-bit pixels (detectron2's read_image, as the mappers);
+        # the EXIF JPEG turned (portrait).
+        rgb16 = read_image(by_file["rgb16.png"][1]["file_name"], format="RGB")
+        np.testing.assert_array_equal(rgb16, picture("rgb16.png"))
+        exif_image = by_file["exif.jpg"][0]["image"]
+        self.assertGreater(exif_image.shape[1], exif_image.shape[2])
+        self.assertEqual(len(by_file["tiny.png"][0]["instances"]), 1)
+        self.assertEqual(len(by_file["rgb.jpg"][0]["instances"]), 2)
+
+    def train_and_evaluate(self, config):
+        out = os.path.join(self.tmp, os.path.basename(config) + "_out")
+        opts = {**NUM_CLASSES_OPTS[config], "INPUT.MASK_FORMAT": "bitmask", "SOLVER.MAX_ITER": 2}
+        args = self.args(config, out, *cfg_opts(opts))
+        train_net.main(args)
+        # Skips and fixes are logged with their counts, in log.txt too.
+        with open(os.path.join(out, "log.txt")) as f:
+            log = f.read()
+        self.assertIn("skipped 2 annotation(s): no usable mask", log)
+        self.assertIn("skipped 1 annotation(s): box wholly outside its image", log)
+        self.assertIn("skipped 1 annotation(s): zero-area box", log)
+        self.assertIn("fixed 1 annotation(s): box clipped", log)
+        checked = os.path.join(out, "checked_datasets", f"{NAME}.json")
+        self.assertEqual(MetadataCatalog.get(NAME).json_file, checked)
+        with open(checked) as f:
+            self.assertEqual(len(json.load(f)["annotations"]), 9)
+        # Evaluated on the checked annotations: both tasks, finite APs.
+        (record,) = evaluation_records(read_metrics(out))
+        for key in ("bbox/AP", "segm/AP"):
+            self.assertTrue(np.isfinite(record[key]), key)
+        # The model has to predict something for the evaluation to mean anything.
+        with open(os.path.join(out, "inference", "coco_instances_results.json")) as f:
+            self.assertGreater(len(json.load(f)), 0)
+
+    def test_tensormask_mapper(self):
+        self.check_mappers(TENSORMASK_CONFIG)
+
+    def test_blendmask_mapper(self):
+        self.check_mappers(BLENDMASK_CONFIG)
+
+    def test_tensormask_trains_and_evaluates(self):
+        self.train_and_evaluate(TENSORMASK_CONFIG)
+
+    def test_blendmask_trains_and_evaluates(self):
+        self.train_and_evaluate(BLENDMASK_CONFIG)
+
+
+class TestErrorsBeforeTraining(OwnDataset):
+    def test_class_count(self):
+        out = os.path.join(self.tmp, "classes")
+        with self.assertRaises(ValueError) as raised:
+            train_net.setup(self.args(TENSORMASK_CONFIG, out, "INPUT.MASK_FORMAT", "bitmask"))
+        self.assertIn(
+            f"dataset '{NAME}' has 2 classes but the model has MODEL.TENSOR_MASK.NUM_CLASSES = 6",
+            str(raised.exception),
+        )
+        self.assertIn("`MODEL.TENSOR_MASK.NUM_CLASSES 2`", str(raised.exception))
+        self.tearDown()
+        opts = ["INPUT.MASK_FORMAT", "bitmask", "MODEL.FCOS.NUM_CLASSES", "2"]
+        with self.assertRaises(ValueError) as raised:
+            train_net.setup(self.args(BLENDMASK_CONFIG, out, *opts))
+        self.assertIn("MODEL.BASIS_MODULE.NUM_CLASSES = 6", str(raised.exception))
+        self.assertNotIn("MODEL.FCOS.NUM_CLASSES = ", str(raised.exception))
+        self.assertIn(
+            "`MODEL.FCOS.NUM_CLASSES 2 MODEL.BASIS_MODULE.NUM_CLASSES 2`", str(raised.exception)
+        )
+
+    def test_rle_with_polygon_mask_format(self):
+        out = os.path.join(self.tmp, "rle")
+        opts = cfg_opts(NUM_CLASSES_OPTS[TENSORMASK_CONFIG])
+        with self.assertRaises(CocoDatasetError) as raised:
+            train_net.setup(self.args(TENSORMASK_CONFIG, out, *opts))
+        message = str(raised.exception)
+        self.assertIn(self.json, message)
+        self.assertIn("annotation id 104 of image id 2 (file ", message)
+        self.assertIn(os.path.join(self.images, "gray.png"), message)
+        self.assertIn("INPUT.MASK_FORMAT bitmask", message)
+        self.assertFalse(os.path.exists(out))  # nothing written
+
+
+if __name__ == "__main__":
+    unittest.main()
