@@ -9,7 +9,10 @@ Draw the predictions of a trained TensorMask or BlendMask model on images.
 One PNG per input image is written to ``--output`` (same base name, ``.png``): the image with
 each instance's mask, box, class name and score drawn by detectron2's ``Visualizer``, with the
 class names and colours of the config's ``DATASETS.TEST[0]``. Only instances scoring at least
-``--confidence-threshold`` are drawn.
+``--confidence-threshold`` are drawn. A model trained on your own COCO data gets its class names
+from the same ``--dataset NAME JSON IMAGE_DIR`` as ``train_net.py``, with
+``DATASETS.TEST "('NAME',)"`` in ``--opts``; a class count that differs from the model's is an
+error.
 
 Every input is checked before the model is loaded: a missing file, a glob or folder without
 images, or an image that cannot be decoded stops the run with an error naming it, and nothing is
@@ -21,6 +24,7 @@ import glob
 import logging
 import os
 import sys
+import tempfile
 from typing import List
 
 import cv2
@@ -35,7 +39,16 @@ from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from tensormask_proj import get_project_cfg
-from tensormask_proj.engine import AtomicDetectionCheckpointer, check_device, check_weights
+from tensormask_proj.data.coco_checks import CocoDatasetError
+from tensormask_proj.engine import (
+    AtomicDetectionCheckpointer,
+    add_dataset_argument,
+    check_device,
+    check_num_classes,
+    check_weights,
+    log_registrations,
+    register_command_line_datasets,
+)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -75,7 +88,7 @@ def get_parser() -> argparse.ArgumentParser:
         nargs=argparse.REMAINDER,
         help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model_final.pth",
     )
-    return parser
+    return add_dataset_argument(parser)
 
 
 def setup_cfg(args):
@@ -213,12 +226,24 @@ def write_png_atomically(path: str, image_rgb: np.ndarray) -> None:
             os.remove(tmp_path)
 
 
+def register_datasets(args, cfg) -> None:
+    """--dataset, checked as in train_net.py; the demo reads only their class names, so a checked
+    copy of a json (written when annotations are skipped) can go to a temporary folder."""
+    with tempfile.TemporaryDirectory(prefix="demo_datasets_") as cache_dir:
+        try:
+            log_registrations(register_command_line_datasets(args.dataset, cfg, cache_dir))
+        except (CocoDatasetError, FileNotFoundError, ValueError) as e:
+            raise DemoError(str(e)) from e
+
+
 def run(args) -> List[str]:
     """Visualise every input of ``args``; return the paths of the PNGs written."""
     cfg = setup_cfg(args)
+    register_datasets(args, cfg)
     try:
         check_device(cfg)
         check_weights(cfg, required=True)
+        check_num_classes(cfg, splits=("TEST",))
     except (RuntimeError, FileNotFoundError, ValueError) as e:
         raise DemoError(str(e)) from e
     if os.path.exists(args.output) and not os.path.isdir(args.output):

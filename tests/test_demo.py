@@ -22,10 +22,11 @@ import torch
 from PIL import Image
 
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
+from data.coco_fixtures import annotation, coco_json, write_image
 from engine.workflow_helpers import (
     BLENDMASK_CONFIG,
     DEMO,
@@ -253,6 +254,54 @@ class TestDemoErrors(unittest.TestCase):
         demo.write_png_atomically(path, image)
         self.assertEqual(os.listdir(self.output), ["picture.png"])
         self.assertEqual(np.asarray(Image.open(path)).shape, (8, 8, 3))
+
+
+class TestDemoOwnDataset(unittest.TestCase):
+    """--dataset NAME JSON IMAGE_DIR: class names from the json; a class count that differs
+    from the model's is an error."""
+
+    NAME = "_test_demo_own"
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="demo_own_", dir=_TMP)
+        self.images = os.path.join(self.dir, "images")
+        os.makedirs(self.images)
+        images = [write_image(self.images, n, "rgb", 96, 128) for n in ("a.jpg", "b.jpg")]
+        anns = [annotation(1), annotation(2, category_id=3)]
+        self.json = coco_json(os.path.join(self.dir, "instances.json"), images, anns)
+        self.output = os.path.join(self.dir, "vis")
+        self.addCleanup(self._unregister)
+
+    def _unregister(self):
+        if self.NAME in DatasetCatalog.list():
+            DatasetCatalog.remove(self.NAME)
+            MetadataCatalog.remove(self.NAME)
+
+    def _argv(self, *opts):
+        dataset = ["--dataset", self.NAME, self.json, self.images]
+        opts = ["DATASETS.TEST", f"('{self.NAME}',)"] + list(opts)
+        return dataset + _argv(TENSORMASK_CONFIG, [self.images], self.output, *opts)
+
+    def test_class_names_from_the_dataset(self):
+        cfg = workflow_cfg(TENSORMASK_CONFIG, "MODEL.TENSOR_MASK.NUM_CLASSES", "2")
+        torch.manual_seed(0)
+        DetectionCheckpointer(build_model(cfg), save_dir=self.dir).save("two_classes")
+        weights = os.path.join(self.dir, "two_classes.pth")
+        argv = self._argv("MODEL.TENSOR_MASK.NUM_CLASSES", "2", "MODEL.WEIGHTS", weights)
+        with self.assertLogs("tensormask_proj.demo", "INFO") as logs:
+            status, err = _run_main(*argv)
+        self.assertEqual(status, 0, err)
+        self.assertEqual(sorted(os.listdir(self.output)), ["a.png", "b.png"])
+        labels = re.findall(r"instances: (\w+) \d\.\d\d", "\n".join(logs.output))
+        self.assertEqual(len(labels), 2)
+        self.assertLessEqual(set(labels), {"blob", "bar"})
+
+    def test_class_count_differs_from_the_model(self):
+        status, err = _run_main(*self._argv("MODEL.WEIGHTS", _WEIGHTS[TENSORMASK_CONFIG]))
+        self.assertEqual(status, 2, err)
+        self.assertIn(f"dataset '{self.NAME}' has 2 classes", err)
+        self.assertIn("MODEL.TENSOR_MASK.NUM_CLASSES = 6", err)
+        self.assertFalse(os.path.exists(self.output))
 
 
 if __name__ == "__main__":
