@@ -42,34 +42,33 @@ from torch import nn
 
 from .. import _ext
 
-__all__ = ["swap_align2nat", "SwapAlign2Nat", "swap_align2nat_reference"]
+__all__ = ["swap_align2nat", "SwapAlign2Nat"]
 
 _LIB = "tensormask_proj"
 
 
-def _check_args(x: torch.Tensor, lambda_val) -> int:
+def check_args(x: torch.Tensor, lambda_val, op: str = "swap_align2nat") -> int:
     """Validate the arguments like the C++ kernels do; returns the window size V."""
     if isinstance(lambda_val, bool) or not isinstance(lambda_val, int):
         raise TypeError(
-            f"swap_align2nat: lambda_val must be an int >= 1, got {lambda_val!r} "
+            f"{op}: lambda_val must be an int >= 1, got {lambda_val!r} "
             f"({type(lambda_val).__name__})"
         )
     if lambda_val < 1:
-        raise ValueError(f"swap_align2nat: lambda_val must be >= 1, got {lambda_val}")
+        raise ValueError(f"{op}: lambda_val must be >= 1, got {lambda_val}")
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"swap_align2nat: expected a torch.Tensor, got {type(x).__name__}")
+        raise TypeError(f"{op}: expected a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4:
         raise ValueError(
-            "swap_align2nat: expected a 4-D input (N, V*V, H, W), got a tensor of shape "
-            f"{tuple(x.shape)}"
+            f"{op}: expected a 4-D input (N, V*V, H, W), got a tensor of shape {tuple(x.shape)}"
         )
     if not x.is_floating_point():
-        raise TypeError(f"swap_align2nat: expected a floating-point input, got {x.dtype}")
+        raise TypeError(f"{op}: expected a floating-point input, got {x.dtype}")
     channels = x.shape[1]
     v = math.isqrt(channels)
     if v * v != channels:
         raise ValueError(
-            "swap_align2nat: the channel count must be a perfect square V*V (a VxV window), got "
+            f"{op}: the channel count must be a perfect square V*V (a VxV window), got "
             f"{channels} channels (input shape {tuple(x.shape)})"
         )
     return v
@@ -94,7 +93,7 @@ def swap_align2nat(x: torch.Tensor, lambda_val: int, pad_val: float = -6.0) -> t
         Tensor[N, (lambda_val*V)^2, ceil(H/lambda_val), ceil(W/lambda_val)]: natural tensor, same
         dtype and device as ``x``. Differentiable with respect to ``x``.
     """
-    _check_args(x, lambda_val)
+    check_args(x, lambda_val)
     _ext.assert_has_ops()
     return torch.ops.tensormask_proj.swap_align2nat(x, lambda_val, float(pad_val))
 
@@ -116,64 +115,12 @@ class SwapAlign2Nat(nn.Module):
         return f"lambda_val={self.lambda_val}, pad_val={self.pad_val}"
 
 
-def swap_align2nat_reference(
-    x: torch.Tensor, lambda_val: int, pad_val: float = -6.0
-) -> torch.Tensor:
-    """
-    Slow pure-PyTorch implementation of :func:`swap_align2nat`, written directly from the
-    sampling formula (two separable bilinear gathers: first the (v, y) axes, then (u, x)), with
-    coordinates in float64. It is the oracle of the tests; autograd provides its backward.
-    """
-    v_in = _check_args(x, lambda_val)
-    n, _, h_in, w_in = x.shape
-    v_out = v_in * lambda_val
-    h_out, w_out = -(-h_in // lambda_val), -(-w_in // lambda_val)
-    opts = dict(device=x.device, dtype=torch.float64)
-
-    # Sampling coordinates: window axis s[v], spatial axis s[v, y] (identical for u and x).
-    cells = torch.arange(v_out, **opts)
-    s_window = (cells + 0.5) / lambda_val - 0.5  # (Vout,)
-    s_spatial_h = torch.arange(h_out, **opts)[None, :] * lambda_val + cells[:, None] - v_out / 2 + 0.5
-    s_spatial_w = torch.arange(w_out, **opts)[None, :] * lambda_val + cells[:, None] - v_out / 2 + 0.5
-
-    def interpolate_pair(t, s_win, s_sp, win_size, sp_size):
-        # t: (..., win_size, sp_size) -> (..., Vout, out_size): bilinear in both of its last two
-        # axes, pad outside.
-        flat = t.reshape(*t.shape[:-2], win_size * sp_size)
-        out = 0
-        for win_idx, win_w in _corners(s_win):
-            for sp_idx, sp_w in _corners(s_sp):
-                wi = win_idx[:, None].expand_as(sp_idx)
-                valid = (wi >= 0) & (wi < win_size) & (sp_idx >= 0) & (sp_idx < sp_size)
-                index = (wi.clamp(0, win_size - 1) * sp_size + sp_idx.clamp(0, sp_size - 1))
-                gathered = flat[..., index.reshape(-1)].reshape(*t.shape[:-2], *index.shape)
-                value = torch.where(valid, gathered, torch.full_like(gathered, pad_val))
-                out = out + (win_w[:, None] * sp_w).to(t.dtype) * value
-        return out
-
-    # (N, V, U, H, W) -> (N, U, W, V, H): interpolate (v, y)
-    t = x.reshape(n, v_in, v_in, h_in, w_in).permute(0, 2, 4, 1, 3)
-    t = interpolate_pair(t, s_window, s_spatial_h, v_in, h_in)  # (N, U, W, Vout, Hout)
-    # -> (N, Vout, Hout, U, W): interpolate (u, x)
-    t = t.permute(0, 3, 4, 1, 2)
-    t = interpolate_pair(t, s_window, s_spatial_w, v_in, w_in)  # (N, Vout, Hout, Uout, Wout)
-    return t.permute(0, 1, 3, 2, 4).reshape(n, v_out * v_out, h_out, w_out)
-
-
-def _corners(s: torch.Tensor):
-    """The two linear-interpolation corners (index, weight) of coordinates ``s``."""
-    lo = torch.floor(s)
-    frac = s - lo
-    lo = lo.long()
-    return ((lo, 1 - frac), (lo + 1, frac))
-
-
 # ---- dispatcher registrations: fake (meta) kernels and autograd --------------------------------
 if _ext.has_ops():
 
     @torch.library.register_fake(f"{_LIB}::swap_align2nat")
     def _swap_align2nat_fake(x, lambda_val, pad_val):
-        _check_args(x, lambda_val)
+        check_args(x, lambda_val)
         return x.new_empty(_output_shape(x.shape, lambda_val))
 
     @torch.library.register_fake(f"{_LIB}::swap_align2nat_backward")

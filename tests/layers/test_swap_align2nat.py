@@ -11,6 +11,8 @@ import torch
 from tensormask_proj import _ext
 from tensormask_proj.layers import SwapAlign2Nat, swap_align2nat, swap_align2nat_reference
 
+from .raw_op_checks import raw_op_errors
+
 HAS_CUDA = torch.cuda.is_available()
 
 
@@ -153,17 +155,24 @@ class SwapAlign2NatBadInputTest(unittest.TestCase):
             SwapAlign2Nat(1.5)
 
     def test_cpp_checks_name_the_problem(self):
-        # The raw dispatcher op (bypassing the Python checks) reports the same problems.
-        op = torch.ops.tensormask_proj.swap_align2nat
-        with self.assertRaisesRegex(RuntimeError, "perfect square"):
-            op(torch.randn(1, 5, 4, 4), 1, -6.0)
-        with self.assertRaisesRegex(RuntimeError, "lambda_val must be >= 1"):
-            op(torch.randn(1, 4, 4, 4), -1, -6.0)
-        with self.assertRaisesRegex(RuntimeError, "floating-point"):
-            op(torch.ones(1, 4, 4, 4, dtype=torch.int32), 1, -6.0)
-        backward = torch.ops.tensormask_proj.swap_align2nat_backward
-        with self.assertRaisesRegex(RuntimeError, "grad_output has shape"):
-            backward(torch.randn(1, 16, 3, 3), 2, [1, 4, 4, 4])
+        # The raw dispatcher op (bypassing the Python checks) reports the same problems; in a
+        # child process, so that a crash fails this test only.
+        raw_op_errors(self, "cpu", RAW_OP_CASES)
+
+
+# Raw-op calls with bad input and the message each must raise (also run on CUDA tensors).
+RAW_OP_CASES = [
+    ("ops.swap_align2nat(torch.randn(1, 5, 4, 4, device=dev), 1, -6.0)", "perfect square"),
+    ("ops.swap_align2nat(torch.randn(1, 4, 4, 4, device=dev), -1, -6.0)", "lambda_val must be >= 1"),
+    (
+        "ops.swap_align2nat(torch.ones(1, 4, 4, 4, dtype=torch.int32, device=dev), 1, -6.0)",
+        "floating-point",
+    ),
+    (
+        "ops.swap_align2nat_backward(torch.randn(1, 16, 3, 3, device=dev), 2, [1, 4, 4, 4])",
+        "grad_output has shape",
+    ),
+]
 
 
 @unittest.skipIf(not _ext.has_ops(), "tensormask_proj._C not built")
@@ -264,6 +273,9 @@ class SwapAlign2NatCUDATest(unittest.TestCase):
         xd = torch.randn(1, 4, 5, 6, device="cuda", dtype=torch.float64, requires_grad=True)
         self.assertTrue(torch.autograd.gradcheck(lambda t: swap_align2nat(t, 2), (xd,)))
         torch.library.opcheck(torch.ops.tensormask_proj.swap_align2nat, (xd, 2, -6.0))
+
+    def test_cuda_raw_op_errors(self):
+        raw_op_errors(self, "cuda", RAW_OP_CASES)
 
     def test_cuda_backward_deterministic_and_empty(self):
         x = torch.randn(1, 9, 20, 21, device="cuda", requires_grad=True)

@@ -1,5 +1,5 @@
 // Operator schemas of tensormask_proj. The kernels register themselves for their dispatch keys in
-// cpu/swap_align2nat_kernel.cpp and cuda/swap_align2nat_kernel.cu; the fake (meta) kernels and
+// cpu/*_kernel.cpp and cuda/*_kernel.cu; the fake (meta) kernels and
 // the autograd formula are registered from Python next to the wrapper
 // (tensormask_proj/layers/swap_align2nat.py).
 #include <Python.h>
@@ -25,4 +25,13 @@ TORCH_LIBRARY(tensormask_proj, m) {
   // Adjoint of swap_align2nat with respect to x; input_size is x's shape (N, C, H, W).
   m.def(
       "swap_align2nat_backward(Tensor grad_output, int lambda_val, SymInt[] input_size) -> Tensor");
+  // The natural windows of swap_align2nat centred at (rows[k], cols[k]) of image image_ids[k]
+  // of x (n windows of Vout x Vout, see swap_align2nat_at.h).
+  m.def(
+      "swap_align2nat_at(Tensor x, Tensor image_ids, Tensor rows, Tensor cols, int lambda_val, "
+      "float pad_val) -> Tensor");
+  // Adjoint of swap_align2nat_at with respect to x; input_size is x's shape (N, C, H, W).
+  m.def(
+      "swap_align2nat_at_backward(Tensor grad_output, Tensor image_ids, Tensor rows, "
+      "Tensor cols, int lambda_val, SymInt[] input_size) -> Tensor");
 }

@@ -33,22 +33,29 @@ at::Tensor swap_align2nat_backward_cpu(
     int64_t lambda_val,
     c10::IntArrayRef input_size);
 
-// Checks shared by every kernel; messages name the offending value. Returns the window size Vin.
-inline int64_t check_swap_align2nat_input(const at::Tensor& x, int64_t lambda_val) {
+// Checks shared by every kernel; messages name the offending value and the op `op`. Returns the
+// window size Vin.
+inline int64_t check_swap_align2nat_input(
+    const at::Tensor& x,
+    int64_t lambda_val,
+    const char* op = "swap_align2nat") {
   TORCH_CHECK(
       x.dim() == 4,
-      "swap_align2nat: expected a 4-D input (N, V*V, H, W), got a tensor of shape ",
+      op,
+      ": expected a 4-D input (N, V*V, H, W), got a tensor of shape ",
       x.sizes());
   TORCH_CHECK(
       at::isFloatingType(x.scalar_type()),
-      "swap_align2nat: expected a floating-point input, got ",
+      op,
+      ": expected a floating-point input, got ",
       x.scalar_type());
-  TORCH_CHECK(lambda_val >= 1, "swap_align2nat: lambda_val must be >= 1, got ", lambda_val);
+  TORCH_CHECK(lambda_val >= 1, op, ": lambda_val must be >= 1, got ", lambda_val);
   const int64_t channels = x.size(1);
   const int64_t v = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(channels))));
   TORCH_CHECK(
       v * v == channels,
-      "swap_align2nat: the channel count must be a perfect square V*V (a VxV window), got ",
+      op,
+      ": the channel count must be a perfect square V*V (a VxV window), got ",
       channels,
       " channels (input shape ",
       x.sizes(),
@@ -106,11 +113,10 @@ inline SwapAlign2NatSizes check_swap_align2nat_backward(
   return sizes;
 }
 
-inline void check_swap_align2nat_input_size(c10::IntArrayRef input_size) {
-  TORCH_CHECK(
-      input_size.size() == 4,
-      "swap_align2nat_backward: input_size must be (N, C, H, W), got ",
-      input_size);
+inline void check_swap_align2nat_input_size(
+    c10::IntArrayRef input_size,
+    const char* op = "swap_align2nat_backward") {
+  TORCH_CHECK(input_size.size() == 4, op, ": input_size must be (N, C, H, W), got ", input_size);
 }
 
 namespace geometry {
@@ -175,6 +181,60 @@ C10_HOST_DEVICE inline void cells_with_lower_corner(
   }
   *begin = b;
   *end = b == hi ? hi : e;
+}
+
+// Visits the multilinear corners read by cell (v, u) of the natural window centred at row
+// `center_row`, column `center_col` of the aligned grid (height x width, Vin x Vin windows). The
+// dense op's output position (y, x) is the window centred at (y * lambda, x * lambda).
+// `visit(inside, plane, row, col, weight)` is called for every corner with a non-zero window
+// weight: `plane` = vi * Vin + uj is the input channel; `inside` is false when the corner lies
+// outside the input in any axis (window axes included), where the op reads pad (row, col and
+// plane are then meaningless). The weights of one cell sum to 1.
+template <typename acc_t, typename Visit>
+C10_HOST_DEVICE inline void visit_natural_cell(
+    int64_t v,
+    int64_t u,
+    int64_t center_row,
+    int64_t center_col,
+    int64_t v_in,
+    int64_t lambda_val,
+    int64_t height,
+    int64_t width,
+    const Visit& visit) {
+  const int64_t v_out = v_in * lambda_val;
+  const auto wv = window_corners<acc_t>(v, lambda_val);
+  const auto wu = window_corners<acc_t>(u, lambda_val);
+  const int64_t row0 = center_row + spatial_offset(v, v_out);
+  const int64_t col0 = center_col + spatial_offset(u, v_out);
+  // Integer spatial coordinates (Vout odd) read one position; half-integers (Vout even) the 2x2
+  // block starting at (row0, col0) with weight 1/4 each.
+  const int spatial = v_out % 2 == 0 ? 2 : 1;
+  const acc_t spatial_weight = spatial == 2 ? acc_t(0.25) : acc_t(1);
+  for (int a = 0; a < 2; ++a) {
+    const acc_t w_a = a ? wv.w1 : wv.w0;
+    const int64_t vi = wv.v0 + a;
+    if (w_a == acc_t(0)) {
+      continue;
+    }
+    for (int b = 0; b < 2; ++b) {
+      const acc_t w_b = b ? wu.w1 : wu.w0;
+      const int64_t uj = wu.v0 + b;
+      if (w_b == acc_t(0)) {
+        continue;
+      }
+      const bool window_inside = vi >= 0 && vi < v_in && uj >= 0 && uj < v_in;
+      const acc_t weight = w_a * w_b * spatial_weight;
+      for (int dr = 0; dr < spatial; ++dr) {
+        const int64_t row = row0 + dr;
+        for (int dc = 0; dc < spatial; ++dc) {
+          const int64_t col = col0 + dc;
+          const bool inside =
+              window_inside && row >= 0 && row < height && col >= 0 && col < width;
+          visit(inside, vi * v_in + uj, row, col, weight);
+        }
+      }
+    }
+  }
 }
 
 } // namespace geometry
