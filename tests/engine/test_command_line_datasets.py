@@ -20,14 +20,7 @@ import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import read_image
 
-from data.coco_fixtures import (
-    annotation,
-    coco_json,
-    picture,
-    rle_compressed,
-    rle_uncompressed,
-    write_image,
-)
+from data.coco_fixtures import picture, write_odd_dataset
 from tensormask_proj.data.coco_checks import CocoDatasetError
 from tensormask_proj.data.dataset_mapper import build_train_mapper
 from tensormask_proj.engine import register_command_line_datasets
@@ -53,41 +46,11 @@ NUM_CLASSES_OPTS = {
 }
 
 
-def write_dataset(root: str) -> str:
-    """The crafted dataset under ``root``: returns its json path (images in root/images)."""
-    images_dir = os.path.join(root, "images")
-    os.makedirs(images_dir)
-    images = [
-        write_image(images_dir, "rgb.jpg", "rgb"),  # 1
-        write_image(images_dir, "gray.png", "gray"),  # 2
-        write_image(images_dir, "rgba.png", "rgba"),  # 3
-        write_image(images_dir, "rgb16.png", "rgb16"),  # 4
-        write_image(images_dir, "exif.jpg", "exif"),  # 5: read turned, 48 wide x 64 high
-        write_image(images_dir, "tiny.png", "rgb", height=1, width=1),  # 6
-    ]
-    anns = [
-        annotation(1),
-        annotation(1, box=(30, 20, 20, 12), category_id=3),
-        annotation(1, segmentation=[[10, 8, 22, 18]]),  # 2 points: skipped
-        annotation(2, segmentation=rle_compressed(48, 64, (16, 12, 32, 24)), category_id=3),
-        annotation(2, segmentation=[]),  # skipped
-        annotation(3, segmentation=rle_uncompressed(48, 64, (16, 12, 32, 24))),
-        annotation(3, box=(50, 30, 30, 30)),  # partly outside: clipped
-        annotation(4, box=(16, 12, 32, 24)),
-        annotation(4, box=(70, 10, 5, 5)),  # wholly outside: skipped
-        annotation(5, box=(8, 16, 32, 32), category_id=3),
-        annotation(5, box=(8, 16, 0, 32)),  # zero area: skipped
-        annotation(5, box=(20, 40, 10, 10), iscrowd=1),
-        annotation(6, box=(0, 0, 1, 1)),
-    ]
-    return coco_json(os.path.join(root, "instances.json"), images, anns)
-
-
 class OwnDataset(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="test_own_coco_")
-        cls.json = write_dataset(os.path.join(cls.tmp, "mine"))
+        cls.json = write_odd_dataset(os.path.join(cls.tmp, "mine"))
         cls.images = os.path.join(cls.tmp, "mine", "images")
 
     @classmethod
