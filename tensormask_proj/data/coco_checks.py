@@ -168,20 +168,18 @@ def _check_segmentation(segm, width, height, mask_format, iscrowd):
             error = f"RLE size {size!r} is not the image's [height, width] {[height, width]}"
             return error, None, None
         if isinstance(counts, list):
-            if not all(isinstance(c, int) and c >= 0 for c in counts) or sum(counts) != (
-                width * height
-            ):
+            runs_valid = all(isinstance(c, int) and c >= 0 for c in counts)
+            if not runs_valid or sum(counts) != width * height:
                 return "uncompressed RLE counts do not add up to height x width", None, None
         elif not isinstance(counts, str):
             error = f"RLE counts of type {type(counts).__name__} (list or string expected)"
             return error, None, None
         if mask_format == "polygon" and not iscrowd:
-            return (
-                "RLE mask, which detectron2 cannot turn into polygons: set INPUT.MASK_FORMAT "
-                "bitmask",
-                None,
-                None,
+            error = (
+                "RLE mask, which detectron2 cannot turn into polygons: set "
+                "INPUT.MASK_FORMAT bitmask"
             )
+            return error, None, None
         return None, None, None
     if not isinstance(segm, list) or not all(isinstance(p, list) for p in segm):
         return f"segmentation of unknown type {type(segm).__name__}", None, None
