@@ -15,12 +15,13 @@ into one of three kinds:
   id is not in ``images``; a ``bbox`` that is not 4 finite numbers; a ``segmentation`` of an
   unknown type or an RLE of another size than its image; RLE masks of non-crowd annotations
   when ``mask_format`` is "polygon" (detectron2 cannot make polygons of them: set
-  INPUT.MASK_FORMAT bitmask); repeated image or annotation ids.
+  INPUT.MASK_FORMAT bitmask); repeated image or annotation ids; for a model with masks, a
+  dataset none of whose annotations has one.
 * **skips** (the annotation is left out of training *and* evaluation, counted and logged):
-  a zero-area box, a box wholly outside its image, and, when the dataset has masks, an
-  annotation without a usable one (``segmentation`` empty or missing, or no polygon of at
-  least 3 points). detectron2 itself drops annotations without a valid polygon from training
-  only; COCOeval then crashes on them.
+  a zero-area box, a box wholly outside its image, and, for a model with masks, an annotation
+  without a usable one (``segmentation`` empty or missing, or no polygon of at least 3
+  points). detectron2 itself drops annotations without a valid polygon from training only;
+  COCOeval then crashes on them. A model without masks ignores ``segmentation``.
 * **fixes** (counted and logged): polygons with fewer than 3 points (or an odd number of
   coordinates) are dropped from an annotation that has valid ones, and boxes partly outside
   their image are clipped to it, as detectron2's mapper clips them in training, so that
@@ -201,8 +202,9 @@ def check_coco_dataset(
     Args:
         json_file: path of the instances json.
         image_root: folder that the images' ``file_name`` are relative to.
-        mask_format: the INPUT.MASK_FORMAT that will train on the dataset ("polygon" or
-            "bitmask"), or None when nothing trains on the masks (no RLE check).
+        mask_format: the INPUT.MASK_FORMAT of the model that trains or evaluates on the
+            dataset ("polygon" or "bitmask"), or None for a model without masks (then
+            ``segmentation`` is not looked at).
 
     Returns:
         CocoCheck.
@@ -246,7 +248,13 @@ def check_coco_dataset(
             errors.append(f"image id {img['id']} (file {path}): {problem}")
 
     category_ids = {c.get("id") for c in raw["categories"]}
-    has_masks = any(a.get("segmentation") for a in raw["annotations"])
+    if mask_format is not None and raw["annotations"]:
+        if not any(a.get("segmentation") for a in raw["annotations"]):
+            raise CocoDatasetError(
+                f"{json_file}: none of its {len(raw['annotations'])} annotations has a "
+                "'segmentation', but the model predicts masks: add masks, or use a model "
+                "without them (MODEL.MASK_ON False, TensorMask only)"
+            )
     skipped, fixed, examples = Counter(), Counter(), {}
     kept, seen_ids = [], set()
     for ann in raw["annotations"]:
@@ -271,7 +279,7 @@ def check_coco_dataset(
             continue  # reported with the image
         error, skip, box = _check_bbox(ann.get("bbox"), width, height)
         polygons = None
-        if error is None and skip is None and has_masks:
+        if error is None and skip is None and mask_format is not None:
             error, skip, polygons = _check_segmentation(
                 ann.get("segmentation"), width, height, mask_format, ann.get("iscrowd", 0)
             )

@@ -85,11 +85,16 @@ class TestAnnotations(CocoCase):
         self.assertEqual(check.skipped["no_valid_mask"], 2)
         self.assertEqual([a["id"] for a in check.dataset["annotations"]], [101])
 
-    def test_box_only_dataset_keeps_its_annotations(self):
-        # No annotation has a mask: a detection dataset, nothing to skip.
-        anns = [annotation(1, segmentation=[]), annotation(1, segmentation=[])]
-        check = self.check([self.rgb()], anns)
-        self.assertFalse(check.changed)
+    def test_dataset_without_masks(self):
+        # Without a mask: a detection dataset. A model without masks trains on it as it is; a
+        # model with masks cannot.
+        anns = [annotation(1, segmentation=[]), annotation(1)]
+        del anns[1]["segmentation"]
+        self.assertFalse(self.check([self.rgb()], anns, mask_format=None).changed)
+        self.assertError([self.rgb()], anns, "none of its 2 annotations has a 'segmentation'")
+        # Nor does a model without masks look at broken ones.
+        anns = [annotation(1, segmentation=[[1, 2, 3, 4]]), annotation(1, segmentation="x")]
+        self.assertFalse(self.check([self.rgb()], anns, mask_format=None).changed)
 
     def test_rle_masks(self):
         image = self.rgb()  # 48 x 64
@@ -211,7 +216,8 @@ class TestRegistration(CocoCase):
     def register(self, name):
         self.addCleanup(MetadataCatalog.remove, name)
         self.addCleanup(DatasetCatalog.remove, name)
-        return register_coco_dataset(name, self.json, self.images, os.path.join(self.tmp, "c"))
+        cache_dir = os.path.join(self.tmp, "c")
+        return register_coco_dataset(name, self.json, self.images, cache_dir, "polygon")
 
     def test_clean_dataset_registers_its_own_json(self):
         coco_json(self.json, [self.rgb()], [annotation(1, category_id=3)])
