@@ -1,0 +1,80 @@
+"""
+TensorMask (head variants) and BlendMask exported to TorchScript and ONNX give the PyTorch
+model's detections and masks on embedded validation images other than the one traced on (other
+widths, other detection counts), within the tolerances of ``export_testing``.
+"""
+import tempfile
+import unittest
+
+import onnxruntime
+import torch
+
+from tensormask_proj.export import export_model, output_names, sample_image, tracing_adapter
+
+from export_testing import assert_same_detections, lively_blendmask, lively_tensormask
+
+# Traced on validation image 0, checked on these (widths 204..240 px after the resize).
+CHECK_IMAGES = (1, 2)
+
+
+class ExportedModelTest(unittest.TestCase):
+    def check_exports(self, cfg, model, check_images=CHECK_IMAGES):
+        """Export ``model`` both ways and compare on ``check_images``; returns the references."""
+        traced_on = sample_image(cfg, index=0)
+        names = output_names(_run_once(model, traced_on))
+        references = []
+        with tempfile.TemporaryDirectory() as out_dir:
+            scripted = torch.jit.load(export_model(model, traced_on, "torchscript", out_dir))
+            session = onnxruntime.InferenceSession(
+                export_model(model, traced_on, "onnx", out_dir),
+                providers=["CPUExecutionProvider"],
+            )
+            for index in check_images:
+                image = sample_image(cfg, index=index)
+                with torch.no_grad():
+                    reference = model([{"image": image}])[0]["instances"]
+                    traced_outputs = scripted(image)
+                onnx_outputs = session.run(None, {"image": image.numpy()})
+                for runtime, outputs in (("torchscript", traced_outputs), ("onnx", onnx_outputs)):
+                    with self.subTest(runtime=runtime, image=index):
+                        assert_same_detections(self, reference, outputs, names)
+                references.append(reference)
+        return references
+
+    def test_tensormask_head_variants(self):
+        # bipyramid: swap_align2nat with lambda 1..16; natural: no op; aligned upscaling:
+        # up_align2nat (window upsampling, then the op with lambda 1); mask_only: NMS on the
+        # masks' boxes; box_only: no pred_masks output.
+        # Two check images for the default head, one for the others (time).
+        for variant in ("bipyramid", "natural", "aligned_upscale_1.5", "mask_only", "box_only"):
+            with self.subTest(variant=variant):
+                images = CHECK_IMAGES if variant == "bipyramid" else CHECK_IMAGES[:1]
+                references = self.check_exports(*lively_tensormask(variant), images)
+                self.assertTrue(all(len(r) > 50 for r in references), [len(r) for r in references])
+
+    def test_blendmask(self):
+        references = self.check_exports(*lively_blendmask())
+        for reference in references:
+            self.assertEqual(len(reference), 20)
+            # Partial masks: neither empty nor filling their boxes.
+            self.assertGreater(int(reference.pred_masks.sum()), 100)
+
+    def test_no_detection(self):
+        # An untrained TensorMask detects nothing (prior 0.01 < threshold 0.05): the exported
+        # models must return empty outputs, not fail on empty tensors.
+        cfg, model = lively_tensormask("bipyramid")
+        with torch.no_grad():
+            model.head.cls_score.bias.fill_(-10.0)
+        references = self.check_exports(cfg, model, check_images=(1,))
+        self.assertEqual(len(references[0]), 0)
+
+
+def _run_once(model, image):
+    adapter = tracing_adapter(model, image)
+    with torch.no_grad():
+        adapter(*adapter.flattened_inputs)
+    return adapter
+
+
+if __name__ == "__main__":
+    unittest.main()

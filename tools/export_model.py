@@ -1,0 +1,86 @@
+#!/usr/bin/env python
+"""
+Export a TensorMask or BlendMask model to TorchScript or ONNX (detectron2's
+tools/deploy/export_model.py for this project's models).
+
+    python tools/export_model.py \\
+        --config-file configs/quick_schedules/tensormask_R_18_GN_FPN_shapes.yaml \\
+        --format onnx --export-method tracing --output exported/ \\
+        MODEL.WEIGHTS output/model_final.pth
+
+The model is traced on ``--sample-image`` (default: the first image of the embedded
+``shapes_val`` dataset) after the config's test-time resize. The exported model takes one such
+image (Tensor[3, H, W] float32, INPUT.FORMAT channel order, any H and W) and returns
+(pred_boxes, pred_classes, pred_masks, scores, image_size); see tensormask_proj/export and the
+README section "Export" for loading it (TorchScript needs ``torch.ops.load_library`` on the
+built tensormask_proj/_C*.so).
+"""
+import argparse
+import logging
+import sys
+
+from detectron2.modeling import build_model
+from detectron2.utils.logger import setup_logger
+
+from tensormask_proj import get_project_cfg
+from tensormask_proj.engine import AtomicDetectionCheckpointer, check_weights
+from tensormask_proj.export import (
+    EXPORT_FORMATS,
+    EXPORT_METHODS,
+    ExportError,
+    export_model,
+    op_library_path,
+    sample_image,
+)
+
+logger = logging.getLogger("tensormask_proj.export_model")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Export a TensorMask or BlendMask model")
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="config file")
+    parser.add_argument("--format", choices=sorted(EXPORT_FORMATS), default="torchscript")
+    parser.add_argument("--export-method", choices=EXPORT_METHODS, default="tracing")
+    parser.add_argument("--output", required=True, metavar="DIR", help="output folder")
+    parser.add_argument(
+        "--sample-image", metavar="FILE", default=None,
+        help="image to trace the model on (default: the first shapes_val image)",
+    )
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER, default=[],
+        help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model_final.pth",
+    )
+    return parser
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    setup_logger(name="tensormask_proj")
+    cfg = get_project_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    # Exported models run where they are loaded; the export itself is traced on the CPU.
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    try:
+        check_weights(cfg)
+        if not cfg.MODEL.WEIGHTS:
+            logger.warning("MODEL.WEIGHTS is empty: exporting a randomly initialised model")
+        model = build_model(cfg)
+        AtomicDetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        image = sample_image(cfg, args.sample_image)
+        path = export_model(model, image, args.format, args.output, args.export_method)
+    except (ExportError, FileNotFoundError, ValueError) as e:
+        print(f"export_model.py: error: {e}", file=sys.stderr)
+        return 1
+    logger.info(f"Wrote {path} (traced on a {tuple(image.shape)} image)")
+    if args.format == "torchscript":
+        logger.info(
+            "Load it with: import torch, torchvision; "
+            f"torch.ops.load_library('{op_library_path()}'); torch.jit.load('{path}')"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
