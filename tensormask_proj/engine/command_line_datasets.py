@@ -32,7 +32,8 @@ def add_dataset_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
         default=[],
         metavar=("NAME", "JSON", "IMAGE_DIR"),
         help="register a COCO-format instances dataset (checked first) under NAME, for use in "
-        "DATASETS.TRAIN / DATASETS.TEST; repeatable",
+        "DATASETS.TRAIN / DATASETS.TEST; repeatable; give it before the KEY VALUE config "
+        "overrides, which take the rest of the command line",
     )
     return parser
 
