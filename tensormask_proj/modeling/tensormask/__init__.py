@@ -6,20 +6,23 @@ Importing this package registers the meta-architecture "TensorMask" in detectron
 """
 from .anchor_generator import TensorMaskAnchorGenerator
 from .assignment import WindowTargets, assign_windows
-from .head import TensorMaskHead
+from .head import TensorMaskHead, build_tensormask_head
+from .mask_heads import AlignedMaskHead, BipyramidMaskHead, NaturalMaskHead
 from .meta_arch import TensorMask
-from .pointwise_align2nat import swap_align2nat_at
 from .up_align2nat import UpAlign2Nat, up_align2nat, upsample_windows
 from .variants import check_tensormask_config
 
 __all__ = [
     "TensorMask",
     "TensorMaskHead",
+    "NaturalMaskHead",
+    "AlignedMaskHead",
+    "BipyramidMaskHead",
+    "build_tensormask_head",
     "TensorMaskAnchorGenerator",
     "WindowTargets",
     "assign_windows",
     "check_tensormask_config",
-    "swap_align2nat_at",
     "UpAlign2Nat",
     "up_align2nat",
     "upsample_windows",

@@ -4,39 +4,35 @@ The TensorMask head: classification, box and mask branches shared across the pyr
 
 Shape shorthand / naming:
     N: images, L: levels (finest first), H_l, W_l: grid of level l, A: windows per position,
-    K: classes, S_a: window side of window (anchor) id a on the finest level (``mask_sizes``),
-    s_a: side predicted by the 1x1 conv (S_a / UPSCALE_FACTOR), S_out: natural window side on
-    level l (S_a, or S_a * 2^l with the bipyramid).
+    K: classes, C: mask tower channels, S_a: window side of window (anchor) id a on the finest
+    level (``mask_sizes``), s_a: side predicted by the 1x1 conv, S_out: natural window side on
+    level l (S_a, or S_a * 2^l with the bipyramid), n: requested windows.
 
-Mask head variants (all produce *natural* windows, the output format of the network):
-    natural (Fig. 6a/6c):  mask_pred_S(F_l) read as natural windows (upsampled if s < S);
-    aligned (Fig. 6b/6d):  align2nat(mask_pred_S(F_l)) (up_align2nat if s < S);
-    bipyramid (Fig. 7b/8): B_l = mask_fuse(up(F_l, 2^l) + F_0) on the finest grid, then
-                           swap_align2nat(mask_pred_S(B_l), lambda = 2^l),
-where F_l = mask_subnet(p_l). Parameter names and shapes are the official ones
-(``cls_subnet.{0,2,4,6}``, ``cls_score``, ``bbox_subnet.*``, ``bbox_pred``, ``mask_subnet.*``,
-``mask_pred_%02d``, ``mask_fuse.0``), so official checkpoints load.
+:class:`TensorMaskHead` holds what every variant shares: the cls and box towers and predictors,
+the mask tower ``mask_subnet`` (F_l = mask_subnet(p_l)) and the 1x1 window predictors
+``mask_pred_%02d``. Without a mask branch (MODEL.MASK_ON False) it is the head itself; each mask
+head variant of the paper is a subclass (``mask_heads.py``) that owns its extra modules and
+computes the natural mask windows two ways:
 
-The dense mask windows (every position of every level, as the official code computes them) come
-from :meth:`dense_mask_windows`; :meth:`mask_windows` computes the same windows at a few positions
-only (see ``sparse_windows``).
+* :meth:`dense_mask_windows`: at every position of every level, as the official code;
+* :meth:`mask_windows`: at requested positions of one level only (positives in training,
+  detections at inference), through the compiled ``swap_align2nat_at`` op where the variant
+  converts aligned windows. Both give the same windows (tested).
+
+Parameter names, shapes and their order are the official ones (``cls_subnet.{0,2,4,6}``,
+``cls_score``, ``bbox_subnet.*``, ``bbox_pred``, ``mask_subnet.*``, ``mask_pred_%02d``,
+``mask_fuse.0``), so official checkpoints load. :func:`build_tensormask_head` picks the variant.
 """
 import math
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 
-from tensormask_proj.layers import SwapAlign2Nat
-
-from .sparse_windows import sparse_mask_windows
-from .up_align2nat import UPSCALE_MODES, UpAlign2Nat, upsample_windows
-
-__all__ = ["TensorMaskHead"]
+__all__ = ["TensorMaskHead", "build_tensormask_head"]
 
 # Logit read by swap_align2nat outside the map and outside the windows: sigmoid(-6) ~ 0.0025.
 PAD_VAL = -6.0
@@ -62,7 +58,7 @@ def _tower(in_channels: int, channels: int, num_convs: int, norm: str) -> nn.Seq
 
 
 class TensorMaskHead(nn.Module):
-    """Towers and predictors of TensorMask; see the module docstring."""
+    """Towers and predictors shared by every TensorMask head; see the module docstring."""
 
     @configurable
     def __init__(
@@ -74,14 +70,10 @@ class TensorMaskHead(nn.Module):
         num_convs: int,
         cls_channels: int,
         bbox_channels: int,
-        mask_channels: int,
-        mask_sizes: List[int],
-        mask_on: bool = True,
+        mask_channels: int = 128,
+        mask_sizes: Optional[List[int]] = None,
+        pred_sides: Optional[List[int]] = None,
         box_head_on: bool = True,
-        aligned_on: bool = False,
-        bipyramid_on: bool = False,
-        upscale_factor: float = 1.0,
-        upscale_mode: str = "bilinear",
         sparse_windows: bool = True,
         norm: str = "",
         prior_prob: float = 0.01,
@@ -93,57 +85,27 @@ class TensorMaskHead(nn.Module):
             num_anchors (int): A (windows per position; one mask predictor per window).
             num_convs (int): conv layers per tower.
             cls_channels, bbox_channels, mask_channels (int): tower widths.
-            mask_sizes (list[int]): S_a for every window id a.
-            mask_on (bool): build the mask branch.
+            mask_sizes (list[int] or None): S_a for every window id a; None: no mask branch.
+            pred_sides (list[int] or None): s_a predicted by each 1x1 conv (default S_a).
             box_head_on (bool): build the box branch (False: mask-only TensorMask).
-            aligned_on (bool): predict the aligned representation.
-            bipyramid_on (bool): tensor bipyramid (requires aligned_on).
-            upscale_factor (float): lambda of the upscaling baseline heads (1 = simple head).
-            upscale_mode (str): "bilinear" or "nearest" window upsampling.
-            sparse_windows (bool): in :meth:`forward`, do not compute dense mask windows (the
-                caller then uses :meth:`mask_windows`).
-            norm (str): norm of the cls, bbox and mask towers ("" = none, official). The mask
-                tower is then always computed on whole maps (a norm's statistics would change on
-                crops); the bipyramid's ``mask_fuse`` and the predictors are never normalised.
+            sparse_windows (bool): :meth:`forward` does not compute the dense mask windows (the
+                caller uses :meth:`mask_windows`).
+            norm (str): norm of the cls, bbox and mask towers ("" = none, official); the
+                bipyramid's ``mask_fuse`` and the predictors are never normalised.
             prior_prob (float): initial foreground probability of the classifier.
         """
         super().__init__()
-        if bipyramid_on and not aligned_on:
-            raise ValueError(
-                "MODEL.TENSOR_MASK.BIPYRAMID_ON=True requires MODEL.TENSOR_MASK.ALIGNED_ON=True "
-                "(the tensor bipyramid is built with swap_align2nat from aligned windows)"
-            )
-        if upscale_mode not in UPSCALE_MODES:
-            raise ValueError(
-                f"MODEL.TENSOR_MASK.UPSCALE_MODE must be one of {list(UPSCALE_MODES)}, got "
-                f"{upscale_mode!r}"
-            )
-        if bipyramid_on and upscale_factor != 1.0:
-            raise ValueError(
-                "MODEL.TENSOR_MASK.UPSCALE_FACTOR != 1 is a feature-pyramid baseline head and "
-                "cannot be combined with MODEL.TENSOR_MASK.BIPYRAMID_ON (whose upscaling is "
-                "lambda = 2^k per level)"
-            )
-        if upscale_factor < 1.0:
-            raise ValueError(f"MODEL.TENSOR_MASK.UPSCALE_FACTOR must be >= 1, got {upscale_factor}")
         in_channels = {s.channels for s in input_shape}
         if len(in_channels) != 1:
             raise ValueError(f"TensorMask head inputs must have equal channels, got {input_shape}")
         in_channels = in_channels.pop()
-        strides = [s.stride for s in input_shape]
-
+        self.strides = [s.stride for s in input_shape]
         self.num_classes = num_classes
         self.num_anchors = num_anchors
-        self.mask_on = mask_on
         self.box_head_on = box_head_on
-        self.aligned_on = aligned_on
-        self.bipyramid_on = bipyramid_on
-        self.upscale_mode = upscale_mode
         self.sparse_windows = sparse_windows
-        self.num_convs = num_convs
-        self.mask_sizes = [int(s) for s in mask_sizes]
-        self.pad_val = PAD_VAL
-        self.strides = strides
+        self.mask_sizes = [int(s) for s in mask_sizes] if mask_sizes else []
+        self.pred_sides = list(pred_sides) if pred_sides else list(self.mask_sizes)
 
         self.cls_subnet = _tower(in_channels, cls_channels, num_convs, norm)
         self.cls_score = nn.Conv2d(cls_channels, num_anchors * num_classes, 3, padding=1)
@@ -152,57 +114,21 @@ class TensorMaskHead(nn.Module):
             self.bbox_subnet = _tower(in_channels, bbox_channels, num_convs, norm)
             self.bbox_pred = nn.Conv2d(bbox_channels, num_anchors * 4, 3, padding=1)
             init_modules += [self.bbox_subnet, self.bbox_pred]
-
-        if mask_on:
+        if self.mask_on:
             if len(self.mask_sizes) != num_anchors:
                 raise ValueError(
                     f"One mask window size per anchor is needed: {num_anchors} anchors per "
                     f"position but window sizes {self.mask_sizes} (MODEL.ANCHOR_GENERATOR.SIZES)"
                 )
-            # Side predicted by the 1x1 conv for each window size.
-            self.pred_sides = []
-            for side in self.mask_sizes:
-                pred = side / upscale_factor
-                if abs(pred - round(pred)) > 1e-6 or round(pred) < 1:
-                    raise ValueError(
-                        f"MODEL.TENSOR_MASK.UPSCALE_FACTOR={upscale_factor} does not divide the "
-                        f"window side {side} (window sizes {self.mask_sizes}, from "
-                        "MODEL.ANCHOR_GENERATOR.SIZES[0] / finest stride)"
-                    )
-                self.pred_sides.append(int(round(pred)))
             self.mask_subnet = _tower(in_channels, mask_channels, num_convs, norm)
-            # Sparse windows may compute the tower on crops only if it has no normalisation.
-            self.mask_tower_on_crops = not norm
             init_modules.append(self.mask_subnet)
             for side, pred_side in zip(self.mask_sizes, self.pred_sides):
                 conv = nn.Conv2d(mask_channels, pred_side * pred_side, 1)
                 self.add_module(f"mask_pred_{side:02d}", conv)
                 init_modules.append(conv)
-            if bipyramid_on:
-                # lambda_l: ratio of level l's stride to the finest one (2^l for P2..P7).
-                self.lambdas = []
-                for level, stride in enumerate(strides):
-                    if stride % strides[0] != 0:
-                        raise ValueError(
-                            "The tensor bipyramid needs every level's stride to be a multiple of "
-                            f"the finest one, got strides {strides} "
-                            "(MODEL.TENSOR_MASK.IN_FEATURES)"
-                        )
-                    lam = stride // strides[0]
-                    self.lambdas.append(lam)
-                    self.add_module(f"align2nat_{level:02d}", SwapAlign2Nat(lam, PAD_VAL))
-                self.mask_fuse = nn.Sequential(
-                    nn.Conv2d(mask_channels, mask_channels, 3, padding=1), nn.ReLU()
-                )
-                init_modules.append(self.mask_fuse)
-            elif aligned_on:
-                if upscale_factor == 1.0:
-                    self.align2nat = SwapAlign2Nat(1, PAD_VAL)
-                else:
-                    for side in self.mask_sizes:
-                        self.add_module(
-                            f"up_align2nat_{side:02d}", UpAlign2Nat(side, upscale_mode, PAD_VAL)
-                        )
+            for name, module in self._variant_modules(mask_channels).items():
+                self.add_module(name, module)
+                init_modules.append(module)
 
         for modules in init_modules:
             for layer in modules.modules():
@@ -226,31 +152,26 @@ class TensorMaskHead(nn.Module):
             "bbox_channels": tm.BBOX_CHANNELS,
             "mask_channels": tm.MASK_CHANNELS,
             # Official: the window side is the finest level's window size in stride units.
-            "mask_sizes": [int(size) // stride0 for size in sizes0],
-            "mask_on": cfg.MODEL.MASK_ON,
+            "mask_sizes": [int(s) // stride0 for s in sizes0] if cfg.MODEL.MASK_ON else None,
             "box_head_on": tm.BOX_HEAD_ON,
-            "aligned_on": tm.ALIGNED_ON,
-            "bipyramid_on": tm.BIPYRAMID_ON,
-            "upscale_factor": tm.UPSCALE_FACTOR,
-            "upscale_mode": tm.UPSCALE_MODE,
             "sparse_windows": tm.SPARSE_WINDOWS,
             "norm": tm.HEAD_NORM,
         }
 
+    def _variant_modules(self, mask_channels: int) -> Dict[str, nn.Module]:
+        """Modules a variant adds after the predictors (created and initialised in this order,
+        which keeps the official state_dict order and the random initialisation)."""
+        return {}
+
+    @property
+    def mask_on(self) -> bool:
+        return bool(self.mask_sizes)
+
     # ---------------------------------------------------------------------------------------- #
-    def window_side(self, level: int, anchor_id: int) -> int:
-        """S_out: side of the natural windows of (level, window id)."""
-        side = self.mask_sizes[anchor_id]
-        return side * self.lambdas[level] if self.bipyramid_on else side
-
-    def mask_predictor(self, anchor_id: int) -> nn.Module:
-        """The 1x1 conv ``mask_pred_%02d`` of window id a."""
-        return getattr(self, f"mask_pred_{self.mask_sizes[anchor_id]:02d}")
-
     def forward(self, features: List[torch.Tensor]):
         """
         Args:
-            features (list[Tensor[N, C, H_l, W_l]]): the L input maps.
+            features (list[Tensor[N, C_in, H_l, W_l]]): the L input maps.
 
         Returns:
             pred_logits (list[Tensor[N, A*K, H_l, W_l]]): class logits (channel a*K + k).
@@ -269,94 +190,85 @@ class TensorMaskHead(nn.Module):
             pred_masks = self.dense_mask_windows(features)
         return pred_logits, pred_deltas, pred_masks
 
+    def window_side(self, level: int, anchor_id: int) -> int:
+        """S_out: side of the natural windows of (level, window id)."""
+        return self.mask_sizes[anchor_id]
+
+    def mask_predictor(self, anchor_id: int) -> nn.Module:
+        """The 1x1 conv ``mask_pred_%02d`` of window id a."""
+        return getattr(self, f"mask_pred_{self.mask_sizes[anchor_id]:02d}")
+
+    def mask_features(self, features: List[torch.Tensor]) -> List[torch.Tensor]:
+        """
+        What :meth:`mask_windows` computes windows from: the mask tower F_l of every level.
+
+        Returns:
+            list[Tensor[N, C, H_l, W_l]]
+        """
+        return [self.mask_subnet(x) for x in features]
+
     def dense_mask_windows(self, features: List[torch.Tensor]) -> List[List[torch.Tensor]]:
         """
         Natural mask windows at every position of every level (the official computation).
 
+        Args:
+            features (list[Tensor[N, C_in, H_l, W_l]]): the head's input maps.
+
         Returns:
             list[list[Tensor[N, S_out^2, H_l, W_l]]]: indexed [level][window id].
         """
-        towers = [self.mask_subnet(x) for x in features]
-        if self.bipyramid_on:
-            return self._dense_bipyramid(towers)
-        out = []
-        for tower in towers:
-            per_anchor = []
-            for a, side in enumerate(self.mask_sizes):
-                pred = self.mask_predictor(a)(tower)
-                if self.aligned_on:
-                    if self.pred_sides[a] == side:
-                        pred = self.align2nat(pred)
-                    else:
-                        pred = getattr(self, f"up_align2nat_{side:02d}")(pred)
-                else:
-                    pred = upsample_windows(pred, side, self.upscale_mode)
-                per_anchor.append(pred)
-            out.append(per_anchor)
-        return out
-
-    def _dense_bipyramid(self, towers: List[torch.Tensor]) -> List[List[torch.Tensor]]:
-        finest = towers[0]
-        height, width = finest.shape[-2:]
-        out = []
-        for level, tower in enumerate(towers):
-            fused = self.mask_fuse(self.upsample_to_finest(tower, level, height, width) + finest)
-            align2nat = getattr(self, f"align2nat_{level:02d}")
-            out.append(
-                [align2nat(self.mask_predictor(a)(fused)) for a in range(len(self.mask_sizes))]
-            )
-        return out
-
-    def upsample_to_finest(self, tower: torch.Tensor, level: int, height: int, width: int):
-        """
-        Paper Fig. 8: level l's mask-tower output upsampled bilinearly by 2^l to the finest grid
-        (cropped to its ``height`` x ``width``; the finest level is returned as it is).
-        """
-        lam = self.lambdas[level]
-        if lam == 1:
-            return tower
-        up = F.interpolate(tower, scale_factor=lam, mode="bilinear", align_corners=False)
-        return up[:, :, :height, :width]
-
-    def mask_towers(self, features: List[torch.Tensor]) -> List[List[torch.Tensor]]:
-        """
-        The mask tower F_l = mask_subnet(p_l) of every level, split per image.
-
-        Returns:
-            list[list[Tensor[1, C, H_l, W_l]]]: indexed [level][image].
-        """
-        return [[t[None] for t in self.mask_subnet(x).unbind(0)] for x in features]
+        raise NotImplementedError(f"{type(self).__name__} has no mask branch")
 
     def mask_windows(
         self,
-        features: List[torch.Tensor],
+        mask_features: List[torch.Tensor],
         level: int,
         image_ids: torch.Tensor,
         ys: torch.Tensor,
         xs: torch.Tensor,
         anchor_ids: torch.Tensor,
-        towers: Optional[List[List[torch.Tensor]]] = None,
-        union_only: bool = False,
     ) -> List[Optional[torch.Tensor]]:
         """
-        Natural mask windows of level ``level`` at a few positions, equal to the corresponding
-        entries of :meth:`dense_mask_windows` but computed only from the crops they depend on.
+        Natural mask windows of level ``level`` at requested positions, equal to the
+        corresponding entries of :meth:`dense_mask_windows`.
 
         Args:
-            features (list[Tensor[N, C, H_l, W_l]]): the head's input maps.
+            mask_features: the output of :meth:`mask_features`.
             level (int): l.
             image_ids, ys, xs, anchor_ids (Tensor[n], int64): requested (image, row, column,
                 window id) on level l's grid.
-            towers: the output of :meth:`mask_towers`, to crop the mask tower from instead of
-                computing it on crops of ``features`` (faster when many windows are requested;
-                required when ``mask_tower_on_crops`` is False).
-            union_only (bool): evaluate all requests of an image on one region (see
-                ``sparse_windows``).
 
         Returns:
             list over window ids a of Tensor[n_a, S_out, S_out] (the requests with
             ``anchor_ids == a``, in request order), or None when no request has window id a.
         """
-        return sparse_mask_windows(
-            self, features, level, image_ids, ys, xs, anchor_ids, towers, union_only
-        )
+        raise NotImplementedError(f"{type(self).__name__} has no mask branch")
+
+    def requests_per_window_id(self, anchor_ids: torch.Tensor) -> List[Optional[torch.Tensor]]:
+        """Indices of the requests of each window id a (None where there is none)."""
+        present = torch.bincount(anchor_ids, minlength=self.num_anchors).tolist()
+        return [
+            torch.nonzero(anchor_ids == a).flatten() if count else None
+            for a, count in enumerate(present)
+        ]
+
+
+def build_tensormask_head(cfg, input_shape: List[ShapeSpec]) -> TensorMaskHead:
+    """
+    The head of ``cfg``'s variant: no mask branch (MODEL.MASK_ON False), the tensor bipyramid
+    (BIPYRAMID_ON), aligned windows (ALIGNED_ON, with up_align2nat when UPSCALE_FACTOR > 1) or
+    natural windows (possibly upscaled). The combinations are validated by
+    ``check_tensormask_config``.
+    """
+    from .mask_heads import AlignedMaskHead, BipyramidMaskHead, NaturalMaskHead
+
+    tm = cfg.MODEL.TENSOR_MASK
+    if not cfg.MODEL.MASK_ON:
+        cls = TensorMaskHead
+    elif tm.BIPYRAMID_ON:
+        cls = BipyramidMaskHead
+    elif tm.ALIGNED_ON:
+        cls = AlignedMaskHead
+    else:
+        cls = NaturalMaskHead
+    return cls(cfg, input_shape)

@@ -6,10 +6,11 @@ Shape shorthand / naming:
     D: detections of an image, S_out: side of a natural mask window.
     ``pred_*``: network outputs, ``gt_*``: targets; ``_i`` / ``_per_image``: one image.
 
-Pieces: ``TensorMaskHead`` (towers and mask variants), ``TensorMaskAnchorGenerator`` (sliding
-windows), ``assign_windows`` (label assignment), ``losses`` and ``postprocess``. Mask windows are
-computed densely by the head (official) or only where needed (``SPARSE_WINDOWS``, default): the
-positive windows in training, the kept detections at inference.
+Pieces: the head (``TensorMaskHead`` and its mask variants, ``build_tensormask_head``),
+``TensorMaskAnchorGenerator`` (sliding windows), ``assign_windows`` (label assignment), ``losses``
+and ``postprocess``. Mask windows are computed densely by the head (official) or only where
+needed (``SPARSE_WINDOWS``, default): the positive windows in training, the kept detections at
+inference, by the head's ``mask_windows`` (one call per level).
 """
 import logging
 from typing import Dict, List, Optional
@@ -25,7 +26,7 @@ from detectron2.structures import Boxes, ImageList, Instances
 
 from .anchor_generator import TensorMaskAnchorGenerator
 from .assignment import assign_windows
-from .head import TensorMaskHead
+from .head import TensorMaskHead, build_tensormask_head
 from .losses import box_regression_loss, classification_loss, mask_loss
 from .postprocess import MaskWindows, mask_window_boxes, paste_mask_windows
 from .variants import check_tensormask_config
@@ -131,7 +132,7 @@ class TensorMask(DenseDetector):
             )
         return {
             "backbone": backbone,
-            "head": TensorMaskHead(cfg, feature_shapes),
+            "head": build_tensormask_head(cfg, feature_shapes),
             "head_in_features": in_features,
             "anchor_generator": TensorMaskAnchorGenerator(cfg, feature_shapes),
             "box2box_transform": Box2BoxTransform(weights=cfg.MODEL.TENSOR_MASK.BBOX_REG_WEIGHTS),
@@ -261,52 +262,69 @@ class TensorMask(DenseDetector):
     def _mask_losses(
         self, features, pred_masks, targets, gt_instances, windows, grid_sizes, normalizer
     ):
-        image_ids = cat(
-            [torch.full_like(t.pos_indices, i) for i, t in enumerate(targets)]
-        )
+        image_ids = cat([torch.full_like(t.pos_indices, i) for i, t in enumerate(targets)])
         pos_indices = cat([t.pos_indices for t in targets])
         pos_gt = cat([t.pos_gt for t in targets])
-        levels, ys, xs, anchor_ids = self.anchor_generator.locate(pos_indices, grid_sizes)
         # Zero-weighted sum over the mask branch keeps every parameter in the graph when a window
         # size has no positive (needed by DistributedDataParallel).
         loss = sum(p.sum() for n, p in self.head.named_parameters() if n.startswith("mask_")) * 0
-        towers = None
-        if pred_masks is None and pos_indices.numel() > 0:
-            # Many positives: the mask tower is cheaper computed once on the whole maps.
-            towers = self.head.mask_towers(features)
-        for level in torch.unique(levels).tolist():
-            at_level = torch.nonzero(levels == level).flatten()
+        if pos_indices.numel() == 0:
+            return loss
+        levels, ys, xs, anchor_ids = self.anchor_generator.locate(pos_indices, grid_sizes)
+        mask_features = self.head.mask_features(features) if pred_masks is None else None
+        for level, at_level in self._per_level(levels):
             pred_windows = self._level_windows(
-                features, pred_masks, level, image_ids[at_level], ys[at_level], xs[at_level],
-                anchor_ids[at_level], towers,
+                mask_features, pred_masks, level, image_ids[at_level], ys[at_level],
+                xs[at_level], anchor_ids[at_level],
             )
             for a, pred in enumerate(pred_windows):
                 if pred is None:
                     continue
                 sel = at_level[anchor_ids[at_level] == a]
-                side = self.head.window_side(level, a)
-                gt = []
-                for i in torch.unique(image_ids[sel]).tolist():
-                    mine = sel[image_ids[sel] == i]
-                    gt_masks = gt_instances[i].gt_masks[pos_gt[mine]]
-                    gt.append(gt_masks.crop_and_resize(windows[pos_indices[mine]], side))
+                gt = self._gt_mask_windows(
+                    gt_instances, image_ids[sel], pos_gt[sel], windows[pos_indices[sel]],
+                    self.head.window_side(level, a),
+                )
                 loss = loss + mask_loss(
-                    pred, cat(gt).to(pred.device), self.mask_loss_weight, self.mask_pos_weight,
+                    pred, gt.to(pred.device), self.mask_loss_weight, self.mask_pos_weight,
                     normalizer,
                 )
         return loss
 
-    def _level_windows(
-        self, features, pred_masks, level, image_ids, ys, xs, anchor_ids, towers=None
-    ):
+    @staticmethod
+    def _per_level(levels: torch.Tensor):
+        """(level, indices of the entries of ``levels`` equal to it) for every level present."""
+        order = torch.argsort(levels, stable=True)
+        counts = torch.bincount(levels).tolist()
+        return [
+            (level, index)
+            for level, index in enumerate(torch.split(order, counts))
+            if counts[level] > 0
+        ]
+
+    @staticmethod
+    def _gt_mask_windows(gt_instances, image_ids, gt_index, window_boxes, side):
+        """
+        Ground-truth masks of positive windows (``image_ids`` non-decreasing): each matched
+        object's mask cropped to its window box and resampled to side x side
+        (Tensor[P, side, side], bool).
+        """
+        gt = []
+        for i, count in enumerate(torch.bincount(image_ids).tolist()):
+            if count == 0:
+                continue
+            mine = torch.nonzero(image_ids == i).flatten()
+            gt_masks = gt_instances[i].gt_masks[gt_index[mine]]
+            gt.append(gt_masks.crop_and_resize(window_boxes[mine], side))
+        return cat(gt)
+
+    def _level_windows(self, mask_features, pred_masks, level, image_ids, ys, xs, anchor_ids):
         """
         Natural window logits of requested positions of one level, from the dense head outputs
-        or computed sparsely: list over window ids of Tensor[n_a, S_out, S_out] or None.
+        or computed by the head: list over window ids of Tensor[n_a, S_out, S_out] or None.
         """
         if pred_masks is None:
-            return self.head.mask_windows(
-                features, level, image_ids, ys, xs, anchor_ids, towers, union_only=self.training
-            )
+            return self.head.mask_windows(mask_features, level, image_ids, ys, xs, anchor_ids)
         out: List[Optional[torch.Tensor]] = []
         for a, dense in enumerate(pred_masks[level]):
             sel = anchor_ids == a
@@ -317,21 +335,17 @@ class TensorMask(DenseDetector):
             out.append(dense[image_ids[sel], :, ys[sel], xs[sel]].reshape(-1, side, side))
         return out
 
-    def _windows_at(self, features, pred_masks, image: int, window_idx, grid_sizes):
+    def _windows_at(self, mask_features, pred_masks, image: int, window_idx, grid_sizes):
         """Natural window logits of the windows ``window_idx`` of one image, as a list."""
         unique, inverse = torch.unique(window_idx, return_inverse=True)
-        levels, ys, xs, anchor_ids = self.anchor_generator.locate(unique, grid_sizes)
         out: List[Optional[torch.Tensor]] = [None] * unique.numel()
-        towers, image_id = None, image
-        if pred_masks is None and unique.numel() > 0 and not self.head.mask_tower_on_crops:
-            # A normalised mask tower must see whole maps: compute it for this image only.
-            towers = self.head.mask_towers([f[image : image + 1] for f in features])
-            image_id = 0  # index into ``towers``
-        for level in torch.unique(levels).tolist():
-            at_level = torch.nonzero(levels == level).flatten()
+        if unique.numel() == 0:
+            return []
+        levels, ys, xs, anchor_ids = self.anchor_generator.locate(unique, grid_sizes)
+        for level, at_level in self._per_level(levels):
             per_anchor = self._level_windows(
-                features, pred_masks, level, torch.full_like(at_level, image_id), ys[at_level],
-                xs[at_level], anchor_ids[at_level], towers,
+                mask_features, pred_masks, level, torch.full_like(at_level, image), ys[at_level],
+                xs[at_level], anchor_ids[at_level],
             )
             for a, pred in enumerate(per_anchor):
                 if pred is None:
@@ -355,16 +369,19 @@ class TensorMask(DenseDetector):
         deltas = None
         if pred_deltas is not None:
             deltas = cat([permute_to_N_HWA_K(x, 4) for x in pred_deltas], dim=1)
+        mask_features = None
+        if self.mask_on and pred_masks is None:
+            mask_features = self.head.mask_features(features)
         return [
             self._inference_single_image(
-                i, image_size, features, logits[i], None if deltas is None else deltas[i],
+                i, image_size, mask_features, logits[i], None if deltas is None else deltas[i],
                 pred_masks, windows, grid_sizes,
             )
             for i, image_size in enumerate(images.image_sizes)
         ]
 
     def _inference_single_image(
-        self, image, image_size, features, logits_i, deltas_i, pred_masks, windows, grid_sizes
+        self, image, image_size, mask_features, logits_i, deltas_i, pred_masks, windows, grid_sizes
     ) -> Instances:
         K = self.num_classes
         # Score threshold, then one top-k over all levels jointly (official).
@@ -383,7 +400,9 @@ class TensorMask(DenseDetector):
             boxes = self.box2box_transform.apply_deltas(deltas_i[window_idx], window_boxes)
         else:
             # Mask-bb NMS (paper §A.4) needs the masks of all candidates.
-            mask_windows = self._windows_at(features, pred_masks, image, window_idx, grid_sizes)
+            mask_windows = self._windows_at(
+                mask_features, pred_masks, image, window_idx, grid_sizes
+            )
             boxes = mask_window_boxes(mask_windows, window_boxes)
             nonempty = Boxes(boxes).nonempty()
             boxes, scores, classes = boxes[nonempty], scores[nonempty], classes[nonempty]
@@ -399,7 +418,7 @@ class TensorMask(DenseDetector):
         if self.mask_on:
             if mask_windows is None:
                 kept_windows = self._windows_at(
-                    features, pred_masks, image, window_idx[keep], grid_sizes
+                    mask_features, pred_masks, image, window_idx[keep], grid_sizes
                 )
             else:
                 kept_windows = [mask_windows[j] for j in keep.tolist()]

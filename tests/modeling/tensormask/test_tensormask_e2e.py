@@ -5,6 +5,7 @@ from unittest import mock
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from detectron2.data import DatasetMapper
 from detectron2.modeling import build_model
@@ -168,6 +169,38 @@ class TestInference(unittest.TestCase):
             self.assertLessEqual(int(xs.max()), int(box[2]) + 1)
 
 
+class OpNames(TorchDispatchMode):
+    """Records the names of the operators dispatched inside the context."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(func.name())
+        return func(*args, **(kwargs or {}))
+
+
+class TestCompiledOps(unittest.TestCase):
+    def test_default_config_windows_go_through_the_compiled_op(self):
+        # The quick config's bipyramid with SPARSE_WINDOWS (default): training computes the
+        # positive windows, inference the detections' windows, with swap_align2nat_at (and its
+        # backward), never the dense op.
+        model = build("bipyramid").train()
+        with OpNames() as ops:
+            losses = model(regular_and_empty_batch())
+            sum(losses.values()).backward()
+        self.assertIn("tensormask_proj::swap_align2nat_at", ops.names)
+        self.assertIn("tensormask_proj::swap_align2nat_at_backward", ops.names)
+        self.assertNotIn("tensormask_proj::swap_align2nat", ops.names)
+        model.eval()
+        model.test_score_thresh = 0.0
+        with OpNames() as ops, torch.no_grad():
+            model([make_input((96, 128), seed=11)])
+        self.assertIn("tensormask_proj::swap_align2nat_at", ops.names)
+        self.assertNotIn("tensormask_proj::swap_align2nat", ops.names)
+
+
 class TestRefusedCombinations(unittest.TestCase):
     def test_refused(self):
         cases = [
@@ -205,8 +238,7 @@ class TestRefusedCombinations(unittest.TestCase):
 class TestSparseEqualsDense(unittest.TestCase):
     """SPARSE_WINDOWS gives the official dense computation's losses, gradients and outputs."""
 
-    # Without normalisation in the towers (official) the mask tower is computed on crops; with
-    # GroupNorm (quick configs) on whole maps.
+    # Without normalisation in the towers (official) and with GroupNorm (quick configs).
     CASES = [(v, "") for v in HEAD_VARIANTS if v != "box_only"] + [
         ("bipyramid", "GN"),
         ("aligned", "GN"),
@@ -275,9 +307,9 @@ class TestSparseEqualsDense(unittest.TestCase):
                     self.assertLessEqual(int((ms != md).sum()), ms.numel() // 100000)
 
     def test_head_windows_at_every_position(self):
-        # Request every position of every level (union regions), and single corner / centre
-        # positions (per-position crops clipped at the borders), with and without dense towers.
-        # In float64, so that the comparison shows the computation is the same, not just close.
+        # Request every position of every level (the union region is the whole map) and single
+        # corner / centre positions (crops clipped at the borders). In float64, so that the
+        # comparison shows the computation is the same, not just close.
         for variant, norm in self.CASES:
             with self.subTest(variant=variant, norm=norm):
                 sparse, _ = self._pair(variant, norm)
@@ -289,24 +321,19 @@ class TestSparseEqualsDense(unittest.TestCase):
                 ]
                 with torch.no_grad():
                     dense = head.dense_mask_windows(feats)
-                    towers = head.mask_towers(feats)
+                    mask_features = head.mask_features(feats)
                     for level, f in enumerate(feats):
                         h, w = f.shape[-2:]
-                        a = len(head.mask_sizes)
+                        a = head.num_anchors
                         img = torch.arange(2).repeat_interleave(h * w * a)
                         pos = torch.arange(h * w * a).repeat(2)
                         ys, xs, aid = pos // a // w, pos // a % w, pos % a
-                        for use_towers in (None, towers) if not norm else (towers,):
-                            got = head.mask_windows(feats, level, img, ys, xs, aid, use_towers)
-                            self._compare(head, dense, level, got, img, ys, xs, aid)
+                        got = head.mask_windows(mask_features, level, img, ys, xs, aid)
+                        self._compare(head, dense, level, got, img, ys, xs, aid)
                         for y, x in [(0, 0), (h - 1, w - 1), (h // 2, w // 2), (0, w - 1)]:
                             one = [torch.tensor([v]) for v in (1, y, x, a - 1)]
-                            crop_towers = None if not norm else towers
-                            got = head.mask_windows(feats, level, *one, crop_towers)
+                            got = head.mask_windows(mask_features, level, *one)
                             self._compare(head, dense, level, got, *one)
-                if norm:
-                    with self.assertRaisesRegex(ValueError, "HEAD_NORM"):
-                        head.mask_windows(feats, 0, *[torch.tensor([0])] * 4)
 
     def _compare(self, head, dense, level, got, img, ys, xs, aid):
         for a, windows in enumerate(got):

@@ -1,4 +1,4 @@
-"""Window geometry: sliding windows, window upsampling / up_align2nat, pointwise swap_align2nat."""
+"""Window geometry: sliding windows, window upsampling / up_align2nat, post-processing."""
 import unittest
 
 import torch
@@ -7,11 +7,9 @@ from tensormask_proj.layers import swap_align2nat
 from tensormask_proj.modeling.tensormask import (
     TensorMaskAnchorGenerator,
     UpAlign2Nat,
-    swap_align2nat_at,
     up_align2nat,
     upsample_windows,
 )
-from tensormask_proj.modeling.tensormask.pointwise_align2nat import window_rows
 from tensormask_proj.modeling.tensormask.postprocess import (
     MaskWindows,
     mask_window_boxes,
@@ -88,53 +86,6 @@ class TestUpsampleWindows(unittest.TestCase):
             upsample_windows(torch.zeros(1, 5, 2, 2), 4)
         with self.assertRaisesRegex(ValueError, "mode"):
             upsample_windows(torch.zeros(1, 4, 2, 2), 4, "cubic")
-
-
-class TestPointwiseAlign2Nat(unittest.TestCase):
-    def _check(self, v, lam, h, w, dtype=torch.float64):
-        x = torch.randn(1, v * v, h, w, dtype=dtype)
-        dense = swap_align2nat(x, lam, -6.0)[0]  # (Vout^2, Ho, Wo)
-        ho, wo = dense.shape[-2:]
-        ys = torch.arange(ho).repeat_interleave(wo)
-        xs = torch.arange(wo).repeat(ho)
-        full = swap_align2nat_at(x[0], lam, -6.0, ys, xs)
-        expected = dense.reshape(v * v * lam * lam, -1)
-        torch.testing.assert_close(full.reshape(len(ys), -1).t(), expected)
-        # From a crop that only covers the rows/columns read by one window (corner and centre).
-        for y, x_ in [(0, 0), (ho // 2, wo // 2), (ho - 1, wo - 1)]:
-            y, x_ = torch.tensor([y]), torch.tensor([x_])
-            r0, r1 = (int(t) for t in window_rows(y, lam, v * lam))
-            c0, c1 = (int(t) for t in window_rows(x_, lam, v * lam))
-            r0, c0, r1, c1 = max(r0, 0), max(c0, 0), min(r1, h - 1), min(c1, w - 1)
-            crop = x[0, :, r0 : r1 + 1, c0 : c1 + 1]
-            one = swap_align2nat_at(crop, lam, -6.0, y, x_, (r0, c0), (h, w))
-            torch.testing.assert_close(one[0], dense[:, y, x_].view(v * lam, v * lam))
-
-    def test_equals_the_op(self):
-        cases = [(3, 1, 7, 9), (4, 1, 6, 5), (3, 2, 10, 9), (2, 4, 17, 13), (3, 3, 11, 8)]
-        for v, lam, h, w in cases:
-            with self.subTest(v=v, lam=lam):
-                self._check(v, lam, h, w)
-
-    def test_float32(self):
-        self._check(5, 2, 12, 14, torch.float32)
-
-    def test_crop_too_small_is_refused(self):
-        x = torch.randn(9, 3, 3)
-        with self.assertRaisesRegex(ValueError, "does not cover"):
-            swap_align2nat_at(x, 2, -6.0, torch.tensor([3]), torch.tensor([3]), (0, 0), (20, 20))
-
-    def test_gradient_matches_the_op(self):
-        x = torch.randn(1, 9, 8, 8, dtype=torch.float64, requires_grad=True)
-        g = torch.randn(1, 36, 4, 4, dtype=torch.float64)
-        (swap_align2nat(x, 2) * g).sum().backward()
-        grad_dense = x.grad.clone()
-        x.grad = None
-        ys = torch.arange(4).repeat_interleave(4)
-        xs = torch.arange(4).repeat(4)
-        out = swap_align2nat_at(x[0], 2, -6.0, ys, xs)  # (16, 6, 6)
-        (out * g[0].reshape(36, 16).t().reshape(16, 6, 6)).sum().backward()
-        torch.testing.assert_close(x.grad, grad_dense)
 
 
 def corners(box_mask):
