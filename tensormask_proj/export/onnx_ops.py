@@ -1,7 +1,7 @@
 """
-ONNX translation of ``tensormask_proj::swap_align2nat`` as a decomposition into standard ONNX
-operators, registered with the TorchScript-based exporter (``torch.onnx.export(...,
-dynamo=False)``, ``register_custom_op_symbolic``).
+ONNX translations of ``tensormask_proj::swap_align2nat`` and ``tensormask_proj::swap_align2nat_at``
+as decompositions into standard ONNX operators, registered with the TorchScript-based exporter
+(``torch.onnx.export(..., dynamo=False)``, ``register_custom_op_symbolic``).
 
 Why a decomposition rather than a custom-domain op: the exported file then runs on any ONNX
 runtime (onnxruntime, TensorRT's parser, ...) without a compiled runtime extension that every
@@ -29,6 +29,13 @@ blocks of λ turns (row, window) into (block q = y + a, offset b, window i = a +
 row length (blocks + 1) reads as a plain rectangle: Reshape and Slice, no Gather. Each pass costs
 a few elementwise operations per output element, so the exported op keeps the compiled op's
 O(output) cost.
+
+``swap_align2nat_at`` (windows at requested centres (r, c), as the dense op's windows at
+(r/λ, c/λ)) reads, for each request, the (Vo+1) x (Vo+1) crop of the map starting at
+(r - R, c - R) (a Gather; rows and columns outside the map read zero after subtracting pad).
+Along each axis, output cell v then reads crop cells v (and v + 1 if Vo is even) of window
+cells a + s with the weights above: a constant (Vo, V*(Vo+1)) matrix A, and the windows are
+pad + A · crop · Aᵀ (two MatMuls per request).
 """
 import math
 
@@ -36,7 +43,12 @@ import torch
 from torch.onnx import register_custom_op_symbolic
 from torch.onnx import symbolic_helper as sym_help
 
-__all__ = ["ONNX_OPSET", "register_onnx_ops", "swap_align2nat_onnx_weights"]
+__all__ = [
+    "ONNX_OPSET",
+    "register_onnx_ops",
+    "swap_align2nat_at_onnx_matrix",
+    "swap_align2nat_onnx_weights",
+]
 
 # 16: GridSample (mask pasting) and RoiAlign with half_pixel coordinates (BlendMask's pooler).
 ONNX_OPSET = 17
@@ -58,6 +70,29 @@ def swap_align2nat_onnx_weights(v_in: int, lambda_val: int):
         weights[lo + 1, b] += 1 - frac
         weights[lo + 2, b] += frac  # lo is -1 or 0, so lo + 1 <= 1
     return weights
+
+
+def swap_align2nat_at_onnx_matrix(v_in: int, lambda_val: int):
+    """
+    The matrix A of the ``swap_align2nat_at`` decomposition (module docstring).
+
+    Returns:
+        Tensor[Vo, V * (Vo + 1)] float64: entry (v, i * (Vo + 1) + t) is the weight of window
+        cell i, crop cell t (rows or columns from the centre - Vo // 2) in output cell v.
+    """
+    v_out = v_in * lambda_val
+    taps = v_out + 1
+    window = swap_align2nat_onnx_weights(v_in, lambda_val)
+    # One crop cell if Vo is odd; the mean of two if it is even (the half-cell offset).
+    spatial = ((0, 1.0),) if v_out % 2 else ((0, 0.5), (1, 0.5))
+    matrix = torch.zeros(v_out, v_in, taps, dtype=torch.float64)
+    for v in range(v_out):
+        a, b = divmod(v, lambda_val)
+        for s in (-1, 0, 1):
+            if 0 <= a + s < v_in:  # window cells outside read pad: zero weight after - pad
+                for dt, w in spatial:
+                    matrix[v, a + s, v + dt] += window[s + 1, b] * w
+    return matrix.reshape(v_out, v_in * taps)
 
 
 def _const(g, values, dtype=torch.int64):
@@ -128,17 +163,23 @@ def _axis_pass(g, z, v_in: int, lambda_val: int, weights):
     )
 
 
-@sym_help.parse_args("v", "i", "f")
-def _swap_align2nat_symbolic(g, x, lambda_val, pad_val):
+def _window_side(x, op: str) -> int:
+    """V from the input's static channel count V*V."""
     channels = sym_help._get_tensor_dim_size(x, 1)
     if channels is None:
         raise RuntimeError(
-            "swap_align2nat ONNX export: the channel count (V*V) of the input must be static, "
-            "but the traced graph has a dynamic channel dimension"
+            f"{op} ONNX export: the channel count (V*V) of the input must be static, but the "
+            "traced graph has a dynamic channel dimension"
         )
     v_in = math.isqrt(channels)
     if v_in * v_in != channels:
-        raise RuntimeError(f"swap_align2nat ONNX export: {channels} channels is not a square V*V")
+        raise RuntimeError(f"{op} ONNX export: {channels} channels is not a square V*V")
+    return v_in
+
+
+@sym_help.parse_args("v", "i", "f")
+def _swap_align2nat_symbolic(g, x, lambda_val, pad_val):
+    v_in = _window_side(x, "swap_align2nat")
     weights = swap_align2nat_onnx_weights(v_in, lambda_val)
     v_out = v_in * lambda_val
     pad = g.op("Constant", value_t=torch.tensor(pad_val, dtype=torch.float32))
@@ -170,8 +211,57 @@ def _swap_align2nat_symbolic(g, x, lambda_val, pad_val):
     return g.op("Add", z, pad)
 
 
+@sym_help.parse_args("v", "v", "v", "v", "i", "f")
+def _swap_align2nat_at_symbolic(g, x, image_ids, rows, cols, lambda_val, pad_val):
+    v_in = _window_side(x, "swap_align2nat_at")
+    v_out = v_in * lambda_val
+    taps = v_out + 1
+    matrix = swap_align2nat_at_onnx_matrix(v_in, lambda_val).float()
+    pad = g.op("Constant", value_t=torch.tensor(pad_val, dtype=torch.float32))
+    shape = g.op("Shape", x)
+    height, width = _scalar_dim(g, shape, 2), _scalar_dim(g, shape, 3)
+    offsets = _const(g, [t - v_out // 2 for t in range(taps)])
+
+    def crop_cells(centres, size):  # (n,) -> cells (n, T) clamped into the map, and validity
+        cells = g.op("Add", g.op("Unsqueeze", centres, _const(g, [1])), offsets)
+        valid = g.op(
+            "And",
+            g.op("Not", g.op("Less", cells, _const(g, [0]))),
+            g.op("Less", cells, size),
+        )
+        return g.op("Where", valid, cells, _const(g, [0])), valid
+
+    r, r_valid = crop_cells(rows, height)
+    c, c_valid = crop_cells(cols, width)
+    # Flat index ((image * V*V + channel) * H + row) * W + col, shape (n, V*V, T, T).
+    image = g.op("Reshape", image_ids, _const(g, [-1, 1, 1, 1]))
+    channel = _const(g, list(range(v_in * v_in)))
+    channel = g.op("Reshape", channel, _const(g, [1, -1, 1, 1]))
+    plane = g.op("Add", g.op("Mul", image, _const(g, [v_in * v_in])), channel)
+    row = g.op("Add", g.op("Mul", plane, height), g.op("Unsqueeze", r, _const(g, [1, 3])))
+    index = g.op("Add", g.op("Mul", row, width), g.op("Unsqueeze", c, _const(g, [1, 2])))
+    crop = g.op("Gather", g.op("Reshape", x, _const(g, [-1])), index, axis_i=0)
+    valid = g.op(
+        "And",
+        g.op("Unsqueeze", r_valid, _const(g, [1, 3])),
+        g.op("Unsqueeze", c_valid, _const(g, [1, 2])),
+    )
+    crop = g.op("Mul", g.op("Sub", crop, pad), g.op("Cast", valid, to_i=1))  # 1: FLOAT
+    # (n, i, j, t, s) -> (n, i, t, j, s) -> (n, V*T, V*T); windows = A @ crop @ A^T + pad.
+    crop = g.op("Reshape", crop, _const(g, [-1, v_in, v_in, taps, taps]))
+    crop = g.op("Transpose", crop, perm_i=[0, 1, 3, 2, 4])
+    crop = g.op("Reshape", crop, _const(g, [-1, v_in * taps, v_in * taps]))
+    left = g.op("Constant", value_t=matrix)
+    right = g.op("Constant", value_t=matrix.t().contiguous())
+    windows = g.op("MatMul", g.op("MatMul", left, crop), right)
+    return g.op("Add", windows, pad)
+
+
 def register_onnx_ops(opset: int = ONNX_OPSET) -> None:
     """Register the ONNX translations of the project's operators (idempotent)."""
     register_custom_op_symbolic(
         "tensormask_proj::swap_align2nat", _swap_align2nat_symbolic, opset
+    )
+    register_custom_op_symbolic(
+        "tensormask_proj::swap_align2nat_at", _swap_align2nat_at_symbolic, opset
     )

@@ -1,7 +1,8 @@
 """
-The exported forms of ``tensormask_proj::swap_align2nat``: the ONNX decomposition into standard
-operators against the compiled op, and the TorchScript serialisation as the dispatcher op,
-loaded in a fresh process with ``torch.ops.load_library`` only.
+The exported forms of ``tensormask_proj::swap_align2nat`` and ``swap_align2nat_at``: the ONNX
+decompositions into standard operators against the compiled ops, and the TorchScript
+serialisation as the dispatcher ops, loaded in a fresh process with ``torch.ops.load_library``
+only.
 """
 import io
 import itertools
@@ -18,8 +19,11 @@ import torch
 from torch import nn
 
 from tensormask_proj.export import ONNX_OPSET, op_library_path, register_onnx_ops
-from tensormask_proj.export.onnx_ops import swap_align2nat_onnx_weights
-from tensormask_proj.layers import swap_align2nat
+from tensormask_proj.export.onnx_ops import (
+    swap_align2nat_at_onnx_matrix,
+    swap_align2nat_onnx_weights,
+)
+from tensormask_proj.layers import swap_align2nat, swap_align2nat_at
 
 # The decomposition computes the window weights in float64 and rounds them to float32, the
 # kernels compute them in float32: values of |x - pad| ~ 10 then differ by a few 1e-6.
@@ -35,12 +39,25 @@ class SwapAlign2Nat(nn.Module):
         return swap_align2nat(x, self.lambda_val, self.pad_val)
 
 
-def _onnx_session(module: nn.Module, example: torch.Tensor):
+class SwapAlign2NatAt(SwapAlign2Nat):
+    def forward(self, x, image_ids, rows, cols):
+        return swap_align2nat_at(x, image_ids, rows, cols, self.lambda_val, self.pad_val)
+
+
+class BothOps(nn.Module):
+    def forward(self, x, image_ids, rows, cols):
+        return swap_align2nat(x, 4), swap_align2nat_at(x, image_ids, rows, cols, 2)
+
+
+def _onnx_session(module: nn.Module, examples):
     register_onnx_ops()
     f = io.BytesIO()
+    names = ["x", "image_ids", "rows", "cols"][: len(examples)]
+    dynamic_axes = {"x": {0: "n", 2: "h", 3: "w"}}
+    dynamic_axes.update({name: {0: "requests"} for name in names[1:]})
     torch.onnx.export(
-        module, (example,), f, dynamo=False, opset_version=ONNX_OPSET, input_names=["x"],
-        dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}},
+        module, examples, f, dynamo=False, opset_version=ONNX_OPSET, input_names=names,
+        dynamic_axes=dynamic_axes,
     )
     return onnx.load_from_string(f.getvalue()), onnxruntime.InferenceSession(
         f.getvalue(), providers=["CPUExecutionProvider"]
@@ -56,6 +73,11 @@ class OnnxDecompositionTest(unittest.TestCase):
         # lambda = 1: the identity (only s = 0, weight 1).
         identity = torch.tensor([[0.0], [1.0], [0.0]], dtype=torch.float64)
         self.assertTrue(torch.equal(swap_align2nat_onnx_weights(3, 1), identity))
+        # swap_align2nat_at, V = 1, lambda = 2 (Vo = 2, even: each output cell is the mean of
+        # crop cells v and v + 1): the window weight 0.75 of the only window cell (its 0.25
+        # neighbour is outside the window, i.e. pad), times 0.5 per crop cell.
+        expected = torch.tensor([[0.375, 0.375, 0.0], [0.0, 0.375, 0.375]], dtype=torch.float64)
+        self.assertTrue(torch.equal(swap_align2nat_at_onnx_matrix(1, 2), expected))
 
     def test_equals_the_op(self):
         # Window sides V (odd and even lambda*V: the one-row and two-row spatial cases), lambdas
@@ -64,7 +86,7 @@ class OnnxDecompositionTest(unittest.TestCase):
         torch.manual_seed(0)
         for v, lam in itertools.product((1, 2, 3, 4), (1, 2, 3, 4, 8)):
             pad = (-6.0, 0.0, 2.5)[(v + lam) % 3]
-            model, session = _onnx_session(SwapAlign2Nat(lam, pad), torch.randn(2, v * v, 9, 7))
+            model, session = _onnx_session(SwapAlign2Nat(lam, pad), (torch.randn(2, v * v, 9, 7),))
             # Standard operators only: no custom domain, so no runtime extension is needed.
             self.assertEqual({node.domain for node in model.graph.node}, {""})
             for n, h, w in ((2, 9, 7), (1, 1, 1), (3, 13, 20), (1, 16, 5)):
@@ -76,14 +98,39 @@ class OnnxDecompositionTest(unittest.TestCase):
                     self.assertEqual(got.shape, tuple(expected.shape))
                     torch.testing.assert_close(torch.from_numpy(got), expected, atol=ATOL, rtol=0)
 
+    def test_at_equals_the_op(self):
+        # As above; requests anywhere on the map, including centres outside it (windows reading
+        # pad only), and no request at all.
+        torch.manual_seed(0)
+        for v, lam in itertools.product((1, 2, 3, 4), (1, 2, 3, 4, 8)):
+            pad = (-6.0, 0.0, 2.5)[(v + lam) % 3]
+            example = (torch.randn(2, v * v, 9, 7), *torch.tensor([[0, 1], [0, 4], [6, 3]]))
+            model, session = _onnx_session(SwapAlign2NatAt(lam, pad), example)
+            self.assertEqual({node.domain for node in model.graph.node}, {""})
+            for n, h, w, k in ((2, 9, 7, 5), (1, 1, 1, 1), (3, 13, 20, 7), (1, 5, 5, 0)):
+                with self.subTest(v=v, lambda_val=lam, pad=pad, shape=(n, h, w), requests=k):
+                    x = torch.randn(n, v * v, h, w) * 4
+                    requests = (
+                        torch.randint(0, n, (k,)),
+                        torch.randint(-2, h + 2, (k,)),
+                        torch.randint(-2, w + 2, (k,)),
+                    )
+                    expected = swap_align2nat_at(x, *requests, lam, pad)
+                    feed = dict(zip(("x", "image_ids", "rows", "cols"), (x, *requests)))
+                    (got,) = session.run(None, {k: t.numpy() for k, t in feed.items()})
+                    self.assertEqual(got.shape, tuple(expected.shape))
+                    torch.testing.assert_close(torch.from_numpy(got), expected, atol=ATOL, rtol=0)
+
 
 class TorchScriptOpTest(unittest.TestCase):
     def test_load_library_in_a_fresh_process(self):
-        x = torch.randn(1, 9, 10, 12)
-        traced = torch.jit.trace(SwapAlign2Nat(4, -6.0), (x,))
-        self.assertIn("tensormask_proj::swap_align2nat", str(traced.graph))
+        requests = tuple(torch.tensor(r) for r in ([0, 0, 1], [3, 0, 6], [2, 9, 4]))
+        traced = torch.jit.trace(BothOps(), (torch.randn(2, 9, 10, 12), *requests))
+        graph = str(traced.graph)
+        self.assertIn("tensormask_proj::swap_align2nat(", graph)
+        self.assertIn("tensormask_proj::swap_align2nat_at(", graph)
         x = torch.randn(2, 9, 7, 5, generator=torch.Generator().manual_seed(1))
-        expected = swap_align2nat(x, 4)
+        expected = BothOps()(x, *requests)
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "op.ts")
             traced.save(path)
@@ -94,7 +141,8 @@ class TorchScriptOpTest(unittest.TestCase):
                 torch.ops.load_library(sys.argv[1])
                 model = torch.jit.load(sys.argv[2])
                 x = torch.randn(2, 9, 7, 5, generator=torch.Generator().manual_seed(1))
-                torch.save(model(x), sys.argv[3])
+                requests = [torch.tensor(r) for r in ([0, 0, 1], [3, 0, 6], [2, 9, 4])]
+                torch.save(model(x, *requests), sys.argv[3])
                 assert "tensormask_proj" not in sys.modules, "tensormask_proj was imported"
                 """
             )
@@ -103,7 +151,8 @@ class TorchScriptOpTest(unittest.TestCase):
                 [sys.executable, "-c", script, op_library_path(), path, out],
                 check=True, cwd=tmp, capture_output=True,
             )
-            self.assertTrue(torch.equal(torch.load(out), expected))
+            for got, want in zip(torch.load(out), expected):
+                self.assertTrue(torch.equal(got, want))
 
 
 if __name__ == "__main__":
