@@ -308,10 +308,12 @@ def _export_onnx(adapter: TracingAdapter, path: str) -> None:
         dynamic_axes[name] = {0: "detections"}
     if "pred_masks" in names:
         dynamic_axes["pred_masks"] = {0: "detections", 1: "height", 2: "width"}
-    # The TorchScript-based exporter: it traces (as TorchScript export does) and translates the
-    # project's op with the decomposition registered by register_onnx_ops. torch.export (the
-    # dynamo=True exporter) needs the whole model to be free of data-dependent Python control
-    # flow, which detectron2's structures and backbones are not.
+    # The TorchScript-based exporter: it traces (as the TorchScript export does) and translates
+    # the project's ops with the decompositions registered by register_onnx_ops. The dynamo=True
+    # exporter needs torch.export, which stops at detectron2's own data-dependent checks (seen:
+    # "Could not guard on data-dependent expression" at detectron2/layers/wrappers.py's
+    # `if x.numel() == 0 and self.training`, on the padded image's unbacked size), and needs
+    # onnxscript besides.
     torch.onnx.export(
         adapter,
         adapter.flattened_inputs,

@@ -6,12 +6,14 @@ levels), C candidates above the score threshold, D detections, S side of a natur
 (per level and window id), H, W: image size.
 
 The model's own inference keeps each detection's window as a separate tensor (their sides
-differ per level and window id) and, with ``SPARSE_WINDOWS``, plans the crops to compute from
-the detections' positions in Python: both freeze under tracing. Here the towers, predictors and
-the op are the model's own modules, called on whole maps (the dense mask windows of the official
-code, equal to the sparse ones up to float rounding, which the model's tests check); only the
-selection of the detections' windows is rewritten with tensor operations, one group per (level,
-window id), a fixed set given by the config.
+differ per level and window id) and, with ``SPARSE_WINDOWS``, decides in Python which window ids
+have requests and which region of the finest grid the bipyramid computes (``.tolist()``): all of
+this would freeze under tracing. Here the head's ``dense_mask_windows`` (the official dense
+computation, equal to the sparse windows up to float rounding, as the model's tests check) runs
+the towers, predictors and ``swap_align2nat`` on whole maps; only the selection of the
+detections' windows is rewritten with tensor operations, one group per (level, window id), a
+fixed set given by the config. (``swap_align2nat_at`` exports too, see ``onnx_ops``; computing
+the windows with it from whole maps would save only the op's output, the size of its input.)
 """
 import contextlib
 import importlib
