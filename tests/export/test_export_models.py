@@ -11,7 +11,12 @@ import torch
 
 from tensormask_proj.export import export_model, output_names, sample_image, tracing_adapter
 
-from export_testing import assert_same_detections, lively_blendmask, lively_tensormask
+from export_testing import (
+    HEAD_VARIANTS,
+    assert_same_detections,
+    lively_blendmask,
+    lively_tensormask,
+)
 
 # Traced on validation image 0, checked on these (widths 204..240 px after the resize).
 CHECK_IMAGES = (1, 2)
@@ -51,6 +56,19 @@ class ExportedModelTest(unittest.TestCase):
                 images = CHECK_IMAGES if variant == "bipyramid" else CHECK_IMAGES[:1]
                 references = self.check_exports(*lively_tensormask(variant), images)
                 self.assertTrue(all(len(r) > 50 for r in references), [len(r) for r in references])
+
+    def test_every_head_variant_untraced(self):
+        # The traceable inference itself, not traced (fast), against the model for every head
+        # variant of the paper; the exports above cover tracing for a subset.
+        for variant in HEAD_VARIANTS:
+            with self.subTest(variant=variant):
+                cfg, model = lively_tensormask(variant)
+                image = sample_image(cfg, index=1)
+                adapter = tracing_adapter(model, image)
+                with torch.no_grad():
+                    reference = model([{"image": image}])[0]["instances"]
+                    outputs = adapter(image)
+                assert_same_detections(self, reference, outputs, output_names(adapter))
 
     def test_blendmask(self):
         references = self.check_exports(*lively_blendmask())
