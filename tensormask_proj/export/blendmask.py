@@ -76,9 +76,15 @@ class DeployableBlendMask(nn.Module):
                     for level, sel in ((l, select(levels == l)) for l in range(len(locations)))
                 ]
             )
-            rois = model.blender.pooler([b[i : i + 1] for b in bases], [Boxes(boxes)])
+            # One extra all-zero row, dropped after blending: ``blend`` returns early when it gets
+            # no instance, and tracing on an image without detections would record that branch
+            # for every image.
             blender = model.blender
-            probs = blend(rois, attns, blender.attn_size, blender.top_interp).sigmoid()
+            rois = blender.pooler(
+                [b[i : i + 1] for b in bases], [Boxes(torch.cat([boxes, boxes.new_zeros(1, 4)]))]
+            )
+            attns = torch.cat([attns, attns.new_zeros(1, attns.shape[1])])
+            probs = blend(rois, attns, blender.attn_size, blender.top_interp)[:-1].sigmoid()
             result = Instances(
                 image_size, pred_boxes=Boxes(boxes), scores=scores, pred_classes=classes,
                 mask_probs=probs,

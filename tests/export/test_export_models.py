@@ -3,6 +3,7 @@ TensorMask (head variants) and BlendMask exported to TorchScript and ONNX give t
 model's detections and masks on embedded validation images other than the one traced on (other
 widths, other detection counts), within the tolerances of ``export_testing``.
 """
+import functools
 import tempfile
 import unittest
 
@@ -85,6 +86,47 @@ class ExportedModelTest(unittest.TestCase):
             model.head.cls_score.bias.fill_(-10.0)
         references = self.check_exports(cfg, model, check_images=(1,))
         self.assertEqual(len(references[0]), 0)
+
+
+class DetectionCountTest(unittest.TestCase):
+    """
+    Tracing records only the branches taken, so no branch may depend on the number of
+    detections: a model traced on an image where it detects nothing must handle detections, and
+    the other way round. The classification bias is changed after tracing, in the loaded
+    TorchScript module as in the PyTorch model.
+    """
+
+    def check(self, cfg, model, classifier_path, bias_after):
+        image = sample_image(cfg, index=1)
+        with torch.no_grad():
+            traced_count = len(model([{"image": image}])[0]["instances"])
+        names = output_names(_run_once(model, image))
+        with tempfile.TemporaryDirectory() as out_dir:
+            scripted = torch.jit.load(export_model(model, image, "torchscript", out_dir))
+        with torch.no_grad():
+            for m in (model, scripted.model.model):
+                functools.reduce(getattr, classifier_path.split("."), m).bias.fill_(bias_after)
+            reference = model([{"image": image}])[0]["instances"]
+            outputs = scripted(image)
+        self.assertEqual(min(traced_count, len(reference)), 0)
+        self.assertGreater(max(traced_count, len(reference)), 10)
+        assert_same_detections(self, reference, outputs, names)
+
+    def test_tensormask_traced_without_detections(self):
+        cfg, model = lively_tensormask("bipyramid")
+        with torch.no_grad():
+            model.head.cls_score.bias.fill_(-10.0)
+        self.check(cfg, model, "head.cls_score", -1.0)
+
+    def test_blendmask(self):
+        # sigmoid(-200) is 0 in float32: not above the instant config's threshold of 0.
+        classifier = "proposal_generator.fcos_head.cls_logits"
+        for traced_bias, bias_after in ((-200.0, 0.0), (0.0, -200.0)):
+            with self.subTest(traced_bias=traced_bias):
+                cfg, model = lively_blendmask()
+                with torch.no_grad():
+                    model.get_submodule(classifier).bias.fill_(traced_bias)
+                self.check(cfg, model, classifier, bias_after)
 
 
 def _run_once(model, image):
