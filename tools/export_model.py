@@ -23,7 +23,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
 from tensormask_proj import get_project_cfg
-from tensormask_proj.engine import AtomicDetectionCheckpointer, check_weights
+from tensormask_proj.engine import AtomicDetectionCheckpointer, check_device, check_weights
 from tensormask_proj.export import (
     EXPORT_FORMATS,
     EXPORT_METHODS,
@@ -53,26 +53,34 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(error: Exception) -> int:
+    print(f"export_model.py: error: {error}", file=sys.stderr)
+    return 1
+
+
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     setup_logger(name="tensormask_proj")
     cfg = get_project_cfg()
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
-    # Exported models run where they are loaded; the export itself is traced on the CPU.
-    cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
     try:
+        # Traced on MODEL.DEVICE: a TorchScript trace runs on the device it was traced on (it
+        # records where tensors are created); the ONNX file is device-independent.
+        check_device(cfg)
         check_weights(cfg)
+    except (RuntimeError, ValueError, FileNotFoundError) as e:
+        return _error(e)
+    try:
         if not cfg.MODEL.WEIGHTS:
             logger.warning("MODEL.WEIGHTS is empty: exporting a randomly initialised model")
         model = build_model(cfg)
         AtomicDetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-        image = sample_image(cfg, args.sample_image)
+        image = sample_image(cfg, args.sample_image).to(cfg.MODEL.DEVICE)
         path = export_model(model, image, args.format, args.output, args.export_method)
     except (ExportError, FileNotFoundError, ValueError) as e:
-        print(f"export_model.py: error: {e}", file=sys.stderr)
-        return 1
+        return _error(e)
     logger.info(f"Wrote {path} (traced on a {tuple(image.shape)} image)")
     if args.format == "torchscript":
         logger.info(

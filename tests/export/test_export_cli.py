@@ -88,5 +88,15 @@ class ExportCommandTest(unittest.TestCase):
             )
             self.assertEqual(os.listdir(tmp), [])
 
+    @unittest.skipIf(torch.cuda.is_available(), "needs a machine without a GPU")
+    def test_device_without_gpu(self):
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            status = export_model_tool.main(
+                ["--config-file", BLENDMASK_CONFIG, "--output", "unused", "MODEL.DEVICE", "cuda"]
+            )
+        self.assertEqual(status, 1)
+        self.assertIn("export_model.py: error: MODEL.DEVICE is 'cuda'", stderr.getvalue())
+
 if __name__ == "__main__":
     unittest.main()
