@@ -204,11 +204,14 @@ def main():
             with open(out) as f:
                 results[name] = json.load(f)
     base = results.get("mask_rcnn")
-    print(f"\n{'model':<20s} {'s/image':>8s} {'x Mask R-CNN':>13s} {'peak RSS MB':>12s} "
+    # GPU times are tens of milliseconds: milliseconds with 3 significant digits there.
+    unit, scale = ("s/image", 1.0) if args.device == "cpu" else ("ms/image", 1000.0)
+    print(f"\n{'model':<20s} {unit:>8s} {'x Mask R-CNN':>13s} {'peak RSS MB':>12s} "
           f"{'(after build)':>14s}")
     for name, r in results.items():
         ratio = f"{r['seconds'] / base['seconds']:.2f}" if base else "-"
-        print(f"{name:<20s} {r['seconds']:8.2f} {ratio:>13s} {r['peak_rss_mb']:12.0f} "
+        time_text = f"{r['seconds']:8.2f}" if scale == 1.0 else f"{r['seconds'] * scale:8.3g}"
+        print(f"{name:<20s} {time_text} {ratio:>13s} {r['peak_rss_mb']:12.0f} "
               f"{r['rss_after_build_mb']:14.0f}")
     if "blendmask" in results:
         print(f"\nBlendMask blender alone, {DETECTIONS} instances: "

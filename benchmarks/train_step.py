@@ -1,56 +1,143 @@
 #!/usr/bin/env python
 """
-Seconds per training iteration of a config, float32 vs bfloat16 CPU autocast (SOLVER.AMP), on
-the same pre-loaded batches (10 timed iterations after 2 warm-up ones, SGD, lr 0.001).
+Cost of one training iteration (forward + backward + SGD step, batch of the config) of the
+TensorMask quick config against detectron2's Mask R-CNN with the same backbone, data, image size
+and batch (configs/Baselines/mask_rcnn_R_18_GN_FPN_shapes.yaml), measured in one run:
 
-Usage: python benchmarks/train_step.py CONFIG [--iters 12] [opts ...]
-  e.g. python benchmarks/train_step.py configs/quick_schedules/blendmask_R_18_GN_FPN_shapes.yaml
+* ATen operator calls per iteration, counted on the CPU with a TorchDispatchMode (each call is a
+  kernel launch plus dispatcher and Python overhead on a GPU, whatever the tensor sizes);
+* time per iteration on the CPU (seconds) and, when a GPU is visible, on the GPU (milliseconds,
+  3 significant digits; data loading excluded, batches pre-loaded);
+
+and the ratios TensorMask / Mask R-CNN (target: at most 1.5 for both). The timed iterations
+follow 2 warm-up ones; each model gets the same pre-loaded batches.
+
+Usage: python benchmarks/train_step.py [CONFIG ...] [--iters 6] [--amp] [--top 12]
+  CONFIG: config files to compare, the last one being the reference (default: the two above);
+  --amp: SOLVER.AMP on (bfloat16 autocast on the CPU); run with and without to compare.
 """
 import argparse
+import collections
+import os
 import time
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CONFIGS = [
+    os.path.join(ROOT, "configs", "quick_schedules", "tensormask_R_18_GN_FPN_shapes.yaml"),
+    os.path.join(ROOT, "configs", "Baselines", "mask_rcnn_R_18_GN_FPN_shapes.yaml"),
+]
 
 
-def seconds_per_iteration(config_file, amp, iters, opts):
+class OpCounter(TorchDispatchMode):
+    """Counts the ATen operator calls that reach the dispatcher's backend kernels."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counts[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def build(config_file, device, amp):
     from detectron2.data import build_detection_train_loader
     from detectron2.modeling import build_model
 
     from tensormask_proj import get_project_cfg
     from tensormask_proj.data import BlendMaskDatasetMapper, prepare_dataset
-    from tensormask_proj.engine import cpu_autocast
 
     cfg = get_project_cfg()
     cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts) + ["SOLVER.AMP.ENABLED", amp, "MODEL.DEVICE", "cpu"])
+    cfg.merge_from_list(["SOLVER.AMP.ENABLED", amp, "MODEL.DEVICE", device])
     prepare_dataset(cfg.DATASETS.TRAIN[0], progress=False)
     is_blendmask = cfg.MODEL.META_ARCHITECTURE == "BlendMask"
     mapper = BlendMaskDatasetMapper(cfg, True) if is_blendmask else None
     torch.manual_seed(0)
     model = build_model(cfg).train()
+    loader = build_detection_train_loader(cfg, mapper=mapper)
+    return cfg, model, loader
+
+
+def train_iteration(cfg, model, optimizer, data):
+    from detectron2.utils.events import EventStorage
+
+    from tensormask_proj.engine import cpu_autocast
+
+    # (detectron2's RPN logs to an event storage, as under its trainer)
+    with EventStorage(0), cpu_autocast(cfg):
+        loss = sum(model(data).values())
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
+def measure(config_file, device, iters, amp, count_ops):
+    """(seconds per iteration, ATen calls per iteration or None, top ops) on ``device``."""
+    cfg, model, loader = build(config_file, device, amp)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
-    loader = iter(build_detection_train_loader(cfg, mapper=mapper))
-    batches = [next(loader) for _ in range(iters)]
-    for i, data in enumerate(batches):
-        if i == 2:
-            start = time.perf_counter()
-        with cpu_autocast(cfg):
-            loss = sum(model(data).values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return (time.perf_counter() - start) / (iters - 2)
+    loader = iter(loader)
+    batches = [next(loader) for _ in range(iters + 2)]
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    for data in batches[:2]:
+        train_iteration(cfg, model, optimizer, data)
+    sync()
+    start = time.perf_counter()
+    for data in batches[2:]:
+        train_iteration(cfg, model, optimizer, data)
+    sync()
+    seconds = (time.perf_counter() - start) / iters
+    calls, top = None, []
+    if count_ops:
+        counts = collections.Counter()
+        for data in batches[2:]:
+            with OpCounter() as counter:
+                train_iteration(cfg, model, optimizer, data)
+            counts.update(counter.counts)
+        calls = sum(counts.values()) / iters
+        top = [(name, n / iters) for name, n in counts.most_common()]
+    return seconds, calls, top
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("config_file")
-    parser.add_argument("--iters", type=int, default=12)
-    parser.add_argument("opts", nargs=argparse.REMAINDER)
+    parser.add_argument("configs", nargs="*", default=DEFAULT_CONFIGS)
+    parser.add_argument("--iters", type=int, default=6)
+    parser.add_argument("--amp", action="store_true", help="SOLVER.AMP (bfloat16 on the CPU)")
+    parser.add_argument("--top", type=int, default=12, help="most frequent ops to list")
     args = parser.parse_args()
-    for amp in (False, True):
-        seconds = seconds_per_iteration(args.config_file, amp, args.iters, args.opts)
-        print(f"{'bfloat16 autocast' if amp else 'float32':18s} {seconds:.3f} s/iteration")
+    names = [os.path.splitext(os.path.basename(c))[0] for c in args.configs]
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {args.iters} timed "
+        f"iterations after 2 warm-up ones, AMP {'on' if args.amp else 'off'}"
+    )
+    runs = list(zip(names, args.configs))
+    cpu = {n: measure(c, "cpu", args.iters, args.amp, True) for n, c in runs}
+    gpu = {}
+    if torch.cuda.is_available():
+        gpu = {n: measure(c, "cuda", args.iters, args.amp, False)[0] for n, c in runs}
+
+    print(f"\n{'config':42s} {'ATen calls':>10s} {'CPU s/it':>9s}" + ("  GPU ms/it" if gpu else ""))
+    for n in names:
+        line = f"{n:42s} {cpu[n][1]:10.0f} {cpu[n][0]:9.3f}"
+        if gpu:
+            line += f"  {gpu[n] * 1000:9.3g}"
+        print(line)
+    base = names[-1]
+    for n in names[:-1] if len(names) > 1 else []:
+        print(f"\n{n} / {base}:")
+        print(f"  ATen calls  {cpu[n][1] / cpu[base][1]:.2f}   (target <= 1.5)")
+        print(f"  CPU time    {cpu[n][0] / cpu[base][0]:.2f}")
+        if gpu:
+            print(f"  GPU time    {gpu[n] / gpu[base]:.2f}   (target <= 1.5)")
+    if not gpu:
+        print("\n(no GPU visible: GPU times skipped)")
+    for n in names:
+        top = ", ".join(f"{name} {count:.0f}" for name, count in cpu[n][2][: args.top])
+        print(f"\nmost frequent ATen ops, {n}: {top}")
 
 
 if __name__ == "__main__":

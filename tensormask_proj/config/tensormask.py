@@ -81,12 +81,12 @@ def add_tensormask_config(cfg):
     cfg.MODEL.TENSOR_MASK.NMS_BOXES = "regressed"
     # Compute natural mask windows only where they are used (training: positive windows;
     # inference: detections kept by NMS, or the pre-NMS candidates when NMS_BOXES is "mask"),
-    # instead of densely at every location and level as the official code does. Same losses,
-    # gradients and outputs; much less memory and time. False = the official dense computation.
+    # instead of densely at every location and level as the official code does (the aligned
+    # heads through the compiled swap_align2nat_at op). Same losses, gradients and outputs; much
+    # less memory and time. False = the official dense computation.
     cfg.MODEL.TENSOR_MASK.SPARSE_WINDOWS = True
     # Normalization in the cls / bbox / mask towers: "" (none, official) or a detectron2 norm name
-    # such as "GN" (needed to train the head from scratch). With a norm, sparse windows compute
-    # the mask tower on whole maps (its statistics would change on crops); the bipyramid's fusion
-    # conv and the predictors are never normalised.
+    # such as "GN" (needed to train the head from scratch); the bipyramid's fusion conv and the
+    # predictors are never normalised.
     cfg.MODEL.TENSOR_MASK.HEAD_NORM = ""
     return cfg

@@ -163,7 +163,10 @@ class SwapAlign2NatBadInputTest(unittest.TestCase):
 # Raw-op calls with bad input and the message each must raise (also run on CUDA tensors).
 RAW_OP_CASES = [
     ("ops.swap_align2nat(torch.randn(1, 5, 4, 4, device=dev), 1, -6.0)", "perfect square"),
-    ("ops.swap_align2nat(torch.randn(1, 4, 4, 4, device=dev), -1, -6.0)", "lambda_val must be >= 1"),
+    (
+        "ops.swap_align2nat(torch.randn(1, 4, 4, 4, device=dev), -1, -6.0)",
+        "lambda_val must be >= 1",
+    ),
     (
         "ops.swap_align2nat(torch.ones(1, 4, 4, 4, dtype=torch.int32, device=dev), 1, -6.0)",
         "floating-point",
