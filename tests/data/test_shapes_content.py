@@ -10,6 +10,7 @@ import pycocotools.mask as mask_util
 from tensormask_proj.data.datasets.shape_geometry import SHAPE_CLASSES, polygon_area, shape_polygon
 from tensormask_proj.data.datasets.shape_raster import polygon_mask
 from tensormask_proj.data.datasets.shape_scene import SceneObject, generate_image, render_scene
+from tensormask_proj.data.datasets.shape_style import SCENE_STYLES
 from tensormask_proj.data.datasets.shape_textures import FillStyle
 
 
@@ -67,9 +68,14 @@ class TestPolygonMask(unittest.TestCase):
 class TestOcclusion(unittest.TestCase):
     H, W = 200, 220
 
+    # Its min_visible_fraction is 0.3.
+    STYLE = SCENE_STYLES["stress"]
+
     def _render(self, objects):
         background = np.full((self.H, self.W, 3), 128.0, dtype=np.float32)
-        return render_scene(np.random.default_rng(0), objects, self.H, self.W, background)
+        return render_scene(
+            np.random.default_rng(0), objects, self.H, self.W, background, self.STYLE
+        )
 
     def test_hole_and_cut_are_annotated_exactly(self):
         rng = np.random.default_rng(0)
@@ -114,7 +120,7 @@ class TestOcclusion(unittest.TestCase):
             SceneObject(3, [big], _flat([250, 250, 250])),
         ]
         scene = self._render(objects)
-        # MIN_VISIBLE_FRACTION is 0.3: 1/4 visible goes, 1/3 visible stays.
+        # min_visible_fraction is 0.3: 1/4 visible goes, 1/3 visible stays.
         self.assertEqual([o.category for o in scene.objects], [4, 2, 3])
         # Removed objects are not drawn either: no dark fragment is left unannotated.
         self.assertGreater(scene.image[45, 45].mean(), 200)  # big square
@@ -126,13 +132,14 @@ class TestOcclusion(unittest.TestCase):
 
 
 class TestMaskFidelity(unittest.TestCase):
-    """Annotations vs the rendered visible pixels of generated images."""
+    """Annotations vs the rendered visible pixels of generated images (the stress style: it has
+    the smallest objects and the most occlusion)."""
 
     @classmethod
     def setUpClass(cls):
         cls.records = []  # (max side of bbox, IoU, occluded, area ratio)
         for index in range(60):
-            scene = generate_image(seed=11, index=index)
+            scene = generate_image(seed=11, index=index, style=SCENE_STYLES["stress"])
             h, w = scene.image.shape[:2]
             for ann, cov, obj in zip(scene.annotations, scene.coverage, scene.objects):
                 rendered = cov >= 0.5
@@ -166,6 +173,45 @@ class TestMaskFidelity(unittest.TestCase):
         big = size >= 32
         np.testing.assert_allclose(np.median(ratio[big]), 1.0, atol=0.01)
         self.assertLess(np.abs(ratio[big] - 1).max(), 0.08)
+
+
+class TestDefaultStyle(unittest.TestCase):
+    """The default style is learnable in minutes yet not trivial: every class, objects for
+    every FPN level from P2 to P5, overlaps, crowds, and no object smaller than 16 px."""
+
+    @classmethod
+    def setUpClass(cls):
+        style = SCENE_STYLES["default"]
+        cls.sizes, cls.classes, cls.occluded, cls.crowds, cls.counts = [], [], 0, 0, []
+        for index in range(80):
+            scene = generate_image(seed=3, index=index, style=style)
+            if scene.image.shape[0] != style.image_height:
+                raise AssertionError(f"image height {scene.image.shape[0]}")
+            cls.counts.append(sum(not o.iscrowd for o in scene.objects))
+            for ann, obj in zip(scene.annotations, scene.objects):
+                if ann["iscrowd"]:
+                    cls.crowds += 1
+                    continue
+                cls.classes.append(ann["category_id"])
+                full_size = max(np.ptp(obj.polygons[0], axis=0))
+                cls.sizes.append(full_size)
+                full_area = polygon_area(obj.polygons[0])
+                cls.occluded += ann["area"] < 0.98 * full_area
+
+    def test_classes_sizes_and_counts(self):
+        sizes = np.array(self.sizes)
+        self.assertEqual(set(self.classes), set(range(1, len(SHAPE_CLASSES) + 1)))
+        self.assertGreaterEqual(sizes.min(), 16.0 - 1e-6)
+        self.assertLessEqual(sizes.max(), 0.66 * 192 + 1e-6)
+        # Objects for every FPN level P2..P5 (windows of 16..192 px in the quick configs).
+        for low, high in [(16, 32), (32, 64), (64, 128)]:
+            self.assertGreater(((sizes >= low) & (sizes < high)).sum(), 20, (low, high))
+        self.assertLessEqual(max(self.counts), SCENE_STYLES["default"].max_objects)
+        self.assertGreater(np.mean(self.counts), 2.5)
+
+    def test_overlaps_and_crowds_occur(self):
+        self.assertGreater(self.occluded, 15)
+        self.assertGreater(self.crowds, 0)
 
 
 if __name__ == "__main__":

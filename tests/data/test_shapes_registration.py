@@ -35,7 +35,12 @@ def _max_side(ann):
 
 class TestRegistration(unittest.TestCase):
     def test_names_and_metadata(self):
-        for name, dirname in (("shapes_train", "train"), ("shapes_val", "val")):
+        for name, dirname in (
+            ("shapes_train", "train"),
+            ("shapes_val", "val"),
+            ("shapes_stress_train", "stress_train"),
+            ("shapes_stress_val", "stress_val"),
+        ):
             self.assertIn(name, DatasetCatalog.list())
             meta = MetadataCatalog.get(name)
             self.assertEqual(meta.thing_classes, list(SHAPE_CLASSES))
@@ -79,8 +84,8 @@ class TestRegistration(unittest.TestCase):
         for d in dicts:
             with Image.open(d["file_name"]) as im:  # reads the header only
                 self.assertEqual(im.size, (d["width"], d["height"]), d["file_name"])
-            self.assertEqual(d["height"], 256)
-            self.assertTrue(256 <= d["width"] <= 320)
+            self.assertEqual(d["height"], 192)
+            self.assertTrue(192 <= d["width"] <= 256)
             for ann in d["annotations"]:
                 self.assertEqual(ann["bbox_mode"], BoxMode.XYWH_ABS)
                 self.assertIn(ann["category_id"], range(len(SHAPE_CLASSES)))
@@ -106,7 +111,7 @@ class TestTrainStatistics(unittest.TestCase):
     def test_objects_per_image(self):
         counts = np.array([sum(not a["iscrowd"] for a in d["annotations"]) for d in self.dicts])
         self.assertEqual(len(counts), 400)
-        self.assertLessEqual(counts.max(), 8)
+        self.assertLessEqual(counts.max(), 6)
         self.assertTrue(2.5 < counts.mean() < 6, counts.mean())
         empty = int((counts == 0).sum())
         self.assertTrue(1 <= empty <= 0.06 * len(counts), empty)  # a few images without objects
@@ -115,10 +120,10 @@ class TestTrainStatistics(unittest.TestCase):
         sides = np.array(
             [_max_side(a) for d in self.dicts for a in d["annotations"] if not a["iscrowd"]]
         )
-        self.assertLessEqual(sides.min(), 12)
-        self.assertGreaterEqual(sides.max(), 0.6 * 256)
+        self.assertLessEqual(sides.min(), 20)
+        self.assertGreaterEqual(sides.max(), 0.6 * 192)
         # Every octave an FPN level is responsible for has a real share of the objects.
-        for lo, hi in ((8, 32), (32, 64), (64, 128), (128, 256)):
+        for lo, hi in ((16, 32), (32, 64), (64, 128)):
             share = ((sides >= lo) & (sides < hi)).mean()
             self.assertGreater(share, 0.08, (lo, hi))
 

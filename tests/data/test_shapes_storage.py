@@ -97,11 +97,11 @@ class TestInterruptedGeneration(_TmpRootTest):
         real = shapes_storage.generate_image
         calls = []
 
-        def interrupt_at_third_image(seed, index):
+        def interrupt_at_third_image(seed, index, style):
             calls.append(index)
             if len(calls) == 3:
                 raise KeyboardInterrupt  # what Ctrl-C raises in the middle of generation
-            return real(seed, index)
+            return real(seed, index, style)
 
         paths = shapes_paths(_SPLIT, self.root)
         with mock.patch.object(shapes_storage, "generate_image", interrupt_at_third_image):

@@ -4,8 +4,14 @@ Registration of the embedded "shapes" dataset with detectron2.
 Registered names (on import of ``tensormask_proj``, under ``$DETECTRON2_DATASETS``, default
 ``./datasets``):
 
-    shapes_train   400 images, seed 101   <root>/shapes/train, annotations/instances_train.json
-    shapes_val     100 images, seed 202   <root>/shapes/val,   annotations/instances_val.json
+    shapes_train          400 images, seed 101, style "default"   <root>/shapes/train
+    shapes_val            100 images, seed 202, style "default"   <root>/shapes/val
+    shapes_stress_train   400 images, seed 101, style "stress"    <root>/shapes/stress_train
+    shapes_stress_val     100 images, seed 202, style "stress"    <root>/shapes/stress_val
+
+(json files: <root>/shapes/annotations/instances_<dir>.json). The default splits are the ones
+the quick configs, tests and the main job use; the stress splits are the original, much harder
+set (see shape_style).
 
 A split is generated the first time it is used: ``DatasetCatalog.get(name)``, reading
 ``MetadataCatalog.get(name).json_file`` (which COCOEvaluator does), or ``prepare_dataset(name)``.
@@ -34,6 +40,8 @@ __all__ = [
 SHAPES_SPLITS: Dict[str, ShapesSplit] = {
     "shapes_train": ShapesSplit(dirname="train", num_images=400, seed=101),
     "shapes_val": ShapesSplit(dirname="val", num_images=100, seed=202),
+    "shapes_stress_train": ShapesSplit("stress_train", num_images=400, seed=101, style="stress"),
+    "shapes_stress_val": ShapesSplit("stress_val", num_images=100, seed=202, style="stress"),
 }
 
 # name -> (split, root) of every shapes dataset registered in this process.

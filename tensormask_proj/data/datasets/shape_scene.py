@@ -1,9 +1,10 @@
 """
 One image of the embedded "shapes" dataset: sampling a scene, rendering it, annotating it.
 
-A scene is a textured background and a list of objects drawn back to front, so later objects
-occlude earlier ones. Everything is decided by ``np.random.default_rng([seed, index])``: image
-``index`` of a split depends only on the split's seed and its index, never on other images.
+A scene is a background and a list of objects drawn back to front, so later objects occlude
+earlier ones; a ``SceneStyle`` (shape_style) sets their ranges. Everything random is decided by
+``np.random.default_rng([seed, index])``: image ``index`` of a split depends only on the split's
+style, seed and index, never on other images.
 
 Rendering goes through a supersampled label map (see shape_raster for the convention): the
 image is composited from each object's visible coverage of every pixel, and the annotations are
@@ -23,24 +24,11 @@ from .shape_annotation import (
 )
 from .shape_geometry import SHAPE_CLASSES, shape_polygon
 from .shape_raster import SUPERSAMPLE, fill_polygons
+from .shape_style import SceneStyle
 from .shape_textures import FillStyle, finish_image, make_background, mean_color, render_fill
 from .shape_textures import sample_fill
 
 __all__ = ["SceneObject", "RenderedScene", "sample_scene", "render_scene", "generate_image"]
-
-
-IMAGE_HEIGHT = 256
-IMAGE_WIDTH_RANGE = (256, 320)  # inclusive
-MIN_OBJECT_SIZE = 8.0  # px, larger side of the bounding box
-MAX_OBJECT_SIZE_FRACTION = 0.7  # of the shorter image side
-MAX_OBJECTS = 8
-EMPTY_IMAGE_PROB = 0.03
-CROWD_PROB = 0.04
-# An object is removed from the scene (not just from the annotations, so no unannotated
-# fragments remain visible) when less than this fraction of it, or fewer than this many pixels,
-# would stay visible.
-MIN_VISIBLE_FRACTION = 0.3
-MIN_VISIBLE_AREA = 12.0
 
 
 @dataclass
@@ -104,11 +92,11 @@ def compose_labels(masks: Sequence, height: int, width: int) -> np.ndarray:
 
 
 def remove_hidden_objects(
-    objects: List[SceneObject], height: int, width: int
+    objects: List[SceneObject], height: int, width: int, style: SceneStyle
 ) -> Tuple[List[SceneObject], np.ndarray, np.ndarray]:
     """
     Drop (nearly) fully occluded objects, the least visible first, until every remaining one
-    keeps ``MIN_VISIBLE_FRACTION`` of its area and ``MIN_VISIBLE_AREA`` px visible. Removing an
+    keeps ``style.min_visible_fraction`` of its area and ``style.min_visible_area`` px visible. Removing an
     object only uncovers others, so this ends after at most len(objects) rounds.
 
     Returns:
@@ -127,7 +115,9 @@ def remove_hidden_objects(
             dtype=np.int64,
         )
         fraction = visible / np.maximum(full, 1)
-        hidden = (fraction < MIN_VISIBLE_FRACTION) | (visible < MIN_VISIBLE_AREA * SUPERSAMPLE ** 2)
+        hidden = (fraction < style.min_visible_fraction) | (
+            visible < style.min_visible_area * SUPERSAMPLE ** 2
+        )
         if not hidden.any():
             return objects, label_map, visible >= full
         worst = int(np.argmin(np.where(hidden, fraction, np.inf)))
@@ -150,29 +140,33 @@ def _sample_crowd(rng: np.random.Generator, height: int, width: int) -> Tuple[in
     return category, members
 
 
-def sample_scene(rng: np.random.Generator, height: int, width: int, background: np.ndarray):
+def sample_scene(
+    rng: np.random.Generator, height: int, width: int, background: np.ndarray, style: SceneStyle
+):
     """
     Random objects for one image, back to front: sizes log-uniform in
-    [MIN_OBJECT_SIZE, MAX_OBJECT_SIZE_FRACTION * min(H, W)], random class, rotation and position
+    [style.min_object_size, style.max_object_size_fraction * min(H, W)], random class, rotation and position
     (fully inside the image), mostly large objects behind small ones (a noisy depth order, so
     small objects are occluded too), fills contrasting with what lies around them.
 
     Returns:
         list[SceneObject] back to front (before hidden objects are removed).
     """
-    num = 0 if rng.random() < EMPTY_IMAGE_PROB else int(rng.integers(1, MAX_OBJECTS + 1))
-    max_size = MAX_OBJECT_SIZE_FRACTION * min(height, width)
+    num = (
+        0 if rng.random() < style.empty_image_prob else int(rng.integers(1, style.max_objects + 1))
+    )
+    max_size = style.max_object_size_fraction * min(height, width)
     shapes = []
     for _ in range(num):
         category = int(rng.integers(len(SHAPE_CLASSES)))
-        size = math.exp(rng.uniform(math.log(MIN_OBJECT_SIZE), math.log(max_size)))
+        size = math.exp(rng.uniform(math.log(style.min_object_size), math.log(max_size)))
         angle = rng.uniform(0, 2 * np.pi)
         poly = shape_polygon(SHAPE_CLASSES[category], size, angle, (0.0, 0.0), rng)
         lo, hi = poly.min(axis=0), poly.max(axis=0)
         offset = (rng.uniform(-lo[0], width - hi[0]), rng.uniform(-lo[1], height - hi[1]))
         depth = math.log(size) + rng.normal(0, 0.7)
         shapes.append((depth, category, [poly + np.asarray(offset)], False, size))
-    if rng.random() < CROWD_PROB:
+    if rng.random() < style.crowd_prob:
         category, members = _sample_crowd(rng, height, width)
         shapes.append((np.inf, category, members, True, 8.0))  # crowds lie at the back
     shapes.sort(key=lambda s: -s[0])
@@ -187,7 +181,7 @@ def sample_scene(rng: np.random.Generator, height: int, width: int, background: 
             a, b = other.pixel_window(height, width), window
             if a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]:
                 avoid.append(other.fill.color_a)
-        obj.fill = sample_fill(rng, np.asarray(avoid), size)
+        obj.fill = sample_fill(rng, np.asarray(avoid), size, style)
         objects.append(obj)
     return objects
 
@@ -221,6 +215,7 @@ def render_scene(
     height: int,
     width: int,
     background: np.ndarray,
+    style: SceneStyle,
 ) -> RenderedScene:
     """
     Remove hidden objects, annotate the visible part of each remaining one and composite the
@@ -228,7 +223,7 @@ def render_scene(
     the photometric finish (noise).
     """
     while True:
-        objects, label_map, unoccluded = remove_hidden_objects(objects, height, width)
+        objects, label_map, unoccluded = remove_hidden_objects(objects, height, width, style)
         coverage, annotations = [], []
         for k, obj in enumerate(objects):
             cov = _coverage(label_map, k + 1, obj.pixel_window(height, width), height, width)
@@ -247,7 +242,7 @@ def render_scene(
         texture = render_fill(obj.fill, y0, y1, x0, x1)
         image[y0:y1, x0:x1] += cov[y0:y1, x0:x1, None] * (texture - background[y0:y1, x0:x1])
     return RenderedScene(
-        image=finish_image(rng, image),
+        image=finish_image(rng, image, style),
         objects=objects,
         label_map=label_map,
         coverage=coverage,
@@ -255,11 +250,12 @@ def render_scene(
     )
 
 
-def generate_image(seed: int, index: int) -> RenderedScene:
-    """Image ``index`` of the split with ``seed``: size, background, objects, annotations."""
+def generate_image(seed: int, index: int, style: SceneStyle) -> RenderedScene:
+    """Image ``index`` of the split with ``seed`` in ``style``: size, background, objects,
+    annotations."""
     rng = np.random.default_rng([seed, index])
-    height = IMAGE_HEIGHT
-    width = int(rng.integers(IMAGE_WIDTH_RANGE[0], IMAGE_WIDTH_RANGE[1] + 1))
-    background = make_background(rng, height, width)
-    objects = sample_scene(rng, height, width, background)
-    return render_scene(rng, objects, height, width, background)
+    height = style.image_height
+    width = int(rng.integers(style.image_width_range[0], style.image_width_range[1] + 1))
+    background = make_background(rng, height, width, style)
+    objects = sample_scene(rng, height, width, background, style)
+    return render_scene(rng, objects, height, width, background, style)

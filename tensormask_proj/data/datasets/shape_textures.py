@@ -1,8 +1,9 @@
 """
 Textures of the embedded "shapes" dataset: backgrounds and object fills.
 
-Both are random mixtures of smooth noise, stripes, checkers and gradients, so that neither a
-colour threshold nor an edge detector alone separates objects from the background. Every texture
+Both are random mixtures of flat colour, gradients, stripes, checkers and smooth noise, in the
+proportions of a ``SceneStyle``: with the "stress" style's mixture neither a colour threshold nor
+an edge detector alone separates objects from the background. Every texture
 is a pure function of its parameters and of image coordinates, which keeps stripes continuous
 across crops and the whole dataset reproducible from a seed.
 
@@ -13,6 +14,8 @@ from typing import Tuple
 
 import cv2
 import numpy as np
+
+from .shape_style import SceneStyle
 
 __all__ = [
     "FillStyle",
@@ -105,15 +108,18 @@ def pick_contrasting_color(
     return best
 
 
-def sample_fill(rng: np.random.Generator, avoid: np.ndarray, size: float) -> FillStyle:
+def sample_fill(
+    rng: np.random.Generator, avoid: np.ndarray, size: float, style: SceneStyle
+) -> FillStyle:
     """
     A random object fill whose main colour contrasts with the colours in ``avoid`` (M, 3)
-    (what lies around the object). The second colour is a moderate variation of the first, so an
-    object stays one visual unit while its texture varies; periods scale with the object size.
+    (what lies around the object). The second colour is a variation of the first
+    (``style.fill_color_variation``), so an object stays one visual unit while its texture
+    varies; periods scale with the object size.
     """
-    pattern = _PATTERNS[rng.choice(len(_PATTERNS), p=[0.3, 0.2, 0.2, 0.1, 0.2])]
-    color_a = pick_contrasting_color(rng, avoid)
-    color_b = np.clip(color_a + rng.normal(0, 45, size=3), 0, 255)
+    pattern = _PATTERNS[rng.choice(len(_PATTERNS), p=style.fill_pattern_probs)]
+    color_a = pick_contrasting_color(rng, avoid, style.min_fill_contrast)
+    color_b = np.clip(color_a + rng.normal(0, style.fill_color_variation, size=3), 0, 255)
     period = float(rng.uniform(0.12, 0.4) * max(size, 8.0) + 2.0)
     return FillStyle(
         pattern=pattern,
@@ -125,25 +131,30 @@ def sample_fill(rng: np.random.Generator, avoid: np.ndarray, size: float) -> Fil
     )
 
 
-def make_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+def make_background(
+    rng: np.random.Generator, height: int, width: int, style: SceneStyle
+) -> np.ndarray:
     """
-    A textured background: (height, width, 3) float32 BGR in [0, 255]. One base pattern with two
-    colours, overlaid with low-frequency colour noise and a few random thin lines (clutter with
-    straight edges, so that edges alone do not mean "object").
+    A background: (height, width, 3) float32 BGR in [0, 255]. One base pattern with two colours
+    (``style.background_contrast`` apart), overlaid with low-frequency colour noise and a few
+    random thin lines (clutter with straight edges, so that edges alone do not mean "object").
     """
-    style = FillStyle(
-        pattern=_PATTERNS[rng.integers(len(_PATTERNS))],
-        color_a=rng.uniform(0, 255, size=3),
-        color_b=rng.uniform(0, 255, size=3),
+    color_a = rng.uniform(0, 255, size=3)
+    low, high = style.background_contrast
+    color_b = np.clip(color_a + rng.choice([-1.0, 1.0], size=3) * rng.uniform(low, high, 3), 0, 255)
+    style_bg = FillStyle(
+        pattern=_PATTERNS[rng.choice(len(_PATTERNS), p=style.background_pattern_probs)],
+        color_a=color_a,
+        color_b=color_b,
         period=float(rng.uniform(6, 60)),
         angle=float(rng.uniform(0, np.pi)),
         noise_seed=int(rng.integers(2 ** 31)),
     )
-    bg = render_fill(style, 0, height, 0, width)
+    bg = render_fill(style_bg, 0, height, 0, width)
     # Mix in colour noise with a random strength: large smooth blotches.
     tint = smooth_noise(rng, height, width, rng.uniform(20, 80), channels=3)
-    bg = bg + (tint - 0.5) * rng.uniform(20, 90)
-    for _ in range(int(rng.integers(0, 6))):
+    bg = bg + (tint - 0.5) * rng.uniform(*style.background_tint)
+    for _ in range(int(rng.integers(0, style.max_clutter_lines + 1))):
         p0 = (int(rng.integers(width)), int(rng.integers(height)))
         p1 = (int(rng.integers(width)), int(rng.integers(height)))
         color = tuple(float(v) for v in rng.uniform(0, 255, size=3))
@@ -151,11 +162,12 @@ def make_background(rng: np.random.Generator, height: int, width: int) -> np.nda
     return np.clip(bg, 0, 255).astype(np.float32)
 
 
-def finish_image(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+def finish_image(rng: np.random.Generator, image: np.ndarray, style: SceneStyle) -> np.ndarray:
     """Photometric finish: smooth illumination gain and sensor noise; returns (H, W, 3) uint8."""
     h, w = image.shape[:2]
-    gain = 0.8 + 0.4 * smooth_noise(rng, h, w, float(rng.uniform(60, 160)))
-    sigma = np.float32(rng.uniform(2, 7))
+    g = style.illumination_gain
+    gain = (1 - g) + 2 * g * smooth_noise(rng, h, w, float(rng.uniform(60, 160)))
+    sigma = np.float32(rng.uniform(*style.noise_sigma))
     noisy = image * gain[..., None] + sigma * rng.standard_normal(image.shape, dtype=np.float32)
     return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
 

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from .shape_geometry import SHAPE_CLASSES
 from .shape_scene import generate_image
+from .shape_style import SCENE_STYLES
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -43,7 +44,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Bump whenever the generated content changes, so that existing copies get regenerated.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 _JPEG_QUALITY = 95
 
 
@@ -53,12 +54,20 @@ class ShapesDatasetError(RuntimeError):
 
 @dataclass(frozen=True)
 class ShapesSplit:
-    """What one split is: its directory name, image count and seed (image i depends only on
-    (seed, i))."""
+    """What one split is: its directory name, image count, seed and scene style (a key of
+    ``SCENE_STYLES``); image i depends only on (style, seed, i)."""
 
     dirname: str
     num_images: int
     seed: int
+    style: str = "default"
+
+    def __post_init__(self):
+        if self.style not in SCENE_STYLES:
+            raise ValueError(
+                f"ShapesSplit {self.dirname!r}: unknown style {self.style!r}; "
+                f"choose from {sorted(SCENE_STYLES)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,7 @@ def _split_info(split: ShapesSplit) -> Dict:
         "split": split.dirname,
         "seed": split.seed,
         "num_images": split.num_images,
+        "style": split.style,
     }
 
 
@@ -158,7 +168,7 @@ def generate_split(split: ShapesSplit, paths: ShapesPaths, progress: bool = True
             unit="img",
             disable=not progress,
         ):
-            scene = generate_image(split.seed, index)
+            scene = generate_image(split.seed, index, SCENE_STYLES[split.style])
             image_id = index + 1
             file_name = f"{image_id:06d}.jpg"
             _write_image(os.path.join(tmp_images, file_name), scene.image)
