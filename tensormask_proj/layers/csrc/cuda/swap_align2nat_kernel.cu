@@ -233,8 +233,7 @@ at::Tensor swap_align2nat_forward_cuda(const at::Tensor& x_in, int64_t lambda_va
   at::checkAllSameGPU("swap_align2nat", {x_arg});
   const c10::cuda::CUDAGuard device_guard(x_in.device());
   const auto sizes = swap_align2nat_sizes(x_in.sizes(), v_in, lambda_val);
-  const int64_t batch = sizes.batch, h_in = sizes.h_in, w_in = sizes.w_in;
-  const int64_t v_out = sizes.v_out, h_out = sizes.h_out, w_out = sizes.w_out;
+  const int64_t h_in = sizes.h_in, w_in = sizes.w_in, h_out = sizes.h_out, w_out = sizes.w_out;
   auto y = at::empty(sizes.output_shape(), x_in.options());
   if (y.numel() == 0) {
     return y;
