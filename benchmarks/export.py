@@ -88,6 +88,9 @@ def cpu_runs(model, image, out_dir, threads):
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # onnxruntime's threads otherwise busy-wait after each run, which slows the runtime timed
+    # next on the same cores (seen: PyTorch 5x slower right after onnxruntime on 2 cores).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(
         export_model(model, image, "onnx", out_dir), options, providers=["CPUExecutionProvider"]
     )

@@ -30,16 +30,16 @@ from detectron2.structures import Boxes, Instances
 # The module (the package re-exports a function of the same name).
 up_align2nat_module = importlib.import_module("tensormask_proj.modeling.tensormask.up_align2nat")
 
-from .traceable import batched_nms, clamped_count, in_group_order, paste_masks, select
+from .traceable import (
+    batched_nms,
+    clamped_count,
+    in_group_order,
+    paste_masks,
+    select,
+    stack_sizes,
+)
 
 __all__ = ["DeployableTensorMask"]
-
-
-def _stack(sizes: List, device) -> Tensor:
-    """Sizes (ints, or traced 0-dim tensors when tracing) as one tensor that stays traced."""
-    return torch.stack(
-        [s if isinstance(s, Tensor) else torch.tensor(s, device=device) for s in sizes]
-    )
 
 
 def _locate(indices: Tensor, grid_sizes, num_anchors: int):
@@ -48,8 +48,8 @@ def _locate(indices: Tensor, grid_sizes, num_anchors: int):
     counterpart of ``TensorMaskAnchorGenerator.locate`` (whose offsets are Python ints).
     """
     device = indices.device
-    counts = _stack([h * w * num_anchors for h, w in grid_sizes], device).to(device)
-    widths = _stack([w for _, w in grid_sizes], device).to(device)
+    counts = stack_sizes([h * w * num_anchors for h, w in grid_sizes], device)
+    widths = stack_sizes([w for _, w in grid_sizes], device)
     ends = torch.cumsum(counts, dim=0)
     levels = (indices[:, None] >= ends[None, :]).sum(dim=1)
     local = indices - (ends - counts)[levels]

@@ -18,13 +18,28 @@ from torchvision.ops import nms
 
 from detectron2.layers.mask_ops import _do_paste_mask
 
-__all__ = ["batched_nms", "clamped_count", "in_group_order", "paste_masks", "select"]
+__all__ = [
+    "batched_nms",
+    "clamped_count",
+    "in_group_order",
+    "paste_masks",
+    "select",
+    "stack_sizes",
+]
 
 
 def clamped_count(x: Tensor, limit: int):
     """min(len(x), limit); a traced value when tracing (sizes are then 0-dim tensors)."""
     count = x.shape[0]
     return torch.clamp(count, max=limit) if isinstance(count, Tensor) else min(count, limit)
+
+
+def stack_sizes(sizes: Sequence, device) -> Tensor:
+    """
+    Sizes (ints, or traced 0-dim tensors when tracing) as one int64 tensor that stays traced
+    (``torch.tensor``/``as_tensor`` would record traced sizes as constants).
+    """
+    return torch.stack([s if isinstance(s, Tensor) else torch.tensor(s) for s in sizes]).to(device)
 
 
 def select(mask: Tensor) -> Tensor:
