@@ -44,7 +44,7 @@ step "op benchmark (CUDA)"
 timeout 180 python3 benchmarks/swap_align2nat.py --cuda-only --skip-reference --repeats 10
 
 step "training iteration"
-timeout 400 python3 benchmarks/train_step.py --iters 6
+timeout 400 python3 benchmarks/train_step.py --iters 4
 
 step "inference (CUDA, 800x1067, 100 detections)"
 timeout 300 python3 benchmarks/inference.py --device cuda --repeats 5 \
