@@ -122,9 +122,12 @@ class TensorMaskHead(nn.Module):
                 )
             self.mask_subnet = _tower(in_channels, mask_channels, num_convs, norm)
             init_modules.append(self.mask_subnet)
+            # Registered under the official names; indexed by window id through this list.
+            self.mask_predictors = []
             for side, pred_side in zip(self.mask_sizes, self.pred_sides):
                 conv = nn.Conv2d(mask_channels, pred_side * pred_side, 1)
                 self.add_module(f"mask_pred_{side:02d}", conv)
+                self.mask_predictors.append(conv)
                 init_modules.append(conv)
             for name, module in self._variant_modules(mask_channels).items():
                 self.add_module(name, module)
@@ -196,7 +199,7 @@ class TensorMaskHead(nn.Module):
 
     def mask_predictor(self, anchor_id: int) -> nn.Module:
         """The 1x1 conv ``mask_pred_%02d`` of window id a."""
-        return getattr(self, f"mask_pred_{self.mask_sizes[anchor_id]:02d}")
+        return self.mask_predictors[anchor_id]
 
     def mask_features(self, features: List[torch.Tensor]) -> List[torch.Tensor]:
         """

@@ -109,27 +109,24 @@ class AlignedMaskHead(_UpscalingMaskHead):
     """Aligned windows converted by align2nat / up_align2nat (see the module docstring)."""
 
     def _variant_modules(self, mask_channels: int) -> Dict[str, nn.Module]:
-        # Parameterless, as the official head's ``align2nat`` (the simple aligned head).
-        modules = {}
+        # Parameterless converters, named as the official head's ``align2nat`` (simple aligned
+        # head); ``to_natural[a]`` is window id a's.
+        modules, self.to_natural = {}, []
         for side, pred_side in zip(self.mask_sizes, self.pred_sides):
             if pred_side == side:
-                modules["align2nat"] = SwapAlign2Nat(1, PAD_VAL)
+                name, module = "align2nat", SwapAlign2Nat(1, PAD_VAL)
             else:
-                modules[f"up_align2nat_{side:02d}"] = UpAlign2Nat(side, self.upscale_mode, PAD_VAL)
+                name = f"up_align2nat_{side:02d}"
+                module = UpAlign2Nat(side, self.upscale_mode, PAD_VAL)
+            module = modules.setdefault(name, module)
+            self.to_natural.append(module)
         return modules
 
     def dense_mask_windows(self, features):
-        out = []
-        for tower in self.mask_features(features):
-            per_anchor = []
-            for a, side in enumerate(self.mask_sizes):
-                pred = self.mask_predictor(a)(tower)
-                if self.pred_sides[a] == side:
-                    per_anchor.append(self.align2nat(pred))
-                else:
-                    per_anchor.append(getattr(self, f"up_align2nat_{side:02d}")(pred))
-            out.append(per_anchor)
-        return out
+        return [
+            [self.to_natural[a](self.mask_predictor(a)(tower)) for a in range(self.num_anchors)]
+            for tower in self.mask_features(features)
+        ]
 
     def mask_windows(self, mask_features, level, image_ids, ys, xs, anchor_ids):
         tower = mask_features[level]
@@ -171,11 +168,10 @@ class BipyramidMaskHead(TensorMaskHead):
                     f"finest one, got strides {self.strides} (MODEL.TENSOR_MASK.IN_FEATURES)"
                 )
             self.lambdas.append(stride // self.strides[0])
-        # Parameterless ``align2nat_%02d`` per level, as the official head, then mask_fuse.
-        modules = {
-            f"align2nat_{level:02d}": SwapAlign2Nat(lam, PAD_VAL)
-            for level, lam in enumerate(self.lambdas)
-        }
+        # Parameterless ``align2nat_%02d`` per level (``to_natural[l]``), named as the official
+        # head's, then mask_fuse.
+        self.to_natural = [SwapAlign2Nat(lam, PAD_VAL) for lam in self.lambdas]
+        modules = {f"align2nat_{level:02d}": m for level, m in enumerate(self.to_natural)}
         modules["mask_fuse"] = nn.Sequential(
             nn.Conv2d(mask_channels, mask_channels, 3, padding=1), nn.ReLU()
         )
@@ -202,8 +198,10 @@ class BipyramidMaskHead(TensorMaskHead):
         out = []
         for level, tower in enumerate(towers):
             fused = self.mask_fuse(self.upsample_to_finest(tower, level, height, width) + finest)
-            align2nat = getattr(self, f"align2nat_{level:02d}")
-            out.append([align2nat(self.mask_predictor(a)(fused)) for a in range(self.num_anchors)])
+            to_natural = self.to_natural[level]
+            out.append(
+                [to_natural(self.mask_predictor(a)(fused)) for a in range(self.num_anchors)]
+            )
         return out
 
     def _fused_region(self, towers, level: int, region):
