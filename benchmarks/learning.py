@@ -1,0 +1,219 @@
+#!/usr/bin/env python
+"""
+Side-by-side learning benchmark: TensorMask, BlendMask and detectron2's Mask R-CNN trained from
+scratch on the same registered datasets with the same schedule, each evaluated with
+COCOEvaluator, in one table with the ratios to Mask R-CNN. It prints figures; it is not a test.
+
+Each model is trained by this repository's ``train_net.py`` (the product's own path: its
+trainer, data loaders, CPU autocast and evaluator) in a subprocess of its own, one after the
+other (never two at a time: they would share the cores and the timings would mean nothing).
+The results are read back from each run's ``metrics.json``.
+
+    python benchmarks/learning.py                          # the quick configs' schedule
+    python benchmarks/learning.py --iters 1200 --models tensormask mask_rcnn
+    python benchmarks/learning.py --train-dataset shapes_stress_train --test-dataset shapes_stress_val
+    python benchmarks/learning.py --equal-time 300         # each model trains for ~300 s
+
+Equal schedule (the default) compares what each model learns from the same images; equal time
+(``--equal-time SECONDS``) compares what each learns in the same CPU minutes: the iteration
+count of every model is set from its own seconds per iteration, measured first by a short
+timing run, and its LR steps and warm-up are scaled with it.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional
+
+REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+
+# The config of each model: the quick configs and the Mask R-CNN baseline with the same
+# backbone (ResNet-18-GN-FPN), image size, batch, learning rate and schedule.
+MODEL_CONFIGS = {
+    "mask_rcnn": "configs/Baselines/mask_rcnn_R_18_GN_FPN_shapes.yaml",
+    "tensormask": "configs/quick_schedules/tensormask_R_18_GN_FPN_shapes.yaml",
+    "blendmask": "configs/quick_schedules/blendmask_R_18_GN_FPN_shapes.yaml",
+}
+# The schedule every model gets unless told otherwise (the main job's).
+DEFAULT_ITERS = 500
+DEFAULT_BATCH = 4
+TIMING_ITERS = 30
+METRICS = ("AP", "AP50", "APs", "APm", "APl")
+
+
+def load_config(config_file: str, opts: List[str]):
+    sys.path.insert(0, REPO_ROOT)
+    from tensormask_proj import get_project_cfg
+
+    cfg = get_project_cfg()
+    cfg.merge_from_file(os.path.join(REPO_ROOT, config_file))
+    cfg.merge_from_list(opts)
+    return cfg
+
+
+def schedule_opts(config_file: str, iters: int, batch: int) -> List[str]:
+    """Opts that give ``config_file`` ``iters`` iterations of ``batch`` images, with its LR steps
+    and warm-up at the same fractions of the schedule as in the config (the LR scaled linearly
+    with the batch, as in detectron2's reference schedules)."""
+    cfg = load_config(config_file, [])
+    solver = cfg.SOLVER
+    scale = iters / solver.MAX_ITER
+    steps = tuple(max(1, min(iters - 1, round(s * scale))) for s in solver.STEPS)
+    warmup = max(1, min(round(solver.WARMUP_ITERS * scale), iters // 2))
+    lr = solver.BASE_LR * batch / solver.IMS_PER_BATCH
+    return [
+        "SOLVER.MAX_ITER", str(iters),
+        "SOLVER.STEPS", str(steps),
+        "SOLVER.WARMUP_ITERS", str(warmup),
+        "SOLVER.IMS_PER_BATCH", str(batch),
+        "SOLVER.BASE_LR", repr(lr),
+    ]  # fmt: skip
+
+
+def read_metrics(output_dir: str) -> Dict:
+    """The final COCO results and the median seconds per iteration of a train_net.py run."""
+    path = os.path.join(output_dir, "metrics.json")
+    if not os.path.isfile(path):
+        raise RuntimeError(f"no {path}: the run failed (see {output_dir}/log.txt)")
+    rows = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                rows.append(json.loads(line))
+    times = sorted(r["time"] for r in rows if "time" in r)
+    final = {}
+    for r in rows:
+        final.update({k: v for k, v in r.items() if k.startswith(("segm/", "bbox/"))})
+    return {"s_per_iter": times[len(times) // 2] if times else float("nan"), "results": final}
+
+
+def run_train_net(
+    config_file: str, opts: List[str], output_dir: str, log_file: str, threads: Optional[int]
+) -> float:
+    """Run train_net.py; returns its wall time (s). Raises with the log's tail if it fails."""
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    cmd = [
+        sys.executable, os.path.join(REPO_ROOT, "train_net.py"),
+        "--config-file", os.path.join(REPO_ROOT, config_file),
+        *opts, "OUTPUT_DIR", output_dir,
+    ]  # fmt: skip
+    start = time.perf_counter()
+    with open(log_file, "w") as log:
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        with open(log_file) as f:
+            tail = "".join(f.readlines()[-30:])
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}); log {log_file}:\n{tail}")
+    return wall
+
+
+def measure_seconds_per_iteration(model: str, common: List[str], work: str, args) -> float:
+    """Seconds per iteration of ``model`` from a short run (no evaluation)."""
+    out = os.path.join(work, f"{model}_timing")
+    opts = common + schedule_opts(MODEL_CONFIGS[model], TIMING_ITERS, args.batch)
+    opts += ["DATASETS.TEST", "()"]
+    run_train_net(MODEL_CONFIGS[model], opts, out, out + ".log", args.threads)
+    return read_metrics(out)["s_per_iter"]
+
+
+def format_table(rows: List[Dict], baseline: Optional[Dict], gpu: bool) -> str:
+    # On a GPU an iteration takes milliseconds: 3 significant digits of ms instead of s.
+    def speed(seconds):
+        return f"{seconds * 1000:#5.3g}" if gpu else f"{seconds:5.2f}"
+
+    head = (
+        f"{'model':<11} {'iters':>5} | {'mask AP':>7} {'AP50':>5} {'APs':>5} {'APm':>5} "
+        f"{'APl':>5} | {'box AP':>6} {'AP50':>5} {'APs':>5} {'APm':>5} {'APl':>5} | "
+        f"{'ms/it' if gpu else 's/it':>5} {'wall s':>6} | {'mask x':>6} {'box x':>5}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        res = r["results"]
+
+        def get(task, metric):
+            return res.get(f"{task}/{metric}", float("nan"))
+
+        ratio = {}
+        for task in ("segm", "bbox"):
+            base = baseline["results"].get(f"{task}/AP") if baseline else None
+            ratio[task] = get(task, "AP") / base if base else float("nan")
+        mask = " ".join(f"{get('segm', m):5.1f}" for m in METRICS[1:])
+        box = " ".join(f"{get('bbox', m):5.1f}" for m in METRICS[1:])
+        lines.append(
+            f"{r['model']:<11} {r['iters']:>5} | {get('segm', 'AP'):7.1f} {mask} | "
+            f"{get('bbox', 'AP'):6.1f} {box} | {speed(r['s_per_iter'])} {r['wall']:6.0f} | "
+            f"{ratio['segm']:6.2f} {ratio['bbox']:5.2f}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--models", nargs="+", default=list(MODEL_CONFIGS), choices=list(MODEL_CONFIGS)
+    )
+    parser.add_argument("--train-dataset", nargs="+", default=None,
+                        help="DATASETS.TRAIN for every model (default: the configs', shapes_train)")
+    parser.add_argument("--test-dataset", default=None,
+                        help="DATASETS.TEST for every model (default: the configs', shapes_val)")
+    parser.add_argument("--iters", type=int, default=DEFAULT_ITERS)
+    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH)
+    parser.add_argument("--equal-time", type=float, default=None, metavar="SECONDS",
+                        help="train each model for about SECONDS instead of --iters iterations")
+    parser.add_argument("--device", default="cpu", help="MODEL.DEVICE (cpu, cuda)")
+    parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS")
+    parser.add_argument("--output", default=None, help="folder for the runs (default: a tmp dir)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER,
+                        help="config opts given to every model, e.g. SEED 1")
+    args = parser.parse_args(argv)
+
+    work = args.output or tempfile.mkdtemp(prefix="learning_")
+    os.makedirs(work, exist_ok=True)
+    common = ["MODEL.DEVICE", args.device, "SEED", "0"]
+    if args.train_dataset:
+        common += ["DATASETS.TRAIN", str(tuple(args.train_dataset))]
+    if args.test_dataset:
+        common += ["DATASETS.TEST", str((args.test_dataset,))]
+    common += list(args.opts)
+    # Mask R-CNN first: the others' ratios refer to it.
+    models = sorted(args.models, key=lambda m: m != "mask_rcnn")
+
+    rows = []
+    for model in models:
+        iters = args.iters
+        if args.equal_time:
+            s_per_iter = measure_seconds_per_iteration(model, common, work, args)
+            iters = max(10, int(args.equal_time / s_per_iter))
+            print(f"{model}: {s_per_iter:.3f} s/it -> {iters} iterations in {args.equal_time} s")
+        out = os.path.join(work, model)
+        opts = common + schedule_opts(MODEL_CONFIGS[model], iters, args.batch)
+        print(f"training {model}: {MODEL_CONFIGS[model]} {' '.join(opts)}", flush=True)
+        wall = run_train_net(MODEL_CONFIGS[model], opts, out, out + ".log", args.threads)
+        rows.append({"model": model, "iters": iters, "wall": wall, **read_metrics(out)})
+        print(f"  done in {wall:.0f} s", flush=True)
+
+    baseline = next((r for r in rows if r["model"] == "mask_rcnn"), None)
+    print()
+    import torch
+
+    print(
+        f"torch {torch.__version__}, device {args.device}, "
+        f"{args.threads or torch.get_num_threads()} threads, batch {args.batch}, "
+        + (f"equal time {args.equal_time:.0f} s" if args.equal_time else f"{args.iters} iterations")
+        + f", runs in {work}"
+    )
+    print("COCO AP (0-100); s/it: median seconds per training iteration; wall: whole train_net.py "
+          "run incl. evaluation; x: ratio of AP to Mask R-CNN's")
+    print(format_table(rows, baseline, gpu=args.device.startswith("cuda")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
