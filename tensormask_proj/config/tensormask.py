@@ -89,9 +89,4 @@ def add_tensormask_config(cfg):
     # such as "GN" (needed to train the head from scratch); the bipyramid's fusion conv and the
     # predictors are never normalised.
     cfg.MODEL.TENSOR_MASK.HEAD_NORM = ""
-    # Ignore band of the label assignment (assignment.py): windows that are not positive but lie
-    # within this squared distance (in units of their stride) of an object's centre, and pass
-    # the scale condition, are ignored instead of negative. 0.0 = none (official). Used by the
-    # quick configs trained from scratch, where it makes the scores rank objects much sooner.
-    cfg.MODEL.TENSOR_MASK.IGNORE_SPATIAL_THRESH = 0.0
     return cfg

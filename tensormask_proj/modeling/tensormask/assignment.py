@@ -17,14 +17,6 @@ with u_m the unit length of the window (its level's stride). A window that is a 
 exactly one box is positive for it. With ``uniqueness_on`` (official default) a window that is a
 candidate for several boxes is negative; without it, it is ignored (label -1).
 
-Optional ignore band (``ignore_spatial_thresh`` > spatial_thresh; 0 = off, the official rule): a
-window that is not positive but passes the scale condition with
-||(centre(g) - centre(m)) / u_m||^2 <= ignore_spatial_thresh is ignored instead of negative. The
-official rule makes the windows one cell away from a positive negatives, so the classifier must
-learn a one-cell-sharp peak; on a long COCO schedule it does, but trained from scratch for a few
-minutes the scores of all windows near an object stay flat (about 0.35) and rank poorly. The band
-is the dense-window analogue of the RPN's ignored anchors between its IoU thresholds.
-
 The official code compares every box with every window (several G x R x 4 tensors: ~145k windows
 at 800 px). Condition 3 alone limits the candidates of a box on level l to the grid positions
 within sqrt(spatial_thresh) strides of its centre, so this implementation only enumerates those
@@ -111,7 +103,6 @@ def assign_windows(
     scale_thresh: float = 2.0,
     spatial_thresh: float = 1.0,
     uniqueness_on: bool = True,
-    ignore_spatial_thresh: float = 0.0,
 ) -> WindowTargets:
     """
     Assign the windows of one image to its ground truth.
@@ -127,7 +118,6 @@ def assign_windows(
             minus the finest stride, 44 - 4 = 40).
         scale_thresh, spatial_thresh, uniqueness_on: see the module docstring (official values
             are the defaults).
-        ignore_spatial_thresh: the ignore band of the module docstring (0: none, official).
 
     Returns:
         WindowTargets
@@ -149,7 +139,7 @@ def assign_windows(
     gt_centers = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2
 
     gt_idx, levels, ys, xs, anchor_ids, windows, units = _candidates(
-        gt_boxes, strides, sizes, grid_sizes, max(spatial_thresh, ignore_spatial_thresh)
+        gt_boxes, strides, sizes, grid_sizes, spatial_thresh
     )
     g = gt_boxes[gt_idx]
     contained = (windows[:, :2] <= g[:, :2]).all(dim=1) & (windows[:, 2:] >= g[:, 2:]).all(dim=1)
@@ -158,12 +148,13 @@ def assign_windows(
     window_centers = (windows[:, :2] + windows[:, 2:]) / 2
     distance = ((gt_centers[gt_idx] - window_centers) / units[:, None]).pow(2).sum(dim=1)
     central = distance <= spatial_thresh
-    level_start = torch.tensor(offsets[:-1], device=device)
-    widths = torch.tensor([w for _, w in grid_sizes], device=device)
-    window_index = level_start[levels] + (ys * widths[levels] + xs) * num_anchors + anchor_ids
     keep = torch.nonzero(contained & scale_ok & central).flatten()
     cand_gt = gt_idx[keep]
-    cand_index = window_index[keep]
+    level_start = torch.tensor(offsets[:-1], device=device)
+    widths = torch.tensor([w for _, w in grid_sizes], device=device)
+    lv = levels[keep]
+    position = ys[keep] * widths[lv] + xs[keep]
+    cand_index = level_start[lv] + position * num_anchors + anchor_ids[keep]
     counts = torch.bincount(cand_index, minlength=num_windows)
     unique = counts[cand_index] == 1
     order = torch.argsort(cand_index[unique])
@@ -172,8 +163,4 @@ def assign_windows(
     gt_labels[pos_indices] = gt_classes[pos_gt].to(torch.int64)
     if not uniqueness_on:
         gt_labels[counts > 1] = -1
-    if ignore_spatial_thresh > 0:
-        near = window_index[scale_ok & (distance <= ignore_spatial_thresh)]
-        near = near[gt_labels[near] == num_classes]  # negatives only: positives stay positive
-        gt_labels[near] = -1
     return WindowTargets(gt_labels, pos_indices, pos_gt)

@@ -56,7 +56,6 @@ class TensorMask(DenseDetector):
         box2box_transform: Box2BoxTransform,
         num_classes: int,
         min_anchor_size: float,
-        ignore_spatial_thresh: float = 0.0,
         focal_loss_alpha: float = 0.3,
         focal_loss_gamma: float = 3.0,
         mask_loss_weight: float = 2.0,
@@ -76,7 +75,6 @@ class TensorMask(DenseDetector):
             box2box_transform: box regression parametrisation (weights 1.5, 1.5, 0.75, 0.75).
             num_classes (int): K.
             min_anchor_size (float): floor of the assignment's scale condition.
-            ignore_spatial_thresh (float): the assignment's ignore band (0: none, official).
             focal_loss_alpha, focal_loss_gamma: FL* parameters.
             mask_loss_weight (float): weight of each positive window's mean mask BCE.
             mask_pos_weight (float): BCE weight of foreground pixels.
@@ -100,7 +98,6 @@ class TensorMask(DenseDetector):
         self.box2box_transform = box2box_transform
         self.num_classes = num_classes
         self.min_anchor_size = min_anchor_size
-        self.ignore_spatial_thresh = ignore_spatial_thresh
         # Loss parameters
         self.focal_loss_alpha = focal_loss_alpha
         self.focal_loss_gamma = focal_loss_gamma
@@ -142,7 +139,6 @@ class TensorMask(DenseDetector):
             "num_classes": cfg.MODEL.TENSOR_MASK.NUM_CLASSES,
             # Official: the smallest window minus one finest unit (44 - 4 = 40).
             "min_anchor_size": min(sizes0) - feature_shapes[0].stride,
-            "ignore_spatial_thresh": cfg.MODEL.TENSOR_MASK.IGNORE_SPATIAL_THRESH,
             # Loss parameters
             "focal_loss_alpha": cfg.MODEL.TENSOR_MASK.FOCAL_LOSS_ALPHA,
             "focal_loss_gamma": cfg.MODEL.TENSOR_MASK.FOCAL_LOSS_GAMMA,
@@ -227,7 +223,6 @@ class TensorMask(DenseDetector):
                 self.anchor_generator.sizes,
                 self.num_classes,
                 self.min_anchor_size,
-                ignore_spatial_thresh=self.ignore_spatial_thresh,
             )
             for inst in gt_instances
         ]

@@ -59,34 +59,6 @@ class TestAssignmentRule(unittest.TestCase):
         self.assertEqual(t.gt_labels[expected].tolist(), [4] * 4)
         self.assertEqual(int((t.gt_labels != K).sum()), 4)
 
-    def test_ignore_band(self):
-        # Same box, ignore band 2.5: the positions at distance^2 <= 2.5 from (3.5, 3.5) are the
-        # 4 positives plus the 8 at 1.5^2 + 0.5^2 = 2.5 ((2, 3), (2, 4), (3, 2), ...); those 8
-        # are ignored (-1) instead of negative. Level 1 fails the scale condition: negative.
-        t = assign([[20, 20, 36, 36]], [4], ignore_spatial_thresh=2.5)
-        positives = [index(0, 3, 3), index(0, 3, 4), index(0, 4, 3), index(0, 4, 4)]
-        self.assertEqual(t.pos_indices.tolist(), positives)
-        ignored = sorted(
-            index(0, i, j)
-            for i in range(8)
-            for j in range(8)
-            if (i - 3.5) ** 2 + (j - 3.5) ** 2 == 2.5
-        )
-        self.assertEqual(len(ignored), 8)
-        self.assertEqual(torch.nonzero(t.gt_labels == -1).flatten().tolist(), ignored)
-        self.assertEqual(int((t.gt_labels == K).sum()), 64 + 16 - 12)
-        # Off by default (the official rule).
-        self.assertEqual(int((assign([[20, 20, 36, 36]], [4]).gt_labels == -1).sum()), 0)
-
-    def test_ignore_band_never_overrides_a_positive(self):
-        # Two boxes side by side: each one's positives lie in the other's band.
-        boxes = [[20, 20, 36, 36], [28, 20, 44, 36]]
-        plain = assign(boxes)
-        banded = assign(boxes, ignore_spatial_thresh=9.0)
-        self.assertEqual(banded.pos_indices.tolist(), plain.pos_indices.tolist())
-        self.assertTrue((banded.gt_labels[banded.pos_indices] >= 0).all())
-        self.assertGreater(int((banded.gt_labels == -1).sum()), 0)
-
     def test_containment(self):
         # 30x30 box [10, 40]^2, centre (25, 25) = 3.125 strides: only the window centred at
         # (24, 24), [8, 40]^2, contains it (the one at x = 32 starts at 16 > 10). On level 1
