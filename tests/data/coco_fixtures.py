@@ -5,6 +5,9 @@ temporary folder, and a json builder whose annotations default to a valid square
 """
 import json
 import os
+import shutil
+import tempfile
+import unittest
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -149,3 +152,30 @@ def write_odd_dataset(root: str) -> str:
         annotation(6, box=(0, 0, 1, 1)),
     ]
     return coco_json(os.path.join(root, "instances.json"), images, anns)
+
+
+class OddDatasetTestCase(unittest.TestCase):
+    """
+    Tests on the dataset of ``write_odd_dataset``, written once per class into a temporary
+    folder (``cls.json``, ``cls.images``) and registered by the tests under ``NAME``, which is
+    unregistered after each test.
+    """
+
+    NAME = None  # set by subclasses
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix=f"test{cls.NAME}_")
+        cls.json = write_odd_dataset(os.path.join(cls.tmp, "mine"))
+        cls.images = os.path.join(cls.tmp, "mine", "images")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def tearDown(self):
+        from detectron2.data import DatasetCatalog, MetadataCatalog
+
+        if self.NAME in DatasetCatalog.list():
+            DatasetCatalog.remove(self.NAME)
+            MetadataCatalog.remove(self.NAME)

@@ -3,8 +3,6 @@ tools/visualize_data.py with a command-line dataset (the crafted odd dataset of 
 the ground truth drawn on each image as read, and the training mapper's samples.
 """
 import os
-import shutil
-import tempfile
 import unittest
 
 import numpy as np
@@ -21,7 +19,7 @@ from engine.workflow_helpers import (
     workflow_opts,
 )
 
-from .coco_fixtures import write_odd_dataset
+from .coco_fixtures import OddDatasetTestCase
 
 TOOL = os.path.join(REPO_ROOT, "tools", "visualize_data.py")
 visualize_data = load_script(TOOL, "visualize_data")
@@ -29,21 +27,8 @@ visualize_data = load_script(TOOL, "visualize_data")
 NAME = "_test_visualize_own"
 
 
-class TestVisualizeData(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="test_visualize_data_")
-        cls.json = write_odd_dataset(os.path.join(cls.tmp, "mine"))
-        cls.images = os.path.join(cls.tmp, "mine", "images")
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.tmp, ignore_errors=True)
-
-    def tearDown(self):
-        if NAME in DatasetCatalog.list():
-            DatasetCatalog.remove(NAME)
-            MetadataCatalog.remove(NAME)
+class TestVisualizeData(OddDatasetTestCase):
+    NAME = NAME
 
     def run_tool(self, config, source, output, *extra):
         argv = ["--config-file", config, "--source", source, "--output-dir", output]

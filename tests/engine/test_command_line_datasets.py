@@ -11,8 +11,6 @@ Your own COCO data from the command line (``--dataset NAME JSON IMAGE_DIR``), in
 """
 import json
 import os
-import shutil
-import tempfile
 import unittest
 
 import numpy as np
@@ -20,7 +18,7 @@ import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import read_image
 
-from data.coco_fixtures import picture, write_odd_dataset
+from data.coco_fixtures import OddDatasetTestCase, picture
 from tensormask_proj.data.coco_checks import CocoDatasetError
 from tensormask_proj.data.dataset_mapper import build_train_mapper
 from tensormask_proj.engine import register_command_line_datasets
@@ -46,21 +44,8 @@ NUM_CLASSES_OPTS = {
 }
 
 
-class OwnDataset(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="test_own_coco_")
-        cls.json = write_odd_dataset(os.path.join(cls.tmp, "mine"))
-        cls.images = os.path.join(cls.tmp, "mine", "images")
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.tmp, ignore_errors=True)
-
-    def tearDown(self):
-        if NAME in DatasetCatalog.list():
-            DatasetCatalog.remove(NAME)
-            MetadataCatalog.remove(NAME)
+class OwnDataset(OddDatasetTestCase):
+    NAME = NAME
 
     def args(self, config, out, *opts):
         argv = ["--config-file", config, "--dataset", NAME, self.json, self.images]
