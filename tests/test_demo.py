@@ -88,7 +88,9 @@ def _images():
 
 
 class TestDemoWritesPictures(unittest.TestCase):
-    def _assert_pictures(self, output, inputs):
+    def _assert_pictures(self, output, inputs, drawn=None):
+        """One PNG per input; ``drawn`` (default: all) must show instances drawn on them."""
+        drawn = inputs if drawn is None else drawn
         self.assertEqual(
             sorted(os.listdir(output)),
             sorted(os.path.splitext(os.path.basename(p))[0] + ".png" for p in inputs),
@@ -102,7 +104,8 @@ class TestDemoWritesPictures(unittest.TestCase):
             # Masks/boxes/labels are drawn on top of the image: a good part of it changed, yet
             # it is still the same picture underneath (JPEG input vs lossless PNG output).
             changed = (np.abs(picture - source).max(axis=2) > 40).mean()
-            self.assertGreater(changed, 0.02, path)
+            if path in drawn:
+                self.assertGreater(changed, 0.02, path)
             self.assertLess(changed, 0.9, path)
 
     def test_command_line_tensormask_folder(self):
@@ -129,13 +132,14 @@ class TestDemoWritesPictures(unittest.TestCase):
 
     def test_blendmask_files_and_globs_with_threshold(self):
         # Threshold halfway down the model's own scores for the first image: exactly the
-        # instances scoring at least that much are drawn.
-        first = _images()[0]
-        # Every candidate is kept (no pre-NMS score threshold): a random model's scores all sit
-        # near the classifier's prior, and how many pass 0.05 depends on the image.
-        opts = ["MODEL.WEIGHTS", _WEIGHTS[BLENDMASK_CONFIG], "MODEL.FCOS.INFERENCE_TH_TEST", "0.0"]
-        cfg = workflow_cfg(BLENDMASK_CONFIG, *opts)
-        scores = demo.Predictor(cfg)(demo.read_image(first, format="BGR")).scores
+        # instances scoring at least that much are drawn. The first image is the one on which
+        # the random model keeps the most detections (how many of its random boxes survive
+        # post-processing depends on the image).
+        opts = ["MODEL.WEIGHTS", _WEIGHTS[BLENDMASK_CONFIG]]
+        predictor = demo.Predictor(workflow_cfg(BLENDMASK_CONFIG, *opts))
+        scores_of = {path: predictor(demo.read_image(path, "BGR")).scores for path in _images()}
+        first = max(scores_of, key=lambda path: len(scores_of[path]))
+        scores = scores_of[first]
         self.assertGreater(len(scores), 3)
         threshold = float(scores.sort(descending=True).values[len(scores) // 2])
         expected = int((scores >= threshold).sum())
@@ -146,7 +150,8 @@ class TestDemoWritesPictures(unittest.TestCase):
         with self.assertLogs("tensormask_proj.demo", "INFO") as logs:
             status, err = _run_main(*argv)
         self.assertEqual(status, 0, err)
-        self._assert_pictures(output, _images())
+        # (The threshold comes from the first image: the others may have nothing above it.)
+        self._assert_pictures(output, _images(), drawn=[first])
         first_line = [line for line in logs.output if first + ":" in line]
         self.assertEqual(len(first_line), 1)
         self.assertIn(f": {expected} instances:", first_line[0])
