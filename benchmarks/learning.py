@@ -9,7 +9,7 @@ trainer, data loaders, CPU autocast and evaluator) in a subprocess of its own, o
 other (never two at a time: they would share the cores and the timings would mean nothing).
 The results are read back from each run's ``metrics.json``.
 
-    python benchmarks/learning.py                          # the quick configs' schedule
+    python benchmarks/learning.py                          # the main job's schedule
     python benchmarks/learning.py --iters 1200 --models tensormask mask_rcnn
     python benchmarks/learning.py --train-dataset shapes_stress_train --test-dataset shapes_stress_val
     python benchmarks/learning.py --equal-time 300         # each model trains for ~300 s
@@ -17,7 +17,7 @@ The results are read back from each run's ``metrics.json``.
 Equal schedule (the default) compares what each model learns from the same images; equal time
 (``--equal-time SECONDS``) compares what each learns in the same CPU minutes: the iteration
 count of every model is set from its own seconds per iteration, measured first by a short
-timing run, and its LR steps and warm-up are scaled with it.
+timing run, and its LR steps are scaled with it.
 """
 import argparse
 import json
@@ -37,9 +37,8 @@ MODEL_CONFIGS = {
     "tensormask": "configs/quick_schedules/tensormask_R_18_GN_FPN_shapes.yaml",
     "blendmask": "configs/quick_schedules/blendmask_R_18_GN_FPN_shapes.yaml",
 }
-# The schedule every model gets unless told otherwise (the README's side-by-side table; the
-# TensorMask main job itself trains 1300 iterations in its 10 minutes).
-DEFAULT_ITERS = 500
+# Unless told otherwise every model gets the schedule of the main job (the TensorMask quick
+# config's SOLVER.MAX_ITER) and its batch.
 DEFAULT_BATCH = 4
 TIMING_ITERS = 30
 METRICS = ("AP", "AP50", "APs", "APm", "APl")
@@ -57,13 +56,14 @@ def load_config(config_file: str, opts: List[str]):
 
 def schedule_opts(config_file: str, iters: int, batch: int) -> List[str]:
     """Opts that give ``config_file`` ``iters`` iterations of ``batch`` images, with its LR steps
-    and warm-up at the same fractions of the schedule as in the config (the LR scaled linearly
-    with the batch, as in detectron2's reference schedules)."""
+    at the same fractions of the schedule as in the config, its own warm-up (at most half the
+    schedule) and the LR scaled linearly with the batch, as in detectron2's reference
+    schedules."""
     cfg = load_config(config_file, [])
     solver = cfg.SOLVER
     scale = iters / solver.MAX_ITER
     steps = tuple(max(1, min(iters - 1, round(s * scale))) for s in solver.STEPS)
-    warmup = max(1, min(round(solver.WARMUP_ITERS * scale), iters // 2))
+    warmup = max(1, min(solver.WARMUP_ITERS, iters // 2))
     lr = solver.BASE_LR * batch / solver.IMS_PER_BATCH
     return [
         "SOLVER.MAX_ITER", str(iters),
@@ -164,7 +164,9 @@ def main(argv=None) -> int:
                         help="DATASETS.TRAIN for every model (default: the configs', shapes_train)")
     parser.add_argument("--test-dataset", default=None,
                         help="DATASETS.TEST for every model (default: the configs', shapes_val)")
-    parser.add_argument("--iters", type=int, default=DEFAULT_ITERS)
+    parser.add_argument("--iters", type=int, default=None,
+                        help="iterations of every model (default: the main job's, "
+                        "SOLVER.MAX_ITER of the TensorMask quick config)")
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH)
     parser.add_argument("--equal-time", type=float, default=None, metavar="SECONDS",
                         help="train each model for about SECONDS instead of --iters iterations")
@@ -174,6 +176,8 @@ def main(argv=None) -> int:
     parser.add_argument("opts", nargs=argparse.REMAINDER,
                         help="config opts given to every model, e.g. SEED 1")
     args = parser.parse_args(argv)
+    if args.iters is None:
+        args.iters = load_config(MODEL_CONFIGS["tensormask"], []).SOLVER.MAX_ITER
 
     work = args.output or tempfile.mkdtemp(prefix="learning_")
     os.makedirs(work, exist_ok=True)

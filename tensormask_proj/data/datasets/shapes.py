@@ -44,7 +44,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Bump whenever the generated content changes, so that existing copies get regenerated.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 _JPEG_QUALITY = 95
 
 
