@@ -111,8 +111,8 @@ class TestTrainStatistics(unittest.TestCase):
     def test_objects_per_image(self):
         counts = np.array([sum(not a["iscrowd"] for a in d["annotations"]) for d in self.dicts])
         self.assertEqual(len(counts), 400)
-        self.assertLessEqual(counts.max(), 6)
-        self.assertTrue(2.5 < counts.mean() < 6, counts.mean())
+        self.assertLessEqual(counts.max(), 4)
+        self.assertTrue(1.8 < counts.mean() < 4, counts.mean())
         empty = int((counts == 0).sum())
         self.assertTrue(1 <= empty <= 0.06 * len(counts), empty)  # a few images without objects
 
@@ -120,10 +120,10 @@ class TestTrainStatistics(unittest.TestCase):
         sides = np.array(
             [_max_side(a) for d in self.dicts for a in d["annotations"] if not a["iscrowd"]]
         )
-        self.assertLessEqual(sides.min(), 20)
+        self.assertLessEqual(sides.min(), 26)
         self.assertGreaterEqual(sides.max(), 0.6 * 192)
         # Every octave an FPN level is responsible for has a real share of the objects.
-        for lo, hi in ((16, 32), (32, 64), (64, 128)):
+        for lo, hi in ((24, 32), (32, 64), (64, 128)):
             share = ((sides >= lo) & (sides < hi)).mean()
             self.assertGreater(share, 0.08, (lo, hi))
 
