@@ -1,0 +1,233 @@
+"""
+Where a model's class-aware AP goes: found objects given the wrong class, or objects not found.
+
+For every ground-truth instance (crowd regions excepted), the *covering detection* is the
+highest-scoring detection of the image whose mask overlaps it with IoU >= ``iou_threshold``,
+whatever its class. Its class fills one cell of a confusion matrix (rows: ground-truth class,
+columns: the covering detection's class, last column: no covering detection). Next to it:
+
+* the same counts by COCO size (small < 32^2 <= medium < 96^2 <= large px^2 of mask area);
+* the best score of each image, and of each covering detection (what a ``demo.py``
+  ``--confidence-threshold`` keeps);
+* COCO mask and box AP twice on the same detections: with their classes, and class-agnostic
+  (every ground truth and detection put in one category). The gap between the two is what
+  classification costs; AP that neither reaches is lost to localisation and masks.
+
+Shape shorthand: G ground-truth instances of an image, D detections of an image, K classes.
+Masks are COCO RLEs (``pycocotools.mask.encode`` of an (H, W) uint8 Fortran array).
+"""
+import contextlib
+import copy
+import io
+from typing import Dict, List, Sequence
+
+import numpy as np
+import pycocotools.mask as mask_util
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+__all__ = ["ClassConfusion", "covering_detections"]
+
+# COCO's area ranges (px^2), as COCOeval's "small", "medium" and "large".
+SIZE_RANGES = (("small", 0.0, 32.0**2), ("medium", 32.0**2, 96.0**2), ("large", 96.0**2, 1e10))
+
+
+def _xywh(boxes) -> List[List[float]]:
+    """(n, 4) XYXY boxes as COCO's [x, y, width, height] lists."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return [[x0, y0, x1 - x0, y1 - y0] for x0, y0, x1, y1 in boxes.tolist()]
+
+
+def covering_detections(
+    gt_masks: Sequence[dict],
+    det_masks: Sequence[dict],
+    det_scores: np.ndarray,
+    iou_threshold: float,
+) -> np.ndarray:
+    """
+    Args:
+        gt_masks: G RLEs; det_masks: D RLEs of the same image size.
+        det_scores (ndarray[D]): detection scores.
+        iou_threshold (float): least mask IoU for a detection to cover an instance.
+
+    Returns:
+        ndarray[G] of int: index of each instance's covering detection, -1 where none covers it.
+    """
+    covering = np.full(len(gt_masks), -1, dtype=np.int64)
+    if len(gt_masks) == 0 or len(det_masks) == 0:
+        return covering
+    ious = np.asarray(mask_util.iou(list(det_masks), list(gt_masks), [0] * len(gt_masks)))
+    ious = ious.reshape(len(det_masks), len(gt_masks))  # (D, G)
+    scores = np.asarray(det_scores, dtype=np.float64)
+    for g in range(len(gt_masks)):
+        candidates = np.nonzero(ious[:, g] >= iou_threshold)[0]
+        if candidates.size:
+            covering[g] = candidates[np.argmax(scores[candidates])]
+    return covering
+
+
+class ClassConfusion:
+    """
+    Accumulates images (:meth:`add_image`), then reports (:meth:`summary`, :meth:`format`).
+    """
+
+    def __init__(self, class_names: Sequence[str], iou_threshold: float = 0.5):
+        if not 0.0 < iou_threshold <= 1.0:
+            raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+        self.class_names = list(class_names)
+        self.iou_threshold = iou_threshold
+        num_classes = len(self.class_names)
+        self.matrix = np.zeros((num_classes, num_classes + 1), dtype=np.int64)
+        self.by_size = {name: np.zeros(3, dtype=np.int64) for name, _, _ in SIZE_RANGES}
+        self.image_best_scores: List[float] = []
+        self.covering_scores: List[float] = []
+        # COCO-format copies for the AP with and without classes.
+        self._images: List[dict] = []
+        self._gt: List[dict] = []
+        self._dets: List[dict] = []
+
+    def add_image(
+        self,
+        height: int,
+        width: int,
+        gt_masks: Sequence[dict],
+        gt_boxes: np.ndarray,
+        gt_classes: Sequence[int],
+        gt_crowd: Sequence[bool],
+        det_masks: Sequence[dict],
+        det_boxes: np.ndarray,
+        det_scores: Sequence[float],
+        det_classes: Sequence[int],
+    ) -> None:
+        """
+        One image of size (height, width): G ground-truth instances (RLE, XYXY box, class in
+        [0, K), crowd flag) and D detections (RLE, XYXY box, score, class in [0, K)).
+        """
+        num_classes = len(self.class_names)
+        for name, values in (("ground-truth", gt_classes), ("detection", det_classes)):
+            bad = [int(c) for c in values if not 0 <= int(c) < num_classes]
+            if bad:
+                raise ValueError(
+                    f"{name} class {bad[0]} is outside the {num_classes} classes "
+                    f"{self.class_names}"
+                )
+        image_id = len(self._images) + 1
+        self._images.append({"id": image_id, "height": int(height), "width": int(width)})
+        det_scores = np.asarray(det_scores, dtype=np.float64).reshape(-1)
+        self.image_best_scores.append(float(det_scores.max()) if det_scores.size else 0.0)
+        for mask, box, cls, crowd in zip(gt_masks, _xywh(gt_boxes), gt_classes, gt_crowd):
+            self._gt.append(
+                {
+                    "id": len(self._gt) + 1,
+                    "image_id": image_id,
+                    "category_id": int(cls) + 1,
+                    "segmentation": mask,
+                    "area": float(mask_util.area(mask)),
+                    "bbox": box,
+                    "iscrowd": int(bool(crowd)),
+                }
+            )
+        for mask, box, score, cls in zip(det_masks, _xywh(det_boxes), det_scores, det_classes):
+            self._dets.append(
+                {
+                    "image_id": image_id,
+                    "category_id": int(cls) + 1,
+                    "segmentation": mask,
+                    "bbox": box,
+                    "score": float(score),
+                }
+            )
+
+        counted = [i for i, crowd in enumerate(gt_crowd) if not crowd]
+        covering = covering_detections(
+            [gt_masks[i] for i in counted], det_masks, det_scores, self.iou_threshold
+        )
+        for i, d in zip(counted, covering):
+            gt_class = int(gt_classes[i])
+            found = d >= 0
+            correct = found and int(det_classes[d]) == gt_class
+            self.matrix[gt_class, int(det_classes[d]) if found else num_classes] += 1
+            if found:
+                self.covering_scores.append(float(det_scores[d]))
+            area = float(mask_util.area(gt_masks[i]))
+            for name, lo, hi in SIZE_RANGES:
+                if lo <= area < hi:
+                    self.by_size[name] += np.array([1, int(found), int(correct)])
+
+    # ------------------------------------------------------------------------------------ #
+    def average_precision(self, class_agnostic: bool) -> Dict[str, float]:
+        """COCO AP (0-100) of the masks ("segm") and the boxes ("bbox")."""
+        gt = copy.deepcopy(self._gt)
+        dets = copy.deepcopy(self._dets)
+        num_categories = 1 if class_agnostic else len(self.class_names)
+        if class_agnostic:
+            for item in gt + dets:
+                item["category_id"] = 1
+        if not dets:
+            return {"segm": 0.0, "bbox": 0.0}
+        coco_gt = COCO()
+        coco_gt.dataset = {
+            "images": self._images,
+            "annotations": gt,
+            "categories": [{"id": c + 1, "name": str(c)} for c in range(num_categories)],
+        }
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_gt.createIndex()
+            result = {}
+            for iou_type in ("segm", "bbox"):
+                evaluator = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(dets)), iou_type)
+                evaluator.evaluate()
+                evaluator.accumulate()
+                evaluator.summarize()
+                result[iou_type] = max(0.0, 100.0 * float(evaluator.stats[0]))
+        return result
+
+    def summary(self) -> Dict[str, object]:
+        """Every figure of :meth:`format`, as plain values."""
+        total = int(self.matrix.sum())
+        found = total - int(self.matrix[:, -1].sum())
+        correct = int(np.trace(self.matrix[:, :-1]))
+        return {
+            "instances": total,
+            "found": found,
+            "correct": correct,
+            "by_size": {k: v.tolist() for k, v in self.by_size.items()},
+            "mean_image_best_score": float(np.mean(self.image_best_scores))
+            if self.image_best_scores
+            else 0.0,
+            "mean_covering_score": float(np.mean(self.covering_scores))
+            if self.covering_scores
+            else 0.0,
+            "ap": self.average_precision(class_agnostic=False),
+            "ap_class_agnostic": self.average_precision(class_agnostic=True),
+        }
+
+    def format(self) -> str:
+        """The confusion matrix and the figures above as a printable table."""
+        s = self.summary()
+        names = self.class_names
+        width = max(8, max((len(n) for n in names), default=0) + 1)
+        lines = [
+            f"covering detection: the best-scoring detection with mask IoU >= "
+            f"{self.iou_threshold:g} (any class); rows: ground-truth class, columns: its class",
+            " " * width + "".join(f"{n:>{width}}" for n in names) + f"{'missed':>{width}}",
+        ]
+        for name, row in zip(names, self.matrix):
+            lines.append(f"{name:>{width}}" + "".join(f"{v:>{width}d}" for v in row))
+        total = max(1, s["instances"])
+        lines.append(
+            f"instances {s['instances']}: found {s['found']} ({100 * s['found'] / total:.0f}%), "
+            f"right class {s['correct']} ({100 * s['correct'] / total:.0f}%)"
+        )
+        for name, (n, found, correct) in s["by_size"].items():
+            lines.append(f"  {name:<6} {n:5d} instances, found {found}, right class {correct}")
+        lines.append(
+            f"mean best score per image {s['mean_image_best_score']:.3f}; "
+            f"mean score of covering detections {s['mean_covering_score']:.3f}"
+        )
+        ap, agnostic = s["ap"], s["ap_class_agnostic"]
+        lines.append(
+            f"mask AP {ap['segm']:.1f} with classes, {agnostic['segm']:.1f} class-agnostic; "
+            f"box AP {ap['bbox']:.1f}, {agnostic['bbox']:.1f}"
+        )
+        return "\n".join(lines)
