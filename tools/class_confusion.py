@@ -72,7 +72,12 @@ def _ground_truth(record: dict):
     height, width = record["height"], record["width"]
     masks, boxes, classes, crowd = [], [], [], []
     for ann in record.get("annotations", []):
-        segm = ann["segmentation"]
+        segm = ann.get("segmentation")
+        if not segm:
+            raise ValueError(
+                f"image {record['file_name']} (id {record.get('image_id')}): an annotation has "
+                "no segmentation; class_confusion.py compares masks"
+            )
         if isinstance(segm, dict) and not isinstance(segm["counts"], list):
             masks.append(segm)  # compressed RLE
         elif isinstance(segm, dict):  # uncompressed RLE
@@ -118,6 +123,12 @@ def main(argv=None) -> ClassConfusion:
                 for inputs, outputs in zip(batch, model(batch)):
                     record = records[inputs["image_id"]]
                     instances = outputs["instances"].to("cpu")
+                    if not instances.has("pred_masks"):
+                        raise ValueError(
+                            f"{cfg.MODEL.META_ARCHITECTURE} gives no masks "
+                            f"(MODEL.MASK_ON {cfg.MODEL.MASK_ON}): class_confusion.py "
+                            "compares masks"
+                        )
                     gt_masks, gt_boxes, gt_classes, gt_crowd = _ground_truth(record)
                     confusion.add_image(
                         record["height"], record["width"],

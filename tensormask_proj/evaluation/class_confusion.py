@@ -17,7 +17,6 @@ Shape shorthand: G ground-truth instances of an image, D detections of an image,
 Masks are COCO RLEs (``pycocotools.mask.encode`` of an (H, W) uint8 Fortran array).
 """
 import contextlib
-import copy
 import io
 from typing import Dict, List, Sequence
 
@@ -115,14 +114,17 @@ class ClassConfusion:
         self._images.append({"id": image_id, "height": int(height), "width": int(width)})
         det_scores = np.asarray(det_scores, dtype=np.float64).reshape(-1)
         self.image_best_scores.append(float(det_scores.max()) if det_scores.size else 0.0)
-        for mask, box, cls, crowd in zip(gt_masks, _xywh(gt_boxes), gt_classes, gt_crowd):
+        gt_areas = [float(mask_util.area(mask)) for mask in gt_masks]
+        for mask, area, box, cls, crowd in zip(
+            gt_masks, gt_areas, _xywh(gt_boxes), gt_classes, gt_crowd
+        ):
             self._gt.append(
                 {
                     "id": len(self._gt) + 1,
                     "image_id": image_id,
                     "category_id": int(cls) + 1,
                     "segmentation": mask,
-                    "area": float(mask_util.area(mask)),
+                    "area": area,
                     "bbox": box,
                     "iscrowd": int(bool(crowd)),
                 }
@@ -149,20 +151,18 @@ class ClassConfusion:
             self.matrix[gt_class, int(det_classes[d]) if found else num_classes] += 1
             if found:
                 self.covering_scores.append(float(det_scores[d]))
-            area = float(mask_util.area(gt_masks[i]))
             for name, lo, hi in SIZE_RANGES:
-                if lo <= area < hi:
+                if lo <= gt_areas[i] < hi:
                     self.by_size[name] += np.array([1, int(found), int(correct)])
 
     # ------------------------------------------------------------------------------------ #
     def average_precision(self, class_agnostic: bool) -> Dict[str, float]:
         """COCO AP (0-100) of the masks ("segm") and the boxes ("bbox")."""
-        gt = copy.deepcopy(self._gt)
-        dets = copy.deepcopy(self._dets)
+        # Shallow copies: COCO's loadRes adds fields to the detections it is given.
+        one_category = {"category_id": 1} if class_agnostic else {}
+        gt = [{**item, **one_category} for item in self._gt]
+        dets = [{**item, **one_category} for item in self._dets]
         num_categories = 1 if class_agnostic else len(self.class_names)
-        if class_agnostic:
-            for item in gt + dets:
-                item["category_id"] = 1
         if not dets:
             return {"segm": 0.0, "bbox": 0.0}
         coco_gt = COCO()
@@ -175,7 +175,8 @@ class ClassConfusion:
             coco_gt.createIndex()
             result = {}
             for iou_type in ("segm", "bbox"):
-                evaluator = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(dets)), iou_type)
+                results = coco_gt.loadRes([dict(item) for item in dets])
+                evaluator = COCOeval(coco_gt, results, iou_type)
                 evaluator.evaluate()
                 evaluator.accumulate()
                 evaluator.summarize()

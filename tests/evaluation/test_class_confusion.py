@@ -17,6 +17,7 @@ from detectron2.data import DatasetCatalog
 from detectron2.data import build_detection_test_loader
 from detectron2.evaluation import COCOEvaluator, inference_on_dataset
 from detectron2.modeling import build_model
+from detectron2.structures import BoxMode
 
 from engine.workflow_helpers import (
     REPO_ROOT,
@@ -178,6 +179,16 @@ class TestClassConfusionTool(unittest.TestCase):
         argv[argv.index("MODEL.WEIGHTS") + 1] = ""
         with self.assertRaisesRegex(ValueError, "MODEL.WEIGHTS is empty"):
             tool.main(argv)
+        record = {
+            "file_name": "boxes_only.jpg", "image_id": 7, "height": 8, "width": 8,
+            "annotations": [
+                {"bbox": [1, 1, 3, 3], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0}
+            ],
+        }
+        with self.assertRaisesRegex(ValueError, r"boxes_only.jpg \(id 7\): .* no segmentation"):
+            tool._ground_truth(record)
+        with self.assertRaisesRegex(ValueError, r"gives no masks \(MODEL.MASK_ON False\)"):
+            tool.main(self.argv() + ["MODEL.MASK_ON", "False"])
 
 
 if __name__ == "__main__":
