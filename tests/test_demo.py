@@ -41,7 +41,7 @@ from engine.workflow_helpers import (
     workflow_cfg,
     workflow_opts,
 )
-from tensormask_proj.data.datasets import SHAPE_CLASSES
+from tensormask_proj.data.datasets import DEFAULT_CLASSES
 
 demo = load_script(DEMO, "demo")
 
@@ -128,7 +128,7 @@ class TestDemoWritesPictures(unittest.TestCase):
         self.assertEqual(len(lines), 3, tail(run.stdout))
         for count, label, score in lines:
             self.assertEqual(int(count), 20)  # TEST.DETECTIONS_PER_IMAGE of workflow_opts
-            self.assertIn(label, SHAPE_CLASSES)
+            self.assertIn(label, DEFAULT_CLASSES)
 
     def test_blendmask_files_and_globs_with_threshold(self):
         # Threshold halfway down the model's own scores for the first image: exactly the
@@ -172,7 +172,7 @@ class TestDemoWritesPictures(unittest.TestCase):
         self.assertGreater(diff[50:70, 65:95].mean(), 20)  # mask interior is tinted
         self.assertGreater(diff[30:90, 40].max(), 20)  # box's left edge is drawn
         self.assertEqual(diff[100:, :30].max(), 0)  # far from the instance: untouched
-        self.assertEqual(demo.describe(instances, metadata), "1 instances: square 0.90")
+        self.assertEqual(demo.describe(instances, metadata), "1 instances: ring 0.90")
 
 
 class TestDemoErrors(unittest.TestCase):

@@ -5,7 +5,7 @@ of its own, ready for ``--dataset NAME JSON IMAGE_DIR`` (README, "Your own data"
 
     python tools/coco_subset.py --json datasets/shapes/annotations/instances_val.json \\
         --image-root datasets/shapes/val --first 0 --num-images 16 \\
-        --categories circle square star --output-dir my_data/train
+        --categories circle ring star --output-dir my_data/train
 
 writes ``my_data/train/annotations.json`` and copies the images to ``my_data/train/images/``.
 Images are taken in image-id order, ``--num-images`` of them from position ``--first`` (so two

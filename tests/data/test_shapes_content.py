@@ -7,7 +7,7 @@ import unittest
 import numpy as np
 import pycocotools.mask as mask_util
 
-from tensormask_proj.data.datasets.shape_geometry import SHAPE_CLASSES, polygon_area, shape_polygon
+from tensormask_proj.data.datasets.shape_geometry import SHAPE_OUTLINES, polygon_area, shape_polygon
 from tensormask_proj.data.datasets.shape_raster import polygon_mask
 from tensormask_proj.data.datasets.shape_scene import SceneObject, generate_image, render_scene
 from tensormask_proj.data.datasets.shape_style import SCENE_STYLES
@@ -44,7 +44,7 @@ class TestPolygonMask(unittest.TestCase):
 
     def test_area_of_large_polygons_is_exact(self):
         rng = np.random.default_rng(0)
-        for name in SHAPE_CLASSES:
+        for name in SHAPE_OUTLINES:
             poly = shape_polygon(name, 900.0, rng.uniform(0, 6.3), (500.0, 480.0), rng)
             count = polygon_mask(poly, 1000, 1000).sum()
             # Centre sampling errs by at most ~perimeter / 2 cells, and on average by ~0.
@@ -52,7 +52,7 @@ class TestPolygonMask(unittest.TestCase):
 
     def test_agrees_with_pycocotools(self):
         rng = np.random.default_rng(1)
-        for name in SHAPE_CLASSES:
+        for name in SHAPE_OUTLINES:
             poly = shape_polygon(name, 60.0, rng.uniform(0, 6.3), (40.0, 35.0), rng)
             ours = polygon_mask(poly, 70, 80)
             coco = mask_util.decode(mask_util.frPyObjects([poly.ravel().tolist()], 70, 80))[..., 0]
@@ -200,7 +200,7 @@ class TestDefaultStyle(unittest.TestCase):
 
     def test_classes_sizes_and_counts(self):
         sizes = np.array(self.sizes)
-        self.assertEqual(set(self.classes), set(range(1, len(SHAPE_CLASSES) + 1)))
+        self.assertEqual(set(self.classes), set(range(1, len(SCENE_STYLES["default"].classes) + 1)))
         self.assertGreaterEqual(sizes.min(), 24.0 - 1e-6)
         self.assertLessEqual(sizes.max(), 0.66 * 192 + 1e-6)
         # Objects for every FPN level P2..P5 (windows of 16/24, 32/48, 64/96, 128/192 px in the

@@ -14,6 +14,7 @@ from .builtin import (  # noqa: F401  (importing builtin registers the datasets)
     register_shapes,
     unregister_shapes,
 )
-from .shape_geometry import SHAPE_CLASSES, SHAPE_COLORS  # noqa: F401
+from .shape_geometry import SHAPE_COLORS, SHAPE_OUTLINES  # noqa: F401
+from .shape_style import DEFAULT_CLASSES, SCENE_STYLES, STRESS_CLASSES  # noqa: F401
 from .shapes import GENERATOR_VERSION, ShapesDatasetError, ShapesPaths, ShapesSplit  # noqa: F401
 from .shapes import prepare_split, shapes_paths  # noqa: F401

@@ -23,7 +23,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.catalog import Metadata
 from detectron2.data.datasets.coco import load_coco_json
 
-from .shape_geometry import SHAPE_CLASSES, SHAPE_COLORS
+from .shape_geometry import SHAPE_COLORS
+from .shape_style import SCENE_STYLES
 from .shapes import ShapesPaths, ShapesSplit, prepare_split, shapes_paths
 
 __all__ = [
@@ -63,12 +64,16 @@ class _ShapesMetadata(Metadata):
             raise RuntimeError(f"Preparing dataset '{self.name}' failed: {e}") from e
 
 
-def get_shapes_metadata() -> Dict:
-    """Metadata shared by every shapes split: classes, colours, json id -> contiguous id."""
+def get_shapes_metadata(style: str = "default") -> Dict:
+    """Metadata of the shapes splits of ``style`` (a key of ``SCENE_STYLES``): classes, colours,
+    json id -> contiguous id."""
+    if style not in SCENE_STYLES:
+        raise KeyError(f"Unknown shapes style {style!r}; choose from {sorted(SCENE_STYLES)}")
+    classes = SCENE_STYLES[style].classes
     return {
-        "thing_classes": list(SHAPE_CLASSES),
-        "thing_colors": [list(c) for c in SHAPE_COLORS],
-        "thing_dataset_id_to_contiguous_id": {i + 1: i for i in range(len(SHAPE_CLASSES))},
+        "thing_classes": list(classes),
+        "thing_colors": [list(SHAPE_COLORS[c]) for c in classes],
+        "thing_dataset_id_to_contiguous_id": {i + 1: i for i in range(len(classes))},
     }
 
 
@@ -107,7 +112,7 @@ def register_shapes(name: str, split: ShapesSplit, root: str) -> None:
     DatasetCatalog.register(name, lambda: load_shapes_dicts(name))
     MetadataCatalog[name] = _ShapesMetadata(name=name)
     MetadataCatalog.get(name).set(
-        image_root=paths.image_root, evaluator_type="coco", **get_shapes_metadata()
+        image_root=paths.image_root, evaluator_type="coco", **get_shapes_metadata(split.style)
     )
     _REGISTERED[name] = (split, root)
 

@@ -1,29 +1,34 @@
 """
-Geometry of the embedded "shapes" dataset: the six thing classes as exact polygons.
+Geometry of the embedded "shapes" dataset: every outline a class can have, as exact polygons.
+Which outlines a split uses as its classes is up to its style (``SceneStyle.classes``).
 
 Coordinate convention (the one of COCO and detectron2): x grows to the right, y downwards, and
 pixel (i, j) covers the unit square [j, j + 1) x [i, i + 1), so its centre is (j + 0.5, i + 0.5).
 Every polygon is an (K, 2) float64 array of (x, y) vertices, K >= 3, with positive shoelace area
-in these coordinates (i.e. clockwise as seen on screen). Curved outlines (the circle) are fine
-polygons whose chords deviate from the true curve by at most ~0.05 px.
+in these coordinates (i.e. clockwise as seen on screen). Curved outlines (circle, ring) are fine
+polygons whose chords deviate from the true curve by at most ~0.05 px. A ring's hole is joined
+to its outer boundary by a zero-width "keyhole" bridge (see shape_annotation), so that it is
+still one polygon that the even-odd rule of pycocotools and of shape_raster fills correctly.
 """
-from typing import Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 
-__all__ = ["SHAPE_CLASSES", "SHAPE_COLORS", "shape_polygon", "polygon_area"]
+__all__ = ["SHAPE_OUTLINES", "SHAPE_COLORS", "shape_polygon", "polygon_area"]
 
-# Category id in the json is index + 1; contiguous id in detectron2 is the index.
-SHAPE_CLASSES: Tuple[str, ...] = ("circle", "triangle", "square", "star", "hexagon", "cross")
-# RGB, one distinct colour per class, for detectron2's Visualizer (MetadataCatalog.thing_colors).
-SHAPE_COLORS: Tuple[Tuple[int, int, int], ...] = (
-    (230, 25, 75),  # circle: red
-    (60, 180, 75),  # triangle: green
-    (0, 130, 200),  # square: blue
-    (255, 225, 25),  # star: yellow
-    (145, 30, 180),  # hexagon: purple
-    (245, 130, 48),  # cross: orange
-)
+# Every outline shape_polygon can draw, and its RGB colour for detectron2's Visualizer
+# (MetadataCatalog.thing_colors): one distinct colour per outline.
+SHAPE_COLORS: Dict[str, Tuple[int, int, int]] = {
+    "circle": (230, 25, 75),  # red
+    "triangle": (60, 180, 75),  # green
+    "square": (0, 130, 200),  # blue
+    "star": (255, 225, 25),  # yellow
+    "hexagon": (145, 30, 180),  # purple
+    "cross": (245, 130, 48),  # orange
+    "ring": (70, 240, 240),  # cyan
+    "bar": (240, 50, 230),  # magenta
+}
+SHAPE_OUTLINES: Tuple[str, ...] = tuple(SHAPE_COLORS)
 
 # Largest distance (px) between a circle's chord and its arc; keeps the circle visually round
 # at every size while small circles do not carry hundreds of vertices.
@@ -41,17 +46,40 @@ def _regular_polygon(num_vertices: int, start_angle: float = 0.0) -> np.ndarray:
     return np.stack([np.cos(t), np.sin(t)], axis=1)
 
 
+def _circle(size: float) -> np.ndarray:
+    """Unit circle with enough vertices that, drawn ``size`` px wide, no chord strays more than
+    _CIRCLE_SAGITTA_PX from the arc."""
+    radius = size / 2
+    # sagitta = r (1 - cos(pi / n)) ~= r pi^2 / (2 n^2)  =>  n = pi sqrt(r / (2 sagitta))
+    n = int(np.ceil(np.pi * np.sqrt(radius / (2 * _CIRCLE_SAGITTA_PX))))
+    return _regular_polygon(int(np.clip(n, 24, 256)))
+
+
 def _unit_shape(class_name: str, rng: np.random.Generator, size: float) -> np.ndarray:
     """
     The outline of one instance of ``class_name`` around the origin, before rotation and scaling.
-    Within-class variation (star depth, cross arm width, triangle angles) is drawn from ``rng``
-    so that a class is a family of shapes rather than one template.
+    Within-class variation (star depth, cross arm width, triangle angles, ring hole, bar
+    thickness) is drawn from ``rng`` so that a class is a family of shapes rather than one
+    template.
     """
     if class_name == "circle":
-        radius = size / 2
-        # sagitta = r (1 - cos(pi / n)) ~= r pi^2 / (2 n^2)  =>  n = pi sqrt(r / (2 sagitta))
-        n = int(np.ceil(np.pi * np.sqrt(radius / (2 * _CIRCLE_SAGITTA_PX))))
-        return _regular_polygon(int(np.clip(n, 24, 256)))
+        return _circle(size)
+    if class_name == "ring":
+        # Hole diameter 45-60% of the outer one: at the smallest object size (24 px) the hole
+        # is >= 10 px wide and the band >= 4.8 px, both more than a stride-4 feature cell.
+        outer = _circle(size)
+        inner = rng.uniform(0.45, 0.6) * outer
+        # Keyhole: around the outer boundary back to its first vertex, across to the hole, around
+        # the hole the other way (negative area), back across; the closing edge retraces the bridge.
+        return np.concatenate([outer, outer[:1], inner[:1], inner[::-1]], axis=0)
+    if class_name == "bar":
+        # Aspect ratio 2.9-4: the one elongated class, whose box is mostly background when it
+        # lies diagonally.
+        half_width = rng.uniform(0.25, 0.35)
+        return np.array(
+            [[-1, -half_width], [1, -half_width], [1, half_width], [-1, half_width]],
+            dtype=np.float64,
+        )
     if class_name == "triangle":
         # Three angles on the circle with every interior angle >= ~30 degrees, so that no
         # triangle degenerates into a sliver that looks like a line.
@@ -89,7 +117,7 @@ def _unit_shape(class_name: str, rng: np.random.Generator, size: float) -> np.nd
             ],
             dtype=np.float64,
         )
-    raise ValueError(f"Unknown shape class {class_name!r}; expected one of {SHAPE_CLASSES}")
+    raise ValueError(f"Unknown shape class {class_name!r}; expected one of {SHAPE_OUTLINES}")
 
 
 def shape_polygon(
@@ -103,7 +131,7 @@ def shape_polygon(
     An instance of ``class_name`` as an exact polygon in image coordinates.
 
     Args:
-        class_name: one of ``SHAPE_CLASSES``.
+        class_name: one of ``SHAPE_OUTLINES``.
         size: the larger side (px) of the axis-aligned bounding box of the rotated shape; this is
             what "object size" means throughout the dataset (and what FPN level assignment sees).
         angle: rotation in radians.

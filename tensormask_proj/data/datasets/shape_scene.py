@@ -22,7 +22,7 @@ from .shape_annotation import (
     polygons_to_coco,
     trace_label_polygons,
 )
-from .shape_geometry import SHAPE_CLASSES, shape_polygon
+from .shape_geometry import shape_polygon
 from .shape_raster import SUPERSAMPLE, fill_polygons
 from .shape_style import SceneStyle
 from .shape_textures import FillStyle, finish_image, make_background, mean_color, render_fill
@@ -36,7 +36,7 @@ class SceneObject:
     """
     One annotated thing. ``polygons``: exact outlines, (K, 2) float64 each, in image coordinates;
     a shape has one, a crowd (``iscrowd``) has one per member. ``category``: contiguous class id
-    in [0, len(SHAPE_CLASSES)).
+    in [0, len(style.classes)) of the scene's style.
     """
 
     category: int
@@ -125,9 +125,11 @@ def remove_hidden_objects(
         full = np.delete(full, worst)
 
 
-def _sample_crowd(rng: np.random.Generator, height: int, width: int) -> Tuple[int, List]:
+def _sample_crowd(
+    rng: np.random.Generator, height: int, width: int, classes: Sequence[str]
+) -> Tuple[int, List]:
     """A cluster of 6..15 tiny shapes of one class: too small and dense to annotate one by one."""
-    category = int(rng.integers(len(SHAPE_CLASSES)))
+    category = int(rng.integers(len(classes)))
     extent = rng.uniform(36, 80)
     cx = rng.uniform(extent / 2 + 4, width - extent / 2 - 4)
     cy = rng.uniform(extent / 2 + 4, height - extent / 2 - 4)
@@ -136,7 +138,7 @@ def _sample_crowd(rng: np.random.Generator, height: int, width: int) -> Tuple[in
         center = (cx + rng.uniform(-0.5, 0.5) * extent, cy + rng.uniform(-0.5, 0.5) * extent)
         size = rng.uniform(4, 8)
         angle = rng.uniform(0, 2 * np.pi)
-        members.append(shape_polygon(SHAPE_CLASSES[category], size, angle, center, rng))
+        members.append(shape_polygon(classes[category], size, angle, center, rng))
     return category, members
 
 
@@ -158,16 +160,16 @@ def sample_scene(
     max_size = style.max_object_size_fraction * min(height, width)
     shapes = []
     for _ in range(num):
-        category = int(rng.integers(len(SHAPE_CLASSES)))
+        category = int(rng.integers(len(style.classes)))
         size = math.exp(rng.uniform(math.log(style.min_object_size), math.log(max_size)))
         angle = rng.uniform(0, 2 * np.pi)
-        poly = shape_polygon(SHAPE_CLASSES[category], size, angle, (0.0, 0.0), rng)
+        poly = shape_polygon(style.classes[category], size, angle, (0.0, 0.0), rng)
         lo, hi = poly.min(axis=0), poly.max(axis=0)
         offset = (rng.uniform(-lo[0], width - hi[0]), rng.uniform(-lo[1], height - hi[1]))
         depth = math.log(size) + rng.normal(0, 0.7)
         shapes.append((depth, category, [poly + np.asarray(offset)], False, size))
     if rng.random() < style.crowd_prob:
-        category, members = _sample_crowd(rng, height, width)
+        category, members = _sample_crowd(rng, height, width, style.classes)
         shapes.append((np.inf, category, members, True, 8.0))  # crowds lie at the back
     shapes.sort(key=lambda s: -s[0])
 

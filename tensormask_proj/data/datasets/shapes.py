@@ -26,7 +26,6 @@ import cv2
 from iopath.common.file_io import file_lock
 from tqdm import tqdm
 
-from .shape_geometry import SHAPE_CLASSES
 from .shape_scene import generate_image
 from .shape_style import SCENE_STYLES
 
@@ -44,7 +43,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Bump whenever the generated content changes, so that existing copies get regenerated.
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 _JPEG_QUALITY = 95
 
 
@@ -185,7 +184,7 @@ def generate_split(split: ShapesSplit, paths: ShapesPaths, progress: bool = True
             "annotations": annotations,
             "categories": [
                 {"id": i + 1, "name": name, "supercategory": "shape"}
-                for i, name in enumerate(SHAPE_CLASSES)
+                for i, name in enumerate(SCENE_STYLES[split.style].classes)
             ],
         }
         tmp_json = os.path.join(tmp, os.path.basename(paths.json_file))
