@@ -127,7 +127,9 @@ class TestDemoWritesPictures(unittest.TestCase):
         lines = re.findall(r"(\d+) instances: (\w+) (\d\.\d\d)", run.stdout)
         self.assertEqual(len(lines), 3, tail(run.stdout))
         for count, label, score in lines:
-            self.assertEqual(int(count), 20)  # TEST.DETECTIONS_PER_IMAGE of workflow_opts
+            # At most TEST.DETECTIONS_PER_IMAGE of workflow_opts (20); NMS may leave fewer: on
+            # these 160 px images the coarsest windows (up to 512 px) all clip to the image.
+            self.assertTrue(1 <= int(count) <= 20, count)
             self.assertIn(label, DEFAULT_CLASSES)
 
     def test_blendmask_files_and_globs_with_threshold(self):

@@ -210,7 +210,7 @@ class TestRefusedCombinations(unittest.TestCase):
             ),
             (["MODEL.TENSOR_MASK.UPSCALE_FACTOR", 2.0], "UPSCALE_FACTOR.*BIPYRAMID_ON"),
             (HEAD_VARIANTS["aligned"] + ["MODEL.TENSOR_MASK.UPSCALE_FACTOR", 1.5],
-             "UPSCALE_FACTOR=1.5 does not divide the window side 4"),
+             "UPSCALE_FACTOR=1.5 does not divide the window side 8"),
             (["MODEL.TENSOR_MASK.BOX_HEAD_ON", False], "BOX_HEAD_ON=False.*NMS_BOXES='mask'"),
             (
                 ["MODEL.MASK_ON", False, "MODEL.TENSOR_MASK.NMS_BOXES", "mask"],
