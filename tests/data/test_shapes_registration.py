@@ -59,6 +59,18 @@ class TestRegistration(unittest.TestCase):
             STRESS_CLASSES, ("circle", "triangle", "square", "star", "hexagon", "cross")
         )
 
+    def test_bad_style_and_classes_are_named(self):
+        import dataclasses
+
+        from tensormask_proj.data.datasets import SCENE_STYLES, get_shapes_metadata
+
+        with self.assertRaisesRegex(KeyError, "'defualt'"):
+            get_shapes_metadata("defualt")
+        for classes in (("circle", "oval"), ("ring", "ring"), ()):
+            with self.subTest(classes=classes):
+                with self.assertRaisesRegex(ValueError, r"SceneStyle\.classes"):
+                    dataclasses.replace(SCENE_STYLES["default"], classes=classes)
+
     def test_unknown_name_is_named(self):
         with self.assertRaisesRegex(KeyError, "shapes_tset"):
             prepare_dataset("shapes_tset")

@@ -2,22 +2,23 @@
 Styles of the embedded "shapes" dataset: what a scene may contain and how hard it looks.
 
 A style fixes the classes (which outlines), the image size, the object count and size range,
-occlusion, crowds, and the photometric difficulty (textured backgrounds and fills, clutter lines, illumination and noise).
-Two styles are registered:
+occlusion, crowds, and the photometric difficulty (textured backgrounds and fills, clutter
+lines, illumination and noise). Two styles are registered:
 
 * ``"default"`` (``shapes_train`` / ``shapes_val``): learnable from scratch in minutes on a CPU,
   and still not trivial. Six classes that differ only by outline (circle, triangle, ring, star,
-  bar, cross: outlines that stay distinct at 24 px, see DEFAULT_CLASSES), objects from 24 px to 2/3 of
-  the image (every FPN level from P2 to P5 gets objects), up to four per image, overlapping and
-  occluding one another, a few crowd regions, flat or gradient backgrounds with smooth colour
-  variation and a thin clutter line, flat or shaded fills that contrast with what lies around
-  them.
-* ``"stress"`` (``shapes_stress_train`` / ``shapes_stress_val``): the original, much harder set.
-  Its classes are the original six (circle, triangle, square, star, hexagon, cross), three of
-  them convex outlines that differ by a pixel or two at small sizes. Objects down to 8 px, up to eight per image, striped/checkered/noise textures on objects and
-  background alike (neither a colour threshold nor an edge detector separates objects), strong
-  illumination changes and noise. detectron2's Mask R-CNN R-18-GN-FPN reaches only about 7 mask
-  AP on it after 500 iterations from scratch.
+  bar, cross: outlines that stay distinct at 24 px, see DEFAULT_CLASSES), objects from 24 px to
+  2/3 of the image (every FPN level from P2 to P5 gets objects), up to four per image,
+  overlapping and occluding one another, a few crowd regions, flat or gradient backgrounds with
+  smooth colour variation and a thin clutter line, flat or shaded fills that contrast with what
+  lies around them.
+* ``"stress"`` (``shapes_stress_train`` / ``shapes_stress_val``): the original, much harder set,
+  with the original six classes (circle, triangle, square, star, hexagon, cross: three of them
+  convex outlines that differ by a pixel or two at small sizes). Objects down to 8 px, up to
+  eight per image, striped/checkered/noise textures on objects and background alike (neither a
+  colour threshold nor an edge detector separates objects), strong illumination changes and
+  noise. detectron2's Mask R-CNN R-18-GN-FPN reaches only about 7 mask AP on it after 500
+  iterations from scratch.
 """
 from dataclasses import dataclass
 from typing import Dict, Tuple
