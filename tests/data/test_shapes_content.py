@@ -58,6 +58,33 @@ class TestPolygonMask(unittest.TestCase):
             coco = mask_util.decode(mask_util.frPyObjects([poly.ravel().tolist()], 70, 80))[..., 0]
             self.assertGreater(_iou(ours, coco.astype(bool)), 0.97, name)
 
+    def test_least_triangle_angle(self):
+        def least_angle(poly):
+            edges = [poly[(i + 1) % 3] - poly[i] for i in range(3)]
+            cosines = [
+                np.dot(-edges[i - 1], edges[i])
+                / (np.linalg.norm(edges[i - 1]) * np.linalg.norm(edges[i]))
+                for i in range(3)
+            ]
+            angles = np.degrees(np.arccos(cosines))
+            self.assertAlmostEqual(sum(angles), 180.0, places=6)
+            return min(angles)
+
+        rng = np.random.default_rng(2)
+        for bound in (30.0, 45.0):
+            least = [
+                least_angle(shape_polygon("triangle", 50.0, angle, (0, 0), rng, bound))
+                for angle in rng.uniform(0, 6.3, size=300)
+            ]
+            # Every triangle keeps the bound, and the family still spans it (not only
+            # near-equilateral triangles).
+            self.assertGreaterEqual(min(least), bound, bound)
+            self.assertLess(min(least), bound + 3, bound)
+        self.assertEqual(SCENE_STYLES["default"].min_triangle_angle, 45.0)
+        self.assertEqual(SCENE_STYLES["stress"].min_triangle_angle, 30.0)
+        with self.assertRaisesRegex(ValueError, "min_triangle_angle"):
+            shape_polygon("triangle", 50.0, 0.0, (0, 0), rng, 75.0)
+
     def test_clipped_to_grid(self):
         rect = np.array([[-3.0, -2.0], [2.0, -2.0], [2.0, 10.0], [-3.0, 10.0]])
         mask = polygon_mask(rect, 4, 5)

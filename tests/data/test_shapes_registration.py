@@ -70,6 +70,10 @@ class TestRegistration(unittest.TestCase):
             with self.subTest(classes=classes):
                 with self.assertRaisesRegex(ValueError, r"SceneStyle\.classes"):
                     dataclasses.replace(SCENE_STYLES["default"], classes=classes)
+        for angle in (0.0, 60.0, -5.0):
+            with self.subTest(min_triangle_angle=angle):
+                with self.assertRaisesRegex(ValueError, r"SceneStyle\.min_triangle_angle"):
+                    dataclasses.replace(SCENE_STYLES["default"], min_triangle_angle=angle)
 
     def test_unknown_name_is_named(self):
         with self.assertRaisesRegex(KeyError, "shapes_tset"):

@@ -55,12 +55,14 @@ def _circle(size: float) -> np.ndarray:
     return _regular_polygon(int(np.clip(n, 24, 256)))
 
 
-def _unit_shape(class_name: str, rng: np.random.Generator, size: float) -> np.ndarray:
+def _unit_shape(
+    class_name: str, rng: np.random.Generator, size: float, min_triangle_angle: float
+) -> np.ndarray:
     """
     The outline of one instance of ``class_name`` around the origin, before rotation and scaling.
     Within-class variation (star depth, cross arm width, triangle angles, ring hole, bar
     thickness) is drawn from ``rng`` so that a class is a family of shapes rather than one
-    template.
+    template. ``min_triangle_angle`` (degrees) is a triangle's least interior angle.
     """
     if class_name == "circle":
         return _circle(size)
@@ -81,12 +83,18 @@ def _unit_shape(class_name: str, rng: np.random.Generator, size: float) -> np.nd
             dtype=np.float64,
         )
     if class_name == "triangle":
-        # Three angles on the circle with every interior angle >= ~30 degrees, so that no
-        # triangle degenerates into a sliver that looks like a line.
+        # Three points on the circle, redrawn until every interior angle is at least
+        # min_triangle_angle, so that no triangle degenerates into a sliver that looks like a
+        # line (or, at small sizes, like a bar). An inscribed angle is half the arc opposite it.
+        if not 0 < min_triangle_angle < 60:
+            raise ValueError(
+                f"min_triangle_angle must be in (0, 60) degrees, got {min_triangle_angle}"
+            )
+        least_arc = 2 * np.deg2rad(min_triangle_angle)
         while True:
             t = np.sort(rng.uniform(0, 2 * np.pi, size=3))
-            gaps = np.diff(np.concatenate([t, t[:1] + 2 * np.pi]))
-            if gaps.min() > np.pi / 3:  # inscribed angle = half the opposite arc >= 30 degrees
+            arcs = np.diff(np.concatenate([t, t[:1] + 2 * np.pi]))
+            if arcs.min() > least_arc:
                 return np.stack([np.cos(t), np.sin(t)], axis=1)
     if class_name == "square":
         return _regular_polygon(4, np.pi / 4)
@@ -126,6 +134,7 @@ def shape_polygon(
     angle: float,
     center: Tuple[float, float],
     rng: np.random.Generator,
+    min_triangle_angle: float = 30.0,
 ) -> np.ndarray:
     """
     An instance of ``class_name`` as an exact polygon in image coordinates.
@@ -137,13 +146,15 @@ def shape_polygon(
         angle: rotation in radians.
         center: (x, y) centre of the shape's axis-aligned bounding box.
         rng: source of within-class variation.
+        min_triangle_angle: least interior angle (degrees, in (0, 60)) of a triangle; a style
+            sets it (``SceneStyle.min_triangle_angle``).
 
     Returns:
         (K, 2) float64 polygon with positive shoelace area (see module docstring).
     """
     if not size > 0:
         raise ValueError(f"shape size must be > 0, got {size}")
-    poly = _unit_shape(class_name, rng, size)
+    poly = _unit_shape(class_name, rng, size, min_triangle_angle)
     c, s = np.cos(angle), np.sin(angle)
     poly = poly @ np.array([[c, s], [-s, c]])
     lo, hi = poly.min(axis=0), poly.max(axis=0)

@@ -126,10 +126,10 @@ def remove_hidden_objects(
 
 
 def _sample_crowd(
-    rng: np.random.Generator, height: int, width: int, classes: Sequence[str]
+    rng: np.random.Generator, height: int, width: int, style: SceneStyle
 ) -> Tuple[int, List]:
     """A cluster of 6..15 tiny shapes of one class: too small and dense to annotate one by one."""
-    category = int(rng.integers(len(classes)))
+    category = int(rng.integers(len(style.classes)))
     extent = rng.uniform(36, 80)
     cx = rng.uniform(extent / 2 + 4, width - extent / 2 - 4)
     cy = rng.uniform(extent / 2 + 4, height - extent / 2 - 4)
@@ -138,7 +138,11 @@ def _sample_crowd(
         center = (cx + rng.uniform(-0.5, 0.5) * extent, cy + rng.uniform(-0.5, 0.5) * extent)
         size = rng.uniform(4, 8)
         angle = rng.uniform(0, 2 * np.pi)
-        members.append(shape_polygon(classes[category], size, angle, center, rng))
+        members.append(
+            shape_polygon(
+                style.classes[category], size, angle, center, rng, style.min_triangle_angle
+            )
+        )
     return category, members
 
 
@@ -163,13 +167,15 @@ def sample_scene(
         category = int(rng.integers(len(style.classes)))
         size = math.exp(rng.uniform(math.log(style.min_object_size), math.log(max_size)))
         angle = rng.uniform(0, 2 * np.pi)
-        poly = shape_polygon(style.classes[category], size, angle, (0.0, 0.0), rng)
+        poly = shape_polygon(
+            style.classes[category], size, angle, (0.0, 0.0), rng, style.min_triangle_angle
+        )
         lo, hi = poly.min(axis=0), poly.max(axis=0)
         offset = (rng.uniform(-lo[0], width - hi[0]), rng.uniform(-lo[1], height - hi[1]))
         depth = math.log(size) + rng.normal(0, 0.7)
         shapes.append((depth, category, [poly + np.asarray(offset)], False, size))
     if rng.random() < style.crowd_prob:
-        category, members = _sample_crowd(rng, height, width, style.classes)
+        category, members = _sample_crowd(rng, height, width, style)
         shapes.append((np.inf, category, members, True, 8.0))  # crowds lie at the back
     shapes.sort(key=lambda s: -s[0])
 

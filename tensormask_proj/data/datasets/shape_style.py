@@ -50,6 +50,8 @@ class SceneStyle:
     # Outline of each class (names from shape_geometry.SHAPE_OUTLINES): contiguous class id k
     # is classes[k], json category id k + 1.
     classes: Tuple[str, ...]
+    # Least interior angle of a triangle, in degrees (0 < a < 60; 60 is only the equilateral).
+    min_triangle_angle: float
     # Image geometry.
     image_height: int
     image_width_range: Tuple[int, int]  # inclusive
@@ -83,6 +85,11 @@ class SceneStyle:
     noise_sigma: Tuple[float, float]
 
     def __post_init__(self):
+        if not 0 < self.min_triangle_angle < 60:
+            raise ValueError(
+                "SceneStyle.min_triangle_angle must be in (0, 60) degrees, got "
+                f"{self.min_triangle_angle}"
+            )
         unknown = [c for c in self.classes if c not in SHAPE_OUTLINES]
         if not self.classes or unknown or len(set(self.classes)) != len(self.classes):
             raise ValueError(
@@ -94,6 +101,10 @@ class SceneStyle:
 SCENE_STYLES: Dict[str, SceneStyle] = {
     "default": SceneStyle(
         classes=DEFAULT_CLASSES,
+        # 45 degrees (generator version 6; 30 before): at small sizes a 30-degree triangle is a
+        # sliver that the one-stage models called "bar" (11 and 10 of 40 triangles of
+        # shapes_val in version 5, tools/class_confusion.py); the bar's aspect ratio is 2.9-4.
+        min_triangle_angle=45.0,
         image_height=192,
         image_width_range=(192, 256),
         # 24 px: TensorMask's finest windows (stride 4) give such an object a 6x6 mask; a
@@ -117,6 +128,7 @@ SCENE_STYLES: Dict[str, SceneStyle] = {
     ),
     "stress": SceneStyle(
         classes=STRESS_CLASSES,
+        min_triangle_angle=30.0,
         image_height=256,
         image_width_range=(256, 320),
         min_object_size=8.0,

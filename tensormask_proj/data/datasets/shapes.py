@@ -43,7 +43,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Bump whenever the generated content changes, so that existing copies get regenerated.
-GENERATOR_VERSION = 5
+GENERATOR_VERSION = 6
 _JPEG_QUALITY = 95
 
 
