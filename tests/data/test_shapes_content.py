@@ -230,8 +230,8 @@ class TestDefaultStyle(unittest.TestCase):
         self.assertEqual(set(self.classes), set(range(1, len(SCENE_STYLES["default"].classes) + 1)))
         self.assertGreaterEqual(sizes.min(), 24.0 - 1e-6)
         self.assertLessEqual(sizes.max(), 0.66 * 192 + 1e-6)
-        # Objects for every FPN level P2..P5 (TensorMask's quick config has windows of 24/32,
-        # 48/64, 96/128, 192/256 px there).
+        # Objects for every FPN level P2..P5 (TensorMask's quick config has windows of 32/48,
+        # 64/96, 128/192, 256/384 px there).
         for low, high in [(24, 32), (32, 64), (64, 100), (100, 128)]:
             self.assertGreater(((sizes >= low) & (sizes < high)).sum(), 8, (low, high))
         self.assertLessEqual(max(self.counts), SCENE_STYLES["default"].max_objects)

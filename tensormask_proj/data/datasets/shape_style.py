@@ -7,7 +7,8 @@ lines, illumination and noise). Two styles are registered:
 
 * ``"default"`` (``shapes_train`` / ``shapes_val``): learnable from scratch in minutes on a CPU,
   and still not trivial. Six classes that differ only by outline (circle, triangle, ring, star,
-  bar, cross: outlines that stay distinct at 24 px, see DEFAULT_CLASSES), objects from 24 px to
+  bar, cross: outlines that stay distinct at 24 px, see DEFAULT_CLASSES; no triangle angle below
+  45 degrees, so that no triangle looks like a bar), objects from 24 px to
   2/3 of the image (every FPN level from P2 to P5 gets objects), up to four per image,
   overlapping and occluding one another, a few crowd regions, flat or gradient backgrounds with
   smooth colour variation and a thin clutter line, flat or shaded fills that contrast with what
