@@ -15,11 +15,12 @@ from project_testing import train_and_evaluate
 from .blendmask_testing import CONFIG_DIR, blendmask_cfg
 
 LEARNING_CONFIG = os.path.join(CONFIG_DIR, "quick_schedules", "blendmask_R_18_GN_FPN_shapes.yaml")
-# Measured with this exact test on the default shapes style (generator version 5), 2026-11-30,
-# 2 threads on a quiet machine (175 s): mask AP 24.85 (AP50 35.70), box AP 18.05 (AP50 35.29),
-# the mean total loss of the last 20 iterations below 0.6x that of the first 20. Untrained, no
-# detection passes the 0.05 score threshold (AP 0). The bounds are about half the measured
-# values, a margin for the run-to-run variation of a from-scratch training.
+# Measured with this exact test on the default shapes style (generator version 6) and the
+# official bases (128 channels, 3 convs), 2026-11-30, 2 threads on a quiet machine (254 s): mask
+# AP 24.94 (AP50 35.73), box AP 18.87 (AP50 34.71), the mean total loss of the last 20
+# iterations below 0.6x that of the first 20. Untrained, no detection passes the 0.05 score
+# threshold (AP 0). The bounds are about half the measured values, a margin for the run-to-run
+# variation of a from-scratch training.
 MIN_MASK_AP = 12.4
 MIN_MASK_AP50 = 17.8
 MIN_BOX_AP = 9.0
