@@ -14,7 +14,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-__all__ = ["SHAPE_OUTLINES", "SHAPE_COLORS", "shape_polygon", "polygon_area"]
+__all__ = ["SHAPE_OUTLINES", "SHAPE_COLORS", "shape_polygon", "polygon_area", "check_min_triangle_angle"]
 
 # Every outline shape_polygon can draw, and its RGB colour for detectron2's Visualizer
 # (MetadataCatalog.thing_colors): one distinct colour per outline.
@@ -55,6 +55,13 @@ def _circle(size: float) -> np.ndarray:
     return _regular_polygon(int(np.clip(n, 24, 256)))
 
 
+def check_min_triangle_angle(angle: float, name: str) -> None:
+    """Raise a ValueError naming ``name`` unless ``angle`` (degrees) is a possible least interior
+    angle of a triangle other than the equilateral one: in (0, 60)."""
+    if not 0 < angle < 60:
+        raise ValueError(f"{name} must be in (0, 60) degrees, got {angle}")
+
+
 def _unit_shape(
     class_name: str, rng: np.random.Generator, size: float, min_triangle_angle: float
 ) -> np.ndarray:
@@ -86,10 +93,7 @@ def _unit_shape(
         # Three points on the circle, redrawn until every interior angle is at least
         # min_triangle_angle, so that no triangle degenerates into a sliver that looks like a
         # line (or, at small sizes, like a bar). An inscribed angle is half the arc opposite it.
-        if not 0 < min_triangle_angle < 60:
-            raise ValueError(
-                f"min_triangle_angle must be in (0, 60) degrees, got {min_triangle_angle}"
-            )
+        check_min_triangle_angle(min_triangle_angle, "min_triangle_angle")
         least_arc = 2 * np.deg2rad(min_triangle_angle)
         while True:
             t = np.sort(rng.uniform(0, 2 * np.pi, size=3))

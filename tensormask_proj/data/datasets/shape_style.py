@@ -24,7 +24,7 @@ lines, illumination and noise). Two styles are registered:
 from dataclasses import dataclass
 from typing import Dict, Tuple
 
-from .shape_geometry import SHAPE_OUTLINES
+from .shape_geometry import SHAPE_OUTLINES, check_min_triangle_angle
 
 __all__ = ["SceneStyle", "SCENE_STYLES", "DEFAULT_CLASSES", "STRESS_CLASSES"]
 
@@ -86,11 +86,7 @@ class SceneStyle:
     noise_sigma: Tuple[float, float]
 
     def __post_init__(self):
-        if not 0 < self.min_triangle_angle < 60:
-            raise ValueError(
-                "SceneStyle.min_triangle_angle must be in (0, 60) degrees, got "
-                f"{self.min_triangle_angle}"
-            )
+        check_min_triangle_angle(self.min_triangle_angle, "SceneStyle.min_triangle_angle")
         unknown = [c for c in self.classes if c not in SHAPE_OUTLINES]
         if not self.classes or unknown or len(set(self.classes)) != len(self.classes):
             raise ValueError(
