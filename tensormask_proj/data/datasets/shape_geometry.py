@@ -14,7 +14,13 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-__all__ = ["SHAPE_OUTLINES", "SHAPE_COLORS", "shape_polygon", "polygon_area", "check_min_triangle_angle"]
+__all__ = [
+    "SHAPE_OUTLINES",
+    "SHAPE_COLORS",
+    "shape_polygon",
+    "polygon_area",
+    "check_min_triangle_angle",
+]
 
 # Every outline shape_polygon can draw, and its RGB colour for detectron2's Visualizer
 # (MetadataCatalog.thing_colors): one distinct colour per outline.
