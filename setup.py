@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
 from setuptools import find_packages, setup
 
@@ -93,6 +94,34 @@ def _cuda_wanted():
     return True
 
 
+def _link_the_process_cxx_runtime():
+    """Link arguments that make the extension use the C++ runtime (libstdc++) that torch runs on.
+
+    A compiler may link libstdc++ statically into a shared library: seen on a GPU machine whose
+    `g++` is a relocated GCC (a wrapper with `-B` prefixes holding libstdc++.a but no
+    libstdc++.so). The extension then carries a second C++ runtime. Errors of its kernels
+    (TORCH_CHECK) are thrown by libc10 with the process's runtime and unwound through the
+    extension's frames with the other one's personality routine: the process died with a
+    segmentation fault instead of raising RuntimeError, even for a one-line TORCH_LIBRARY op.
+    Naming the runtime file torch has loaded, before the driver's own -lstdc++, makes the linker
+    resolve the C++ runtime there (NEEDED libstdc++.so.6), whatever the driver would pick.
+    """
+    if not sys.platform.startswith("linux"):
+        return []
+    import torch  # noqa: F401 (loads the C++ runtime into this process)
+
+    try:
+        with open("/proc/self/maps") as maps:
+            loaded = {line.split()[-1] for line in maps if "/libstdc++.so" in line}
+    except OSError:
+        return []
+    loaded = sorted(path for path in loaded if os.path.isfile(path))
+    if len(loaded) != 1:
+        return []
+    print(f"[setup.py] linking the C++ runtime torch uses: {loaded[0]}")
+    return ["-Wl,--push-state,--no-as-needed", loaded[0], "-Wl,--pop-state"]
+
+
 def get_extensions():
     with_cuda = _cuda_wanted()
     # Import only after CUDA_HOME is settled: torch.utils.cpp_extension reads it at import.
@@ -112,7 +141,7 @@ def get_extensions():
             sources,
             include_dirs=[os.path.abspath(CSRC)],
             extra_compile_args=extra_compile_args,
-            extra_link_args=["-fopenmp"],
+            extra_link_args=["-fopenmp"] + _link_the_process_cxx_runtime(),
         )
     ]
 
