@@ -7,7 +7,8 @@
 #   2. tests/layers on CUDA (swap_align2nat and swap_align2nat_at: values against the CPU
 #      kernels, gradients, gradcheck, opcheck, determinism, bad input in a child process);
 #   3. the op benchmark on CUDA (ms, median and best: dense forward/backward vs torch.full,
-#      swap_align2nat_at);
+#      swap_align2nat_at); with OFFICIAL_CSRC=DIR (detectron2's
+#      projects/TensorMask/tensormask/layers/csrc) also against the official CUDA op built from it;
 #   4. one training iteration, TensorMask quick config vs Mask R-CNN R-18-GN-FPN (ATen calls on
 #      the CPU, ms per iteration on the GPU, ratios);
 #   5. inference per image, Mask R-CNN R50-FPN vs TensorMask dense / sparse on the GPU.
@@ -41,7 +42,8 @@ step "tests/layers"
 timeout 300 python3 -m pytest -q -p no:cacheprovider tests/layers 2>&1 | tail -15
 
 step "op benchmark (CUDA)"
-timeout 180 python3 benchmarks/swap_align2nat.py --cuda-only --skip-reference --repeats 10
+timeout 240 python3 benchmarks/swap_align2nat.py --cuda-only --skip-reference --repeats 10 \
+  ${OFFICIAL_CSRC:+--official-csrc "$OFFICIAL_CSRC"}
 
 step "training iteration"
 timeout 400 python3 benchmarks/train_step.py --iters 4

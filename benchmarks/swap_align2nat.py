@@ -15,11 +15,19 @@ and the ratios a/b and a/c, by the median and by the best of the rounds (the tim
 round are interleaved). On a machine with a GPU it prints the same figures for CUDA, in
 milliseconds.
 
+With --official-csrc DIR (the `projects/TensorMask/tensormask/layers/csrc` folder of a detectron2
+checkout) it also builds detectron2's official CUDA op from that folder with
+torch.utils.cpp_extension (nothing of it is kept in this repository) and, on CUDA, times its
+forward and backward in the same interleaved rounds, prints the largest difference between its
+outputs and gradients and ours, and the ratios ours / official.
+
 Usage: python benchmarks/swap_align2nat.py [--repeats 7] [--threads N] [--skip-reference]
-       [--cuda-only]
+       [--cuda-only] [--official-csrc DIR]
 """
-import statistics
 import argparse
+import os
+import statistics
+import tempfile
 import time
 
 import torch
@@ -64,7 +72,52 @@ def timed_interleaved(fns, device, repeats):
     return times
 
 
-def bench_device(device, repeats, with_reference):
+def build_official(csrc):
+    """detectron2's official SwapAlign2Nat extension (CUDA only), compiled from ``csrc``."""
+    from torch.utils.cpp_extension import load
+
+    sources = [
+        os.path.join(csrc, "vision.cpp"),
+        os.path.join(csrc, "SwapAlign2Nat", "SwapAlign2Nat_cuda.cu"),
+    ]
+    missing = [p for p in sources if not os.path.isfile(p)]
+    if missing:
+        raise SystemExit(f"--official-csrc {csrc}: missing {', '.join(missing)}")
+    build_dir = tempfile.mkdtemp(prefix="official_swap_align2nat_")
+    t0 = time.perf_counter()
+    try:
+        module = load(
+            name="official_swap_align2nat",
+            sources=sources,
+            extra_cflags=["-O3", "-DWITH_CUDA"],
+            extra_cuda_cflags=["-O3", "-DWITH_CUDA"],
+            build_directory=build_dir,
+            verbose=False,
+        )
+    except RuntimeError as e:
+        # Our own figures are still worth printing when the official sources do not build.
+        print(f"could not build the official op from {csrc}; compared without it:")
+        print("\n".join(str(e).splitlines()[-6:]))
+        return None
+    print(f"built the official op from {csrc} in {time.perf_counter() - t0:.0f} s")
+    return module
+
+
+def compare_official(official, cases, grads):
+    """Largest |ours - official| over the 12 tensors, for the outputs and for the gradients."""
+    out_diff = grad_diff = 0.0
+    for (lam, x), g in zip(cases, grads):
+        ours = swap_align2nat(x, lam)
+        theirs = official.swap_align2nat_forward(x, lam, -6.0)
+        out_diff = max(out_diff, (ours - theirs).abs().max().item())
+        del ours, theirs
+        ours = torch.ops.tensormask_proj.swap_align2nat_backward(g, lam, list(x.shape))
+        theirs = official.swap_align2nat_backward(g, lam, *x.shape)
+        grad_diff = max(grad_diff, (ours - theirs).abs().max().item())
+    return out_diff, grad_diff
+
+
+def bench_device(device, repeats, with_reference, official=None):
     cases = make_inputs(device)
     outputs = [swap_align2nat(x, lam) for lam, x in cases]
     out_bytes = sum(o.numel() * o.element_size() for o in outputs)
@@ -128,17 +181,26 @@ def bench_device(device, repeats, with_reference):
                 g.view(-1, v_out, v_out), *req, lam, list(x.shape)
             )
 
-    times = timed_interleaved(
-        {
-            "op forward": op_forward,
-            "op backward": op_backward,
-            "torch.full": full,
-            "at forward": at_forward,
-            "at backward": at_backward,
-        },
-        device,
-        repeats,
-    )
+    fns = {
+        "op forward": op_forward,
+        "op backward": op_backward,
+        "torch.full": full,
+        "at forward": at_forward,
+        "at backward": at_backward,
+    }
+    if official is not None:
+
+        def official_forward():
+            for lam, x in cases:
+                official.swap_align2nat_forward(x, lam, -6.0)
+
+        def official_backward():
+            for (lam, x), g in zip(cases, grads):
+                official.swap_align2nat_backward(g, lam, *x.shape)
+
+        fns["official forward"] = official_forward
+        fns["official backward"] = official_backward
+    times = timed_interleaved(fns, device, repeats)
     if with_reference:
         # Slow (tens of seconds): timed once, without a warm-up.
         t0 = time.perf_counter()
@@ -170,6 +232,16 @@ def bench_device(device, repeats, with_reference):
         for name in ("forward", "backward"):
             ratio = min(times[f"op {name}"]) / times[f"reference {name}"][0]
             print(f"  a/b {name} (op best / reference) {ratio:.3f}")
+    if official is not None:
+        for stat_name, stat in (("median", statistics.median), ("best", min)):
+            print(
+                f"  {stat_name:6s} ours / official: forward "
+                f"{stat(times['op forward']) / stat(times['official forward']):5.2f}   backward "
+                f"{stat(times['op backward']) / stat(times['official backward']):5.2f}"
+                "   (target: backward <= 1)"
+            )
+        out_diff, grad_diff = compare_official(official, cases, grads)
+        print(f"  max |ours - official|: outputs {out_diff:.3g}, gradients {grad_diff:.3g}")
     return times
 
 
@@ -179,6 +251,11 @@ def main():
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--cuda-only", action="store_true")
+    parser.add_argument(
+        "--official-csrc",
+        metavar="DIR",
+        help="detectron2's projects/TensorMask/tensormask/layers/csrc: compare with its CUDA op",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -186,7 +263,10 @@ def main():
     if not args.cuda_only:
         bench_device(torch.device("cpu"), args.repeats, not args.skip_reference)
     if torch.cuda.is_available():
-        bench_device(torch.device("cuda"), max(args.repeats, 10), not args.skip_reference)
+        official = build_official(args.official_csrc) if args.official_csrc else None
+        bench_device(
+            torch.device("cuda"), max(args.repeats, 10), not args.skip_reference, official
+        )
     else:
         print("\n(no GPU visible: CUDA figures skipped)")
 
