@@ -109,8 +109,12 @@ def add_blendmask_config(cfg):
     cfg.MODEL.BASIS_MODULE.NORM = "SyncBN"
     # Tower convs before the x2 upsampling.
     cfg.MODEL.BASIS_MODULE.NUM_CONVS = 3
-    # Stride of the semantic head's output, i.e. of IN_FEATURES[0].
+    # Stride of IN_FEATURES[0] (checked against the backbone).
     cfg.MODEL.BASIS_MODULE.COMMON_STRIDE = 8
+    # Backbone feature the auxiliary semantic head reads; "" means IN_FEATURES[0] (AdelaiDet).
+    # Not in AdelaiDet: with the bases built from p2, the head on "p3" keeps its class supervision
+    # on the level where FCOS classifies the small objects.
+    cfg.MODEL.BASIS_MODULE.SEMANTIC_IN_FEATURE = ""
     # Thing classes of the semantic head (it predicts NUM_CLASSES + 1, 0 = background).
     cfg.MODEL.BASIS_MODULE.NUM_CLASSES = 80
     # Weight of the auxiliary semantic loss.

@@ -71,8 +71,9 @@ class ProtoNet(nn.Module):
     2. ``tower``: NUM_CONVS conv-norm-ReLU, x2 bilinear upsampling, one more conv-norm-ReLU and a
        1x1 conv to K bases -> stride s/2 (4 for p3);
     3. ``seg_head`` (only with the auxiliary loss): conv-BN-ReLU x2 and a 1x1 conv to C + 1
-       classes on the first input level, trained with cross-entropy on the thing-semantic map.
-       It only shapes the features during training and is not used by the masks.
+       classes on ``semantic_in_feature`` (the first input level unless set), trained with
+       cross-entropy on the thing-semantic map. It only shapes the features during training
+       and is not used by the masks.
 
     The semantic head always uses BatchNorm (as in AdelaiDet, for checkpoint compatibility); the
     refine and tower norms follow ``norm``.
@@ -92,6 +93,7 @@ class ProtoNet(nn.Module):
         num_classes: int = 80,
         loss_weight: float = 0.3,
         common_stride: int = 8,
+        semantic_in_feature: str = "",
         visualize: bool = False,
     ):
         """
@@ -105,7 +107,8 @@ class ProtoNet(nn.Module):
             loss_on: build the semantic head and compute the auxiliary loss in training.
             num_classes: C (the head predicts C + 1).
             loss_weight: weight of the auxiliary loss.
-            common_stride: stride of in_features[0], the semantic head's stride.
+            common_stride: stride of in_features[0].
+            semantic_in_feature: backbone feature of the semantic head; "" for in_features[0].
             visualize: also return the semantic logits in inference.
         """
         super().__init__()
@@ -124,7 +127,23 @@ class ProtoNet(nn.Module):
         self.in_features = list(in_features)
         self.loss_on = loss_on
         self.loss_weight = loss_weight
-        self.common_stride = common_stride
+        self.semantic_in_feature = semantic_in_feature or in_features[0]
+        if self.semantic_in_feature not in input_shape:
+            raise ValueError(
+                f"MODEL.BASIS_MODULE.SEMANTIC_IN_FEATURE '{semantic_in_feature}' is not a backbone "
+                f"output {sorted(input_shape)}"
+            )
+        # The stride of the semantic logits, at which the loss samples its target.
+        self.semantic_stride = (
+            common_stride
+            if self.semantic_in_feature == in_features[0]
+            else input_shape[self.semantic_in_feature].stride
+        )
+        if self.semantic_stride is None:
+            raise ValueError(
+                f"MODEL.BASIS_MODULE.SEMANTIC_IN_FEATURE '{semantic_in_feature}' has no stride in "
+                "the backbone's output shapes"
+            )
         self.visualize = visualize
 
         self.refine = nn.ModuleList(
@@ -137,7 +156,7 @@ class ProtoNet(nn.Module):
         self.tower = nn.Sequential(*tower)
 
         if loss_on:
-            in_channels = input_shape[in_features[0]].channels
+            in_channels = input_shape[self.semantic_in_feature].channels
             self.seg_head = nn.Sequential(
                 nn.Conv2d(in_channels, convs_dim, 3, stride=1, padding=1, bias=False),
                 nn.BatchNorm2d(convs_dim),
@@ -164,6 +183,7 @@ class ProtoNet(nn.Module):
             "num_classes": basis.NUM_CLASSES,
             "loss_weight": basis.LOSS_WEIGHT,
             "common_stride": basis.COMMON_STRIDE,
+            "semantic_in_feature": basis.SEMANTIC_IN_FEATURE,
             "visualize": cfg.MODEL.BLENDMASK.VISUALIZE,
         }
 
@@ -176,7 +196,8 @@ class ProtoNet(nn.Module):
 
         Returns:
             outputs: {"bases": [(N, K, 2H/s, 2W/s)]} plus, in inference with ``visualize`` and
-                ``loss_on``, "seg_thing_out" (N, C+1, H/s, W/s).
+                ``loss_on``, "seg_thing_out" (N, C+1, H/t, W/t), t the stride of the semantic
+                head's input feature.
             losses: {"loss_basis_sem": scalar} in training with ``loss_on``, else {}.
         """
         x = self.refine[0](features[self.in_features[0]])
@@ -192,10 +213,10 @@ class ProtoNet(nn.Module):
                     "'basis_sem' map (tensormask_proj.data.dataset_mapper."
                     "BlendMaskDatasetMapper adds it)"
                 )
-            seg_logits = self.seg_head(features[self.in_features[0]])
+            seg_logits = self.seg_head(features[self.semantic_in_feature])
             losses["loss_basis_sem"] = self.loss_weight * basis_semantic_loss(
-                seg_logits, sem_targets, self.common_stride
+                seg_logits, sem_targets, self.semantic_stride
             )
         elif self.loss_on and self.visualize:
-            outputs["seg_thing_out"] = self.seg_head(features[self.in_features[0]])
+            outputs["seg_thing_out"] = self.seg_head(features[self.semantic_in_feature])
         return outputs, losses

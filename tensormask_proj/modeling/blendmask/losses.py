@@ -95,25 +95,26 @@ def blender_mask_loss(
     return (per_instance * weights).sum() / normalizer
 
 
-def basis_semantic_loss(seg_logits: Tensor, sem_targets: Tensor, common_stride: int) -> Tensor:
+def basis_semantic_loss(seg_logits: Tensor, sem_targets: Tensor, stride: int) -> Tensor:
     """
     Auxiliary thing-semantic loss of the basis module.
 
     Args:
-        seg_logits: (N, C+1, H/s, W/s) semantic logits at stride s = common_stride.
+        seg_logits: (N, C+1, H/s, W/s) semantic logits at stride s.
         sem_targets: (N, H, W) long, thing class + 1 per pixel (0 = background, also for
             padding), at the padded input resolution.
-        common_stride: s.
+        stride: s, the stride of the semantic head's input feature.
 
     Returns:
         Scalar: cross-entropy averaged over all pixels of the downsampled target. The target is
         downsampled by nearest-neighbour sampling (pixel (i*s, j*s)), as in AdelaiDet.
     """
     h, w = seg_logits.shape[-2:]
-    if sem_targets.shape[-2:] != (h * common_stride, w * common_stride):
+    if sem_targets.shape[-2:] != (h * stride, w * stride):
         raise ValueError(
             f"basis_sem of padded size {tuple(sem_targets.shape[-2:])} does not match semantic "
-            f"logits {(h, w)} at MODEL.BASIS_MODULE.COMMON_STRIDE={common_stride}"
+            f"logits {(h, w)} at stride {stride} (MODEL.BASIS_MODULE.COMMON_STRIDE, or the "
+            "stride of MODEL.BASIS_MODULE.SEMANTIC_IN_FEATURE)"
         )
-    targets = sem_targets[:, ::common_stride, ::common_stride]
+    targets = sem_targets[:, ::stride, ::stride]
     return F.cross_entropy(seg_logits, targets.long())

@@ -32,6 +32,8 @@ EXPECTED_DEFAULTS = {
         "NAME": "ProtoNet", "NUM_BASES": 4, "LOSS_ON": False, "ANN_SET": "coco", "CONVS_DIM": 128,
         "IN_FEATURES": ["p3", "p4", "p5"], "NORM": "SyncBN", "NUM_CONVS": 3, "COMMON_STRIDE": 8,
         "NUM_CLASSES": 80, "LOSS_WEIGHT": 0.3,
+        # This project's key (not AdelaiDet's); "" keeps AdelaiDet's behaviour.
+        "SEMANTIC_IN_FEATURE": "",
     },
     "BLENDMASK": {
         "ATTN_SIZE": 14, "TOP_INTERP": "bilinear", "BOTTOM_RESOLUTION": 56,
@@ -126,6 +128,7 @@ class TestConfigFiles(unittest.TestCase):
             (["MODEL.FCOS.LOSS_NORMALIZER_CLS", "none"], ValueError, "LOSS_NORMALIZER_CLS"),
             (["MODEL.FCOS.USE_DEFORMABLE", True], NotImplementedError, "USE_DEFORMABLE"),
             (["MODEL.BASIS_MODULE.COMMON_STRIDE", 4], ValueError, "COMMON_STRIDE"),
+            (["MODEL.BASIS_MODULE.SEMANTIC_IN_FEATURE", "p9"], ValueError, "SEMANTIC_IN_FEATURE"),
             (["MODEL.BLENDMASK.POOLER_SCALES", (0.25, 0.125)], ValueError, "POOLER_SCALES"),
             (["MODEL.PANOPTIC_FPN.COMBINE.ENABLED", True], NotImplementedError, "COMBINE"),
             (["MODEL.MASK_ON", False], ValueError, "MASK_ON"),

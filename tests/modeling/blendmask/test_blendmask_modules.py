@@ -96,9 +96,30 @@ class TestProtoNet(unittest.TestCase):
         self.assertFalse(hasattr(without, "seg_head"))
         self.assertIn("refine.0.0.bias", without.state_dict())  # no norm -> conv bias
 
+    def test_semantic_head_on_another_level(self):
+        shapes = {f"p{i}": ShapeSpec(channels=32, stride=2**i) for i in (2, 3, 4, 5)}
+        net = ProtoNet(
+            input_shape=shapes, in_features=["p2", "p3", "p4", "p5"], num_bases=4,
+            convs_dim=32, norm="GN", num_convs=1, loss_on=True, num_classes=6, common_stride=4,
+            semantic_in_feature="p3",
+        )  # fmt: skip
+        feats = {f"p{i}": torch.randn(2, 32, 64 // 2**i, 80 // 2**i) for i in (2, 3, 4, 5)}
+        # Class 3 everywhere: the loss must read the target at stride 8, matching p3's logits.
+        sem = torch.full((2, 64, 80), 3, dtype=torch.long)
+        outputs, losses = net.train()(feats, sem)
+        self.assertEqual(tuple(outputs["bases"][0].shape), (2, 4, 32, 40))  # bases from p2: /2
+        logits = net.seg_head(feats["p3"])
+        expected = 0.3 * torch.nn.functional.cross_entropy(logits, sem[:, ::8, ::8])
+        self.assertAlmostEqual(losses["loss_basis_sem"].item(), expected.item(), places=5)
+        net.visualize = True
+        outputs, _ = net.eval()(feats)
+        self.assertEqual(tuple(outputs["seg_thing_out"].shape), (2, 7, 8, 10))
+
     def test_bad_in_features(self):
         with self.assertRaisesRegex(ValueError, "IN_FEATURES"):
             ProtoNet(input_shape=self._shapes(), in_features=["p2", "p3"])
+        with self.assertRaisesRegex(ValueError, "SEMANTIC_IN_FEATURE 'p2'"):
+            ProtoNet(input_shape=self._shapes(), in_features=["p3"], semantic_in_feature="p2")
 
 
 class TestFCOSBackbone(unittest.TestCase):
