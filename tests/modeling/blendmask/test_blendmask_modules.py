@@ -104,8 +104,9 @@ class TestProtoNet(unittest.TestCase):
             semantic_in_feature="p3",
         )  # fmt: skip
         feats = {f"p{i}": torch.randn(2, 32, 64 // 2**i, 80 // 2**i) for i in (2, 3, 4, 5)}
-        # Class 3 everywhere: the loss must read the target at stride 8, matching p3's logits.
-        sem = torch.full((2, 64, 80), 3, dtype=torch.long)
+        # Random classes per pixel: the loss must sample the target at p3's stride, 8 (at p2's
+        # stride, 4, the sizes would not match; at another offset the value would differ).
+        sem = torch.randint(0, 7, (2, 64, 80), generator=torch.Generator().manual_seed(0))
         outputs, losses = net.train()(feats, sem)
         self.assertEqual(tuple(outputs["bases"][0].shape), (2, 4, 32, 40))  # bases from p2: /2
         logits = net.seg_head(feats["p3"])
