@@ -137,6 +137,11 @@ def add_blendmask_config(cfg):
     cfg.MODEL.BLENDMASK.POOLER_SCALES = (0.25,)
     # Multiplies the blender's mask loss only.
     cfg.MODEL.BLENDMASK.INSTANCE_LOSS_WEIGHT = 1.0
+    # The boxes that crop the bases and the mask targets in training: "gt" (AdelaiDet: every
+    # positive location of an object uses the object's box) or "predicted" (each location's own
+    # predicted box, detached, where it overlaps the object's box by IoU >= 0.5; the object's box
+    # elsewhere), so that the blender trains on boxes like those it is given at inference.
+    cfg.MODEL.BLENDMASK.TRAIN_BOXES = "gt"
     # Eval outputs also carry the raw "bases" (and "sem_thing_seg" when LOSS_ON).
     cfg.MODEL.BLENDMASK.VISUALIZE = False
     return cfg

@@ -16,12 +16,20 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from detectron2.config import configurable
+from detectron2.layers import ROIAlign
 from detectron2.modeling.poolers import ROIPooler
-from detectron2.structures import Instances
+from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.structures.boxes import matched_pairwise_iou
 
 from .losses import blender_mask_loss
 
 __all__ = ["Blender", "blend"]
+
+# With MODEL.BLENDMASK.TRAIN_BOXES "predicted", a positive location's predicted box replaces its
+# ground-truth box when they overlap at least this much: Mask R-CNN's foreground IoU for the
+# proposals its mask head trains on. Below it (early in training) the box says little about the
+# object, and the ground-truth box is used.
+PREDICTED_BOX_MIN_IOU = 0.5
 
 
 def blend(rois: Tensor, attns: Tensor, attn_size: int, interp_mode: str = "bilinear") -> Tensor:
@@ -51,8 +59,11 @@ class Blender:
     """
     Pools the bases with ROIAlign (aligned, one sample per bin) and blends them.
 
-    Training uses the ground-truth boxes (:meth:`losses`); inference the predicted boxes
-    (:meth:`predict`). The caller (BlendMask) picks one by its ``training`` flag.
+    Inference (:meth:`predict`) crops with the predicted boxes. Training (:meth:`losses`) crops
+    with the ground-truth boxes (AdelaiDet), or with each positive location's own predicted box
+    (``train_boxes="predicted"``), so that the blender learns the boxes it will be given at
+    inference, as Mask R-CNN's mask head learns on proposals. The caller (BlendMask) picks one by
+    its ``training`` flag.
     """
 
     @configurable
@@ -66,6 +77,7 @@ class Blender:
         attn_size: int = 14,
         top_interp: str = "bilinear",
         instance_loss_weight: float = 1.0,
+        train_boxes: str = "gt",
     ):
         """
         Args:
@@ -76,7 +88,15 @@ class Blender:
             attn_size: M.
             top_interp: attention upsampling mode.
             instance_loss_weight: weight of the mask loss.
+            train_boxes: "gt" or "predicted", the boxes that crop the bases and the mask targets
+                in training; "predicted" falls back to the ground-truth box for a location
+                whose predicted box overlaps its object less than ``PREDICTED_BOX_MIN_IOU``.
         """
+        if train_boxes not in ("gt", "predicted"):
+            raise ValueError(
+                f"MODEL.BLENDMASK.TRAIN_BOXES must be 'gt' or 'predicted', got {train_boxes!r}"
+            )
+        self.train_boxes = train_boxes
         if len(pooler_scales) != 1:
             raise ValueError(
                 f"MODEL.BLENDMASK.POOLER_SCALES must have one entry (the bases are one level), "
@@ -94,6 +114,10 @@ class Blender:
             pooler_type=pooler_type,
             canonical_level=2,
         )
+        # detectron2's BitMasks.crop_and_resize settings (mask targets on the box's R x R grid).
+        self._mask_cropper = ROIAlign(
+            (pooler_resolution, pooler_resolution), 1.0, sampling_ratio=0, aligned=True
+        )
 
     @classmethod
     def from_config(cls, cfg):
@@ -106,6 +130,7 @@ class Blender:
             "attn_size": bm.ATTN_SIZE,
             "top_interp": bm.TOP_INTERP,
             "instance_loss_weight": bm.INSTANCE_LOSS_WEIGHT,
+            "train_boxes": bm.TRAIN_BOXES,
         }
 
     def losses(
@@ -120,7 +145,9 @@ class Blender:
         Args:
             bases: [(N, K, H/4, W/4)].
             attns: (P, K*M*M) attentions at the positive locations.
-            positives: P entries with ``gt_inds`` (into the concatenated gts) and ``gt_ctrs``.
+            positives: P entries with ``im_inds`` (ascending), ``gt_inds`` (into the
+                concatenated gts), ``gt_ctrs`` and, for ``train_boxes="predicted"``,
+                ``box_preds`` (P, 4).
             gt_instances: N Instances with ``gt_boxes`` and ``gt_masks``.
             loss_denorm: sum of the centerness targets (FCOS's box-loss normaliser).
 
@@ -131,18 +158,70 @@ class Blender:
         if len(positives) == 0:
             # Zero, but connected to the graph so that every parameter gets a gradient.
             return {"loss_mask": attns.sum() * 0 + sum(b.sum() for b in bases) * 0}
-        gt_boxes = [x.gt_boxes for x in gt_instances]
-        rois = self.pooler(bases, gt_boxes)[positives.gt_inds]  # (P, K, R, R)
+        if self.train_boxes == "gt":
+            gt_boxes = [x.gt_boxes for x in gt_instances]
+            rois = self.pooler(bases, gt_boxes)[positives.gt_inds]  # (P, K, R, R)
+            targets = torch.cat(
+                [
+                    x.gt_masks.crop_and_resize(x.gt_boxes.tensor, self.pooler_resolution)
+                    for x in gt_instances
+                    if len(x) > 0
+                ]
+            )[positives.gt_inds]
+        else:
+            rois, targets = self._crop_with_predicted_boxes(bases, positives, gt_instances)
         mask_logits = blend(rois, attns, self.attn_size, self.top_interp)
-        targets = torch.cat(
-            [
-                x.gt_masks.crop_and_resize(x.gt_boxes.tensor, self.pooler_resolution)
-                for x in gt_instances
-                if len(x) > 0
-            ]
-        )[positives.gt_inds]
         loss = blender_mask_loss(mask_logits, targets, positives.gt_ctrs, loss_denorm)
         return {"loss_mask": self.instance_loss_weight * loss}
+
+    def _crop_with_predicted_boxes(
+        self, bases: List[Tensor], positives: Instances, gt_instances: List[Instances]
+    ):
+        """
+        Crop the bases and each positive's ground-truth mask with the positive's predicted box,
+        or its ground-truth box where the two overlap less than ``PREDICTED_BOX_MIN_IOU``.
+
+        Returns:
+            rois (P, K, R, R) and mask targets (P, R, R), in the order of ``positives``.
+        """
+        gt_boxes = torch.cat([x.gt_boxes.tensor for x in gt_instances])[positives.gt_inds]
+        pred_boxes = positives.box_preds.to(gt_boxes.dtype)
+        overlap = matched_pairwise_iou(Boxes(pred_boxes), Boxes(gt_boxes))
+        use_pred = (overlap >= PREDICTED_BOX_MIN_IOU)[:, None]
+        boxes = torch.where(use_pred, pred_boxes, gt_boxes)
+
+        num_per_image = torch.bincount(positives.im_inds, minlength=len(gt_instances)).tolist()
+        boxes_per_image = boxes.split(num_per_image)
+        # The pooler returns the rois in image order, which is the order of the positives.
+        rois = self.pooler(bases, [Boxes(b) for b in boxes_per_image])
+        first_gt = 0
+        targets = []
+        for gt, boxes_i, gt_inds_i in zip(
+            gt_instances, boxes_per_image, positives.gt_inds.split(num_per_image)
+        ):
+            if len(boxes_i) > 0:
+                targets.append(self._crop_masks(gt.gt_masks, gt_inds_i - first_gt, boxes_i))
+            first_gt += len(gt)
+        return rois, torch.cat(targets)
+
+    def _crop_masks(self, masks, inds: Tensor, boxes: Tensor) -> Tensor:
+        """
+        Args:
+            masks: one image's G_i ground-truth masks, BitMasks or PolygonMasks.
+            inds: (p,) long, the mask of each box; boxes: (p, 4) XYXY.
+
+        Returns:
+            (p, R, R) bool, mask ``inds[j]`` cropped with ``boxes[j]`` and resized as
+            ``crop_and_resize`` does.
+        """
+        if isinstance(masks, BitMasks):
+            # ROIAlign over the image's masks with the gt index as the batch index: no copy of a
+            # full-size mask per positive location.
+            rois = torch.cat([inds.to(boxes.dtype)[:, None], boxes], dim=1).float()
+            cropped = self._mask_cropper(masks.tensor.to(torch.float32)[:, None], rois)
+            return cropped.squeeze(1) >= 0.5
+        # Polygons are rasterised per box anyway; indexing them copies only their vertices.
+        return masks[inds].crop_and_resize(boxes, self.pooler_resolution)
 
     def predict(self, bases: List[Tensor], proposals: List[Instances]) -> None:
         """

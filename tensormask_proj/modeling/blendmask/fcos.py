@@ -31,7 +31,7 @@ from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
 from detectron2.structures import ImageList, Instances
 
 from .fcos_head import FCOSHead
-from .fcos_postprocess import predict_instances
+from .fcos_postprocess import distances_to_boxes, predict_instances
 from .fcos_targets import (
     compute_ctrness_targets,
     compute_locations,
@@ -205,7 +205,8 @@ class FCOS(nn.Module):
                   per positive location: ``im_inds``, ``fpn_levels`` (long), ``locations`` (P, 2),
                   ``labels``, ``gt_inds`` (index into the concatenation of all images'
                   gt_instances), ``reg_targets`` (P, 4) in strides, ``gt_ctrs`` (P,) centerness
-                  targets; and "loss_denorm", the scalar sum of gt_ctrs (averaged over
+                  targets, ``box_preds`` (P, 4) the predicted XYXY boxes (detached); and
+                  "loss_denorm", the scalar sum of gt_ctrs (averaged over
                   processes), which also normalises BlendMask's mask loss.
                 * inference (and training with yield_proposal): "proposals", N Instances with
                   ``pred_boxes`` (unclipped, input-image pixels), ``scores``, ``pred_classes``,
@@ -341,15 +342,22 @@ class FCOS(nn.Module):
             loss_ctr = pred_ctrness.sum() * 0
 
         all_locations = torch.cat(locations, dim=0)
+        pos_locations = all_locations[loc_inds]
+        pos_strides = pos_locations.new_tensor(self.strides)[level_of[loc_inds]]
         positives = Instances(
             (0, 0),
             im_inds=im_inds,
             fpn_levels=level_of[loc_inds],
-            locations=all_locations[loc_inds],
+            locations=pos_locations,
             labels=gt_labels[im_inds, loc_inds],
             gt_inds=gt_inds[im_inds, loc_inds],
             reg_targets=reg_targets,
             gt_ctrs=ctrness_targets,
+            # The box each positive predicts now, as inference would decode it; detached, so that
+            # the blender can train on it (MODEL.BLENDMASK.TRAIN_BOXES) without moving it.
+            box_preds=distances_to_boxes(
+                pos_locations, pred_deltas[im_inds, loc_inds].detach().float() * pos_strides[:, None]
+            ),
         )
         losses = {"loss_fcos_cls": loss_cls, "loss_fcos_loc": loss_loc, "loss_fcos_ctr": loss_ctr}
         return positives, loss_denorm, losses

@@ -15,7 +15,7 @@ from torch import Tensor
 from detectron2.layers import batched_nms
 from detectron2.structures import Boxes, Instances
 
-__all__ = ["predict_instances", "decode_level"]
+__all__ = ["predict_instances", "decode_level", "distances_to_boxes"]
 
 
 @torch.no_grad()
@@ -115,9 +115,8 @@ def decode_level(
         cand_scores, order = cand_scores.topk(topk)
         loc_inds, classes = loc_inds[order], classes[order]
     loc = locations[loc_inds]
-    dist = deltas[loc_inds] * stride
-    # (x - l, y - t, x + r, y + b); not clipped here (detector_postprocess clips later).
-    boxes = torch.cat([loc - dist[:, :2], loc + dist[:, 2:]], dim=1)
+    # Not clipped here (detector_postprocess clips later).
+    boxes = distances_to_boxes(loc, deltas[loc_inds] * stride)
     return Instances(
         image_size,
         pred_boxes=Boxes(boxes),
@@ -126,3 +125,17 @@ def decode_level(
         locations=loc,
         fpn_levels=torch.full_like(classes, level),
     )
+
+
+def distances_to_boxes(locations: Tensor, distances: Tensor) -> Tensor:
+    """
+    FCOS's box of a location: (x - l, y - t, x + r, y + b).
+
+    Args:
+        locations: (P, 2) (x, y) in input pixels.
+        distances: (P, 4) (l, t, r, b) in input pixels.
+
+    Returns:
+        (P, 4) XYXY boxes.
+    """
+    return torch.cat([locations - distances[:, :2], locations + distances[:, 2:]], dim=1)

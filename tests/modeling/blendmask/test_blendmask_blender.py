@@ -4,7 +4,7 @@ import unittest
 
 import torch
 
-from detectron2.structures import Boxes, Instances, PolygonMasks
+from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
 
 from tensormask_proj.modeling.blendmask.blender import Blender, blend
 
@@ -116,6 +116,102 @@ class TestBlenderLoss(unittest.TestCase):
         self.assertEqual(loss["loss_mask"].item(), 0.0)
         loss["loss_mask"].backward()
         self.assertEqual(bases[0].grad.abs().sum().item(), 0.0)
+
+
+class TestBlenderPredictedTrainBoxes(unittest.TestCase):
+    """MODEL.BLENDMASK.TRAIN_BOXES "predicted": each positive's own box crops bases and target."""
+
+    def _gts(self, bitmasks: bool):
+        # Image 0: gt [0, 0, 32, 32] whose mask is its left half. Image 1: no gt.
+        # Image 2: gts [0, 0, 32, 32] (full box) and [32, 32, 64, 64] (full box).
+        left = [[0, 0, 16, 0, 16, 32, 0, 32]]
+        full_a = [[0, 0, 32, 0, 32, 32, 0, 32]]
+        full_b = [[32, 32, 64, 32, 64, 64, 32, 64]]
+        gts = []
+        for boxes, polygons in [
+            ([[0, 0, 32, 32]], [left]),
+            ([], []),
+            ([[0, 0, 32, 32], [32, 32, 64, 64]], [full_a, full_b]),
+        ]:
+            inst = Instances((64, 64))
+            inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).view(-1, 4))
+            masks = PolygonMasks(polygons)
+            inst.gt_masks = BitMasks.from_polygon_masks(masks, 64, 64) if bitmasks else masks
+            gts.append(inst)
+        return gts
+
+    def _positives(self):
+        # Positive 0 (image 0, gt 0) predicts [0, 0, 32, 16]: IoU 0.5 with its gt -> kept.
+        # Positive 1 (image 2, gt 1) predicts [40, 40, 60, 60]: IoU 0 with gt 1 -> gt box.
+        # Positive 2 (image 2, gt 2) predicts [16, 32, 48, 64]: IoU 1/3 -> gt box.
+        # Positive 3 (image 2, gt 2) predicts [24, 24, 64, 64]: IoU 0.64 -> kept.
+        return Instances(
+            (0, 0),
+            im_inds=torch.tensor([0, 2, 2, 2]),
+            gt_inds=torch.tensor([0, 1, 2, 2]),
+            gt_ctrs=torch.ones(4),
+            box_preds=torch.tensor(
+                [[0, 0, 32, 16], [40, 40, 60, 60], [16, 32, 48, 64], [24, 24, 64, 64]],
+                dtype=torch.float32,
+            ),
+        )
+
+    def test_crops_follow_the_chosen_boxes(self):
+        used = torch.tensor(
+            [[0, 0, 32, 16], [0, 0, 32, 32], [32, 32, 64, 64], [24, 24, 64, 64]],
+            dtype=torch.float32,
+        )
+        image_of = [0, 2, 2, 2]
+        bases = [torch.randn(3, 2, 16, 16)]
+        for bitmasks in (False, True):
+            blender = Blender(pooler_resolution=8, attn_size=2, train_boxes="predicted")
+            gts = self._gts(bitmasks)
+            rois, targets = blender._crop_with_predicted_boxes(bases, self._positives(), gts)
+            # Bases: the pooler on each positive's chosen box in its own image.
+            for j in range(4):
+                boxes = [Boxes(torch.zeros(0, 4)) for _ in range(3)]
+                boxes[image_of[j]] = Boxes(used[j : j + 1])
+                expected = blender.pooler(bases, boxes)
+                self.assertTrue(torch.allclose(rois[j], expected[0]), (bitmasks, j))
+            # Targets by hand. 0: left-half mask in its top half -> left 4 columns on all rows.
+            left4 = torch.zeros(8, 8, dtype=torch.bool)
+            left4[:, :4] = True
+            self.assertTrue(torch.equal(targets[0], left4), bitmasks)
+            # 1 and 2: the gt boxes of full-box masks -> all ones.
+            self.assertTrue(targets[1].all() and targets[2].all(), bitmasks)
+            # 3: box [24, 64]^2 over the mask [32, 64]^2 -> rows and columns from 32 px on,
+            # i.e. the last 6 of 8 cells (each 5 px) are inside; the first cell is outside.
+            self.assertFalse(targets[3][0].any() or targets[3][:, 0].any(), bitmasks)
+            self.assertTrue(targets[3][2:, 2:].all(), bitmasks)
+
+    def test_polygon_and_bitmask_targets_agree(self):
+        bases = [torch.randn(3, 2, 16, 16)]
+        blender = Blender(pooler_resolution=8, attn_size=2, train_boxes="predicted")
+        _, from_polygons = blender._crop_with_predicted_boxes(
+            bases, self._positives(), self._gts(False)
+        )
+        _, from_bitmasks = blender._crop_with_predicted_boxes(
+            bases, self._positives(), self._gts(True)
+        )
+        self.assertTrue(torch.equal(from_polygons, from_bitmasks))
+
+    def test_gt_mode_ignores_predicted_boxes(self):
+        # With "gt" (default) the loss does not change when the predicted boxes do.
+        bases = [torch.randn(3, 2, 16, 16)]
+        attns = torch.randn(4, 8)
+        blender = Blender(pooler_resolution=8, attn_size=2)
+        positives = self._positives()
+        loss_a = blender.losses(bases, attns, positives, self._gts(False), torch.tensor(4.0))
+        positives.box_preds = positives.box_preds + 3.0
+        loss_b = blender.losses(bases, attns, positives, self._gts(False), torch.tensor(4.0))
+        self.assertEqual(loss_a["loss_mask"].item(), loss_b["loss_mask"].item())
+        predicted = Blender(pooler_resolution=8, attn_size=2, train_boxes="predicted")
+        loss_c = predicted.losses(bases, attns, positives, self._gts(False), torch.tensor(4.0))
+        self.assertNotEqual(loss_a["loss_mask"].item(), loss_c["loss_mask"].item())
+
+    def test_bad_value(self):
+        with self.assertRaisesRegex(ValueError, "MODEL.BLENDMASK.TRAIN_BOXES"):
+            Blender(train_boxes="proposals")
 
 
 if __name__ == "__main__":

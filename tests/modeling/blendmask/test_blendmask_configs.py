@@ -39,6 +39,8 @@ EXPECTED_DEFAULTS = {
         "ATTN_SIZE": 14, "TOP_INTERP": "bilinear", "BOTTOM_RESOLUTION": 56,
         "POOLER_TYPE": "ROIAlignV2", "POOLER_SAMPLING_RATIO": 1, "POOLER_SCALES": (0.25,),
         "INSTANCE_LOSS_WEIGHT": 1.0, "VISUALIZE": False,
+        # This project's key (not AdelaiDet's); "gt" keeps AdelaiDet's behaviour.
+        "TRAIN_BOXES": "gt",
     },
 }  # fmt: skip
 

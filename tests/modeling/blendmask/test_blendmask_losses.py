@@ -146,6 +146,9 @@ class TestFCOSLosses(unittest.TestCase):
         self.assertTrue(torch.allclose(pos.reg_targets, reg_targets))
         self.assertTrue(torch.allclose(pos.gt_ctrs, torch.full((4,), 1 / 3)))
         self.assertAlmostEqual(outputs["loss_denorm"].item(), 4 / 3, places=6)
+        # Each positive's decoded prediction (deltas equal to the targets) is the gt box.
+        self.assertTrue(torch.allclose(pos.box_preds, gt.gt_boxes.tensor.expand(4, 4)))
+        self.assertFalse(pos.box_preds.requires_grad)
         self.assertAlmostEqual(losses["loss_fcos_loc"].item(), 0.0, places=6)
         # Centerness BCE with logit 0 against 1/3: log 2 per positive; / 4 positives.
         self.assertAlmostEqual(losses["loss_fcos_ctr"].item(), math.log(2), places=6)
