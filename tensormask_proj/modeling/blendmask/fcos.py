@@ -343,7 +343,7 @@ class FCOS(nn.Module):
 
         all_locations = torch.cat(locations, dim=0)
         pos_locations = all_locations[loc_inds]
-        pos_strides = pos_locations.new_tensor(self.strides)[level_of[loc_inds]]
+        pos_strides = pos_locations.new_tensor(self.strides)[level_of[loc_inds]][:, None]
         positives = Instances(
             (0, 0),
             im_inds=im_inds,
@@ -356,7 +356,7 @@ class FCOS(nn.Module):
             # The box each positive predicts now, as inference would decode it; detached, so that
             # the blender can train on it (MODEL.BLENDMASK.TRAIN_BOXES) without moving it.
             box_preds=distances_to_boxes(
-                pos_locations, pred_deltas[im_inds, loc_inds].detach().float() * pos_strides[:, None]
+                pos_locations, pred_deltas[im_inds, loc_inds].detach().float() * pos_strides
             ),
         )
         losses = {"loss_fcos_cls": loss_cls, "loss_fcos_loc": loss_loc, "loss_fcos_ctr": loss_ctr}
