@@ -13,6 +13,7 @@ The results are read back from each run's ``metrics.json``.
     python benchmarks/learning.py --iters 1200 --models tensormask mask_rcnn
     python benchmarks/learning.py --train-dataset shapes_stress_train --test-dataset shapes_stress_val
     python benchmarks/learning.py --equal-time 300         # each model trains for ~300 s
+    python benchmarks/learning.py --models blendmask --baseline-run /tmp/learn/mask_rcnn
 
 Equal schedule (the default) compares what each model learns from the same images; equal time
 (``--equal-time SECONDS``) compares what each learns in the same CPU minutes: the iteration
@@ -124,6 +125,48 @@ def measure_seconds_per_iteration(model: str, common: List[str], work: str, args
     return read_metrics(out)["s_per_iter"]
 
 
+def config_differences(expected, found, prefix: str = "") -> List[str]:
+    """
+    Keys (dotted) whose values differ between the config expected and a run's saved one,
+    OUTPUT_DIR aside. Keys that the run's config lacks are not differences: the run predates
+    them (this project added them since), so it ran as their defaults do.
+    """
+    diffs = []
+    for key in sorted(set(expected) | set(found)):
+        name = prefix + key
+        if name == "OUTPUT_DIR" or key not in found:
+            continue
+        a, b = expected.get(key, "<missing>"), found.get(key, "<missing>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += config_differences(a, b, name + ".")
+        elif a != b:
+            diffs.append(f"{name}: expected {a!r}, the run has {b!r}")
+    return diffs
+
+
+def reuse_run(run_dir: str, config_file: str, opts: List[str]) -> Dict:
+    """
+    The results of a finished ``train_net.py`` run (e.g. the ``mask_rcnn`` folder of an earlier
+    ``learning.py --output``), after checking that its saved config.yaml is the config this
+    invocation would train, so that a stale or differently seeded run cannot stand in for it.
+    """
+    saved = os.path.join(run_dir, "config.yaml")
+    if not os.path.isfile(saved):
+        raise RuntimeError(f"--baseline-run {run_dir}: no config.yaml (not a train_net.py run)")
+    import yaml
+
+    expected = yaml.safe_load(load_config(config_file, opts).dump())
+    with open(saved) as f:
+        found = yaml.safe_load(f)
+    diffs = config_differences(expected, found)
+    if diffs:
+        raise RuntimeError(
+            f"--baseline-run {run_dir} was not trained with the config of this comparison "
+            f"({config_file} and the opts given): " + "; ".join(diffs[:5])
+        )
+    return read_metrics(run_dir)
+
+
 def format_table(rows: List[Dict], baseline: Optional[Dict], gpu: bool) -> str:
     # On a GPU an iteration takes milliseconds: 3 significant digits of ms instead of s.
     def speed(seconds):
@@ -173,6 +216,10 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu", help="MODEL.DEVICE (cpu, cuda)")
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS")
     parser.add_argument("--output", default=None, help="folder for the runs (default: a tmp dir)")
+    parser.add_argument("--baseline-run", default=None, metavar="DIR",
+                        help="take Mask R-CNN's row from this finished run (e.g. the mask_rcnn "
+                        "folder of an earlier --output) instead of training it again; its "
+                        "config.yaml must equal the config this comparison would train")
     parser.add_argument("opts", nargs=argparse.REMAINDER,
                         help="config opts given to every model, e.g. SEED 1")
     args = parser.parse_args(argv)
@@ -191,6 +238,15 @@ def main(argv=None) -> int:
     models = sorted(args.models, key=lambda m: m != "mask_rcnn")
 
     rows = []
+    if args.baseline_run:
+        if args.equal_time:
+            parser.error("--baseline-run needs an equal schedule (no --equal-time)")
+        models = [m for m in models if m != "mask_rcnn"]
+        opts = common + schedule_opts(MODEL_CONFIGS["mask_rcnn"], args.iters, args.batch)
+        reused = reuse_run(args.baseline_run, MODEL_CONFIGS["mask_rcnn"], opts)
+        # Its wall time was not recorded by this invocation.
+        rows.append({"model": "mask_rcnn", "iters": args.iters, "wall": float("nan"), **reused})
+        print(f"mask_rcnn: reused from {args.baseline_run} (same config)", flush=True)
     for model in models:
         iters = args.iters
         if args.equal_time:
