@@ -57,6 +57,10 @@ def add_blendmask_config(cfg):
     cfg.MODEL.FCOS.BOX_QUALITY = "ctrness"
     # True: multiply class probabilities by centerness *before* the score threshold.
     cfg.MODEL.FCOS.THRESH_WITH_CTR = False
+    # True: at inference a location yields only its highest-scoring class (this project's key;
+    # AdelaiDet, False: every class above the score threshold, so a location can give an object
+    # two labels, and class-aware NMS keeps both).
+    cfg.MODEL.FCOS.ONE_CLASS_PER_LOCATION = False
     # Sigmoid focal loss alpha and gamma.
     cfg.MODEL.FCOS.LOSS_ALPHA = 0.25
     cfg.MODEL.FCOS.LOSS_GAMMA = 2.0

@@ -21,6 +21,7 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
 
 from tensormask_proj.modeling.blendmask.blender import blend
+from tensormask_proj.modeling.blendmask.fcos_postprocess import best_class_only, distances_to_boxes
 from tensormask_proj.modeling.blendmask.fcos_targets import compute_locations
 
 from .traceable import batched_nms, clamped_count, in_group_order, paste_masks, select
@@ -113,6 +114,8 @@ class DeployableBlendMask(nn.Module):
         """As ``fcos_postprocess.decode_level``, with a top-k of min(count, PRE_NMS_TOPK)."""
         fcos = self.model.proposal_generator
         scores = logits.sigmoid()
+        if fcos.one_class_per_location:
+            scores = best_class_only(scores)
         ctr = ctrness.sigmoid()
         if fcos.thresh_with_ctr:
             scores = scores * ctr
@@ -124,8 +127,7 @@ class DeployableBlendMask(nn.Module):
         cand_scores, order = cand_scores.topk(clamped_count(cand_scores, fcos.pre_nms_topk_test))
         loc_inds, classes = loc_inds[order], classes[order]
         loc = locations[loc_inds]
-        dist = deltas[loc_inds] * fcos.strides[level]
-        boxes = torch.cat([loc - dist[:, :2], loc + dist[:, 2:]], dim=1)
+        boxes = distances_to_boxes(loc, deltas[loc_inds] * fcos.strides[level])
         return boxes, torch.sqrt(cand_scores), classes, torch.full_like(classes, level), loc_inds
 
     def _nms_and_topk(self, boxes: Tensor, scores: Tensor, classes: Tensor) -> Tensor:

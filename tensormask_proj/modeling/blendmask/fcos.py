@@ -73,6 +73,7 @@ class FCOS(nn.Module):
         loss_normalizer_cls: str = "fg",
         loss_weight_cls: float = 1.0,
         thresh_with_ctr: bool = False,
+        one_class_per_location: bool = False,
         score_thresh_train: float = 0.05,
         score_thresh_test: float = 0.05,
         pre_nms_topk_train: int = 1000,
@@ -95,6 +96,8 @@ class FCOS(nn.Module):
             loss_normalizer_cls: "fg", "moving_fg" or "all" (see config).
             loss_weight_cls: weight of the classification loss.
             thresh_with_ctr: threshold cls prob x centerness instead of cls prob.
+            one_class_per_location: at inference a location yields only its best class
+                (AdelaiDet: every class above the score threshold).
             score_thresh_*, pre_nms_topk_*, post_nms_topk_*, nms_thresh: post-processing
                 (``*_train`` apply when proposals are produced in training).
             yield_proposal: also produce proposals in training.
@@ -130,6 +133,7 @@ class FCOS(nn.Module):
         self.moving_num_pos = 100.0
         # Inference parameters
         self.thresh_with_ctr = thresh_with_ctr
+        self.one_class_per_location = one_class_per_location
         self.score_thresh_train = score_thresh_train
         self.score_thresh_test = score_thresh_test
         self.pre_nms_topk_train = pre_nms_topk_train
@@ -176,6 +180,7 @@ class FCOS(nn.Module):
             "loss_weight_cls": fcos.LOSS_WEIGHT_CLS,
             # Inference parameters
             "thresh_with_ctr": fcos.THRESH_WITH_CTR,
+            "one_class_per_location": fcos.ONE_CLASS_PER_LOCATION,
             "score_thresh_train": fcos.INFERENCE_TH_TRAIN,
             "score_thresh_test": fcos.INFERENCE_TH_TEST,
             "pre_nms_topk_train": fcos.PRE_NMS_TOPK_TRAIN,
@@ -386,4 +391,5 @@ class FCOS(nn.Module):
             post_nms_topk=post_nms_topk,
             nms_thresh=self.nms_thresh,
             thresh_with_ctr=self.thresh_with_ctr,
+            one_class_per_location=self.one_class_per_location,
         )

@@ -15,7 +15,7 @@ from torch import Tensor
 from detectron2.layers import batched_nms
 from detectron2.structures import Boxes, Instances
 
-__all__ = ["predict_instances", "decode_level", "distances_to_boxes"]
+__all__ = ["predict_instances", "decode_level", "distances_to_boxes", "best_class_only"]
 
 
 @torch.no_grad()
@@ -32,6 +32,7 @@ def predict_instances(
     post_nms_topk: int,
     nms_thresh: float,
     thresh_with_ctr: bool,
+    one_class_per_location: bool = False,
 ) -> List[Instances]:
     """
     Args:
@@ -44,6 +45,8 @@ def predict_instances(
         post_nms_topk: detections kept per image after NMS (ties at the boundary are kept).
         nms_thresh: IoU threshold of the class-aware NMS.
         thresh_with_ctr: threshold p_cls * p_ctr instead of p_cls.
+        one_class_per_location: a location yields only its best class (see
+            :func:`best_class_only`).
 
     Returns:
         N Instances with ``pred_boxes`` (unclipped, input pixels), ``scores`` = sqrt(p_cls *
@@ -62,6 +65,7 @@ def predict_instances(
                 score_thresh=score_thresh,
                 topk=pre_nms_topk,
                 thresh_with_ctr=thresh_with_ctr,
+                one_class_per_location=one_class_per_location,
                 image_size=image_size,
             )
             for level in range(len(locations))
@@ -89,6 +93,7 @@ def decode_level(
     score_thresh: float,
     topk: int,
     thresh_with_ctr: bool,
+    one_class_per_location: bool = False,
     image_size: Tuple[int, int],
 ) -> Instances:
     """
@@ -99,9 +104,12 @@ def decode_level(
 
     Returns:
         Instances of up to ``topk`` (location, class) candidates scoring above
-        ``score_thresh``, with scores sqrt(p_cls * p_ctr). A location can yield several classes.
+        ``score_thresh``, with scores sqrt(p_cls * p_ctr). A location can yield several classes,
+        unless ``one_class_per_location``.
     """
     scores = logits.sigmoid()
+    if one_class_per_location:
+        scores = best_class_only(scores)
     ctr = ctrness.sigmoid()
     if thresh_with_ctr:
         scores = scores * ctr
@@ -139,3 +147,22 @@ def distances_to_boxes(locations: Tensor, distances: Tensor) -> Tensor:
         (P, 4) XYXY boxes.
     """
     return torch.cat([locations - distances[:, :2], locations + distances[:, 2:]], dim=1)
+
+
+def best_class_only(class_probs: Tensor) -> Tensor:
+    """
+    Zero every class probability of a location but its highest (ties all kept).
+
+    FCOS scores each class with its own sigmoid, so one location can put two classes above the
+    score threshold; class-aware NMS keeps both, and the second becomes a confident false
+    positive of its class. (Multiplying by the centerness, which is shared by the classes, does
+    not change which class is the best.)
+
+    Args:
+        class_probs: (R, C).
+
+    Returns:
+        (R, C), the same values at each row's maximum and 0 elsewhere.
+    """
+    is_best = class_probs == class_probs.max(dim=1, keepdim=True).values
+    return class_probs * is_best.to(class_probs.dtype)

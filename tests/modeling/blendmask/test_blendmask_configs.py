@@ -27,6 +27,8 @@ EXPECTED_DEFAULTS = {
         "USE_RELU": True, "USE_DEFORMABLE": False, "NUM_CLS_CONVS": 4, "NUM_BOX_CONVS": 4,
         "NUM_SHARE_CONVS": 0, "CENTER_SAMPLE": True, "POS_RADIUS": 1.5, "LOC_LOSS_TYPE": "giou",
         "YIELD_PROPOSAL": False, "YIELD_BOX_FEATURES": False,
+        # This project's key (not AdelaiDet's); False keeps AdelaiDet's behaviour.
+        "ONE_CLASS_PER_LOCATION": False,
     },
     "BASIS_MODULE": {
         "NAME": "ProtoNet", "NUM_BASES": 4, "LOSS_ON": False, "ANN_SET": "coco", "CONVS_DIM": 128,

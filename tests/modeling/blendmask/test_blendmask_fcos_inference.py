@@ -86,6 +86,26 @@ class TestFCOSInference(unittest.TestCase):
         self.assertEqual(pairs, [(4.0, 0), (12.0, 1)])
         self.assertTrue(bool((result.scores[:-1] >= result.scores[1:]).all()))
 
+    def test_one_class_per_location(self):
+        # Cell 1 scores class 1 at 0.8 and class 2 at 0.6; cell 0 class 2 at 0.5 and class 0 at
+        # 0.5 (a tie). By default every class above the threshold is a candidate (AdelaiDet);
+        # with one_class_per_location only each location's best survives, ties included.
+        outputs = _predictions(
+            {(1, 1): 0.8, (1, 2): 0.6, (0, 2): 0.5, (0, 0): 0.5},
+            {},
+            {0: (0.1, 0.1, 0.1, 0.1), 1: (0.1, 0.1, 0.1, 0.1)},
+        )
+        pairs = lambda r: sorted(  # noqa: E731
+            zip(r.locations[:, 0].tolist(), r.pred_classes.tolist())
+        )
+        every = _run(_fcos(outputs))
+        self.assertEqual(pairs(every), [(4.0, 0), (4.0, 2), (12.0, 1), (12.0, 2)])
+        best = _run(_fcos(outputs, one_class_per_location=True))
+        self.assertEqual(pairs(best), [(4.0, 0), (4.0, 2), (12.0, 1)])
+        # The score of a kept class is unchanged: sqrt(p_cls * p_ctr).
+        kept = best.scores[(best.locations[:, 0] == 12.0)]
+        self.assertAlmostEqual(kept.item(), math.sqrt(0.8 * 0.5), places=5)
+
     def test_pre_and_post_nms_topk(self):
         # Four far-apart tiny boxes (no NMS interaction), probabilities 0.9, 0.6, 0.6, 0.3.
         outputs = _predictions(
