@@ -136,7 +136,7 @@ def config_differences(expected, found, prefix: str = "") -> List[str]:
         name = prefix + key
         if name == "OUTPUT_DIR" or key not in found:
             continue
-        a, b = expected.get(key, "<missing>"), found.get(key, "<missing>")
+        a, b = expected.get(key, "<missing>"), found[key]
         if isinstance(a, dict) and isinstance(b, dict):
             diffs += config_differences(a, b, name + ".")
         elif a != b:
