@@ -5,7 +5,12 @@ COCO datasets from the command line), a mapper wrapper whose errors name the ima
 metrics.json plot, and bfloat16 mixed precision on the CPU.
 """
 from .checkpoint import AtomicDetectionCheckpointer, non_finite_tensors
-from .cpu_autocast import CPUAutocastTrainer, cpu_autocast, uses_cpu_autocast
+from .cpu_autocast import (
+    CPUAutocastTrainer,
+    cpu_autocast,
+    has_native_bfloat16,
+    uses_cpu_autocast,
+)
 from .command_line_datasets import (
     add_dataset_argument,
     log_registrations,
@@ -27,6 +32,7 @@ __all__ = [
     "CPUAutocastTrainer",
     "cpu_autocast",
     "uses_cpu_autocast",
+    "has_native_bfloat16",
     "check_config",
     "check_datasets",
     "check_device",

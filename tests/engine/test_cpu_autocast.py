@@ -1,5 +1,7 @@
 """SOLVER.AMP on a CPU: bfloat16 autocast for the forward pass, float32 everywhere else."""
+import importlib
 import unittest
+from unittest import mock
 
 import torch
 from torch import nn
@@ -7,6 +9,9 @@ from torch import nn
 from detectron2.config import get_cfg
 
 from tensormask_proj.engine import CPUAutocastTrainer, cpu_autocast, uses_cpu_autocast
+
+# The module (the package exports a function of the same name).
+cpu_autocast_module = importlib.import_module("tensormask_proj.engine.cpu_autocast")
 
 
 def _cfg(amp, device="cpu"):
@@ -31,13 +36,38 @@ class _Regression(nn.Module):
         return {"loss_l2": ((y.float() - (3 * x - 1)) ** 2).mean()}
 
 
+def _native_bfloat16(available: bool):
+    """Pretend this CPU has (or lacks) native bfloat16."""
+    return mock.patch.object(cpu_autocast_module, "has_native_bfloat16", return_value=available)
+
+
 class TestCPUAutocast(unittest.TestCase):
+    def setUp(self):
+        patcher = _native_bfloat16(True)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+
     def test_enabled_only_for_amp_on_cpu(self):
         self.assertTrue(uses_cpu_autocast(_cfg(True, "cpu")))
         self.assertFalse(uses_cpu_autocast(_cfg(False, "cpu")))
         # On CUDA, detectron2's own AMPTrainer (float16 + GradScaler) applies.
         self.assertFalse(uses_cpu_autocast(_cfg(True, "cuda")))
         self.assertFalse(uses_cpu_autocast(_cfg(True, "cuda:1")))
+
+    def test_float32_fallback_without_native_bfloat16(self):
+        x = torch.randn(2, 3, 9, 7)
+        conv = nn.Conv2d(3, 4, 3)
+        with _native_bfloat16(False):
+            cpu_autocast_module._warned_float32_fallback = False
+            with self.assertLogs(cpu_autocast_module.logger, "WARNING") as logs:
+                self.assertFalse(uses_cpu_autocast(_cfg(True, "cpu")))
+            self.assertIn("no native bfloat16", logs.output[0])
+            self.assertIn("running in float32", logs.output[0])
+            # Warned once per process.
+            with self.assertNoLogs(cpu_autocast_module.logger, "WARNING"):
+                self.assertFalse(uses_cpu_autocast(_cfg(True, "cpu")))
+            with cpu_autocast(_cfg(True)):
+                self.assertEqual(conv(x).dtype, torch.float32)
 
     def test_context(self):
         x = torch.randn(2, 3, 9, 7)
