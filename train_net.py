@@ -22,6 +22,8 @@ import logging
 import os
 import weakref
 
+import torch
+
 import detectron2.utils.comm as comm
 from detectron2.data import DatasetMapper, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_setup, launch
@@ -56,18 +58,20 @@ def has_fast_coco_eval() -> bool:
 
 class Trainer(DefaultTrainer):
     def __init__(self, cfg):
-        if not uses_cpu_autocast(cfg):
+        if not (cfg.SOLVER.AMP.ENABLED and torch.device(cfg.MODEL.DEVICE).type == "cpu"):
             super().__init__(cfg)
             return
-        # SOLVER.AMP.ENABLED on a CPU: bfloat16 autocast (detectron2's AMPTrainer is CUDA-only).
-        # Build the default SimpleTrainer, then give it the autocast run_step (the subclass adds
-        # no state; re-creating the trainer would start a second data loader iterator).
+        # SOLVER.AMP.ENABLED on a CPU: detectron2's AMPTrainer is CUDA-only. Build the default
+        # SimpleTrainer; where the CPU has native bfloat16, give it the autocast run_step (the
+        # subclass adds no state; re-creating the trainer would start a second data loader
+        # iterator). Elsewhere it stays float32 (uses_cpu_autocast warns).
         float32_cfg = cfg.clone()
         float32_cfg.defrost()
         float32_cfg.SOLVER.AMP.ENABLED = False
         super().__init__(float32_cfg)
         self.cfg = cfg.clone()
-        self._trainer.__class__ = CPUAutocastTrainer
+        if uses_cpu_autocast(cfg):
+            self._trainer.__class__ = CPUAutocastTrainer
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):

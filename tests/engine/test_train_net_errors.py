@@ -5,6 +5,7 @@ naming the key or file; a non-finite loss stops training, leaves the last good c
 ``launch`` (the DDP path) with the GPU/machine arguments.
 """
 import glob
+import importlib
 import os
 import runpy
 import shutil
@@ -18,7 +19,7 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 from tensormask_proj.data.datasets import get_shapes_metadata
-from tensormask_proj.engine import DatasetMappingError, check_config
+from tensormask_proj.engine import CPUAutocastTrainer, DatasetMappingError, check_config
 
 from .workflow_helpers import (
     BLENDMASK_CONFIG,
@@ -33,6 +34,9 @@ from .workflow_helpers import (
     unregister_in_process,
     workflow_cfg,
 )
+
+# The module (the package exports a function of the same name).
+cpu_autocast_module = importlib.import_module("tensormask_proj.engine.cpu_autocast")
 
 train_net = load_script(TRAIN_NET, "train_net")
 
@@ -221,6 +225,21 @@ class TestNonFiniteLossStopsTraining(unittest.TestCase):
             return losses
 
         model.forward = forward_with_nan
+
+    def test_amp_on_cpu_trainer_follows_native_bfloat16(self):
+        """SOLVER.AMP on a CPU: bfloat16 autocast steps where the CPU has native bfloat16, the
+        plain float32 SimpleTrainer elsewhere (never detectron2's CUDA-only AMPTrainer)."""
+        from detectron2.engine import AMPTrainer, SimpleTrainer
+
+        cfg = self.cfg.clone()
+        cfg.defrost()
+        cfg.SOLVER.AMP.ENABLED = True
+        for native, expected in ((True, CPUAutocastTrainer), (False, SimpleTrainer)):
+            with mock.patch.object(cpu_autocast_module, "has_native_bfloat16", return_value=native):
+                trainer = train_net.Trainer(cfg)
+            self.assertIs(type(trainer._trainer), expected)
+            self.assertNotIsInstance(trainer._trainer, AMPTrainer)
+            self.assertTrue(trainer.cfg.SOLVER.AMP.ENABLED)  # the saved config is the user's
 
     def test_stops_keeps_last_checkpoint_and_resumes(self):
         torch.manual_seed(0)
