@@ -119,10 +119,6 @@ def add_blendmask_config(cfg):
     # Not in AdelaiDet: with the bases built from p2, the head on "p3" keeps its class supervision
     # on the level where FCOS classifies the small objects.
     cfg.MODEL.BASIS_MODULE.SEMANTIC_IN_FEATURE = ""
-    # Backbone feature at half COMMON_STRIDE (e.g. "p2") added after the tower's x2 upsampling
-    # through its own conv-norm-ReLU; "" for none (AdelaiDet). Not in AdelaiDet: the bases then
-    # see the finer level's detail while the tower still runs at COMMON_STRIDE.
-    cfg.MODEL.BASIS_MODULE.DETAIL_FEATURE = ""
     # Thing classes of the semantic head (it predicts NUM_CLASSES + 1, 0 = background).
     cfg.MODEL.BASIS_MODULE.NUM_CLASSES = 80
     # Weight of the auxiliary semantic loss.

@@ -70,9 +70,6 @@ class ProtoNet(nn.Module):
        size and summed;
     2. ``tower``: NUM_CONVS conv-norm-ReLU, x2 bilinear upsampling, one more conv-norm-ReLU and a
        1x1 conv to K bases -> stride s/2 (4 for p3);
-       with ``detail_feature`` (not in AdelaiDet), a conv-norm-ReLU of that finer feature
-       (``detail_refine``, e.g. p2 at stride s/2) is added right after the upsampling, so that
-       the bases see the finer level's detail while the tower still works at stride s;
     3. ``seg_head`` (only with the auxiliary loss): conv-BN-ReLU x2 and a 1x1 conv to C + 1
        classes on ``semantic_in_feature`` (the first input level unless set), trained with
        cross-entropy on the thing-semantic map. It only shapes the features during training
@@ -97,7 +94,6 @@ class ProtoNet(nn.Module):
         loss_weight: float = 0.3,
         common_stride: int = 8,
         semantic_in_feature: str = "",
-        detail_feature: str = "",
         visualize: bool = False,
     ):
         """
@@ -113,8 +109,6 @@ class ProtoNet(nn.Module):
             loss_weight: weight of the auxiliary loss.
             common_stride: stride of in_features[0].
             semantic_in_feature: backbone feature of the semantic head; "" for in_features[0].
-            detail_feature: backbone feature at stride ``common_stride / 2`` added to the
-                upsampled tower (see above); "" for none (AdelaiDet).
             visualize: also return the semantic logits in inference.
         """
         super().__init__()
@@ -152,31 +146,11 @@ class ProtoNet(nn.Module):
             )
         self.visualize = visualize
 
-        self.detail_feature = detail_feature
-        if detail_feature:
-            if detail_feature not in input_shape:
-                raise ValueError(
-                    f"MODEL.BASIS_MODULE.DETAIL_FEATURE '{detail_feature}' is not a backbone "
-                    f"output {sorted(input_shape)}"
-                )
-            detail_stride = input_shape[detail_feature].stride
-            if detail_stride is not None and 2 * detail_stride != common_stride:
-                raise ValueError(
-                    f"MODEL.BASIS_MODULE.DETAIL_FEATURE '{detail_feature}' has stride "
-                    f"{detail_stride}; it must be half of COMMON_STRIDE={common_stride}, the "
-                    "stride of the upsampled tower"
-                )
-            self.detail_refine = _conv_norm_relu(
-                input_shape[detail_feature].channels, convs_dim, norm
-            )
-
         self.refine = nn.ModuleList(
             [_conv_norm_relu(input_shape[f].channels, convs_dim, norm) for f in in_features]
         )
         tower = [_conv_norm_relu(convs_dim, convs_dim, norm) for _ in range(num_convs)]
         tower.append(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
-        # Where forward() adds the detail feature; one Sequential keeps AdelaiDet's names.
-        self._upsample_index = len(tower) - 1
         tower.append(_conv_norm_relu(convs_dim, convs_dim, norm))
         tower.append(nn.Conv2d(convs_dim, num_bases, 1))
         self.tower = nn.Sequential(*tower)
@@ -210,15 +184,13 @@ class ProtoNet(nn.Module):
             "loss_weight": basis.LOSS_WEIGHT,
             "common_stride": basis.COMMON_STRIDE,
             "semantic_in_feature": basis.SEMANTIC_IN_FEATURE,
-            "detail_feature": basis.DETAIL_FEATURE,
             "visualize": cfg.MODEL.BLENDMASK.VISUALIZE,
         }
 
     def forward(self, features: Dict[str, Tensor], sem_targets: Optional[Tensor] = None):
         """
         Args:
-            features: backbone outputs; in_features[i] is (N, Ci, H/si, W/si), the detail
-                feature (N, Cd, 2H/s, 2W/s).
+            features: backbone outputs; in_features[i] is (N, Ci, H/si, W/si).
             sem_targets: (N, H, W) long thing-semantic map at the padded input size; required
                 in training when ``loss_on``.
 
@@ -232,7 +204,7 @@ class ProtoNet(nn.Module):
         for refine, name in zip(self.refine[1:], self.in_features[1:]):
             x_level = refine(features[name])
             x = x + F.interpolate(x_level, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        outputs = {"bases": [self._run_tower(x, features)]}
+        outputs = {"bases": [self.tower(x)]}
         losses = {}
         if self.loss_on and self.training:
             if sem_targets is None:
@@ -248,19 +220,3 @@ class ProtoNet(nn.Module):
         elif self.loss_on and self.visualize:
             outputs["seg_thing_out"] = self.seg_head(features[self.semantic_in_feature])
         return outputs, losses
-
-    def _run_tower(self, x: Tensor, features: Dict[str, Tensor]) -> Tensor:
-        """(N, D, H/s, W/s) refined features -> (N, K, 2H/s, 2W/s) bases."""
-        if not self.detail_feature:
-            return self.tower(x)
-        for index, layer in enumerate(self.tower):
-            x = layer(x)
-            if index == self._upsample_index:
-                detail = self.detail_refine(features[self.detail_feature])
-                if detail.shape[-2:] != x.shape[-2:]:
-                    raise ValueError(
-                        f"MODEL.BASIS_MODULE.DETAIL_FEATURE '{self.detail_feature}' is "
-                        f"{tuple(detail.shape)}; the upsampled tower is {tuple(x.shape)}"
-                    )
-                x = x + detail
-        return x

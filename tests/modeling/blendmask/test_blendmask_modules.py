@@ -116,49 +116,6 @@ class TestProtoNet(unittest.TestCase):
         outputs, _ = net.eval()(feats)
         self.assertEqual(tuple(outputs["seg_thing_out"].shape), (2, 7, 8, 10))
 
-    def test_detail_feature_added_after_the_upsampling(self):
-        shapes = {f"p{i}": ShapeSpec(channels=32, stride=2**i) for i in (2, 3, 4, 5)}
-        kwargs = dict(input_shape=shapes, in_features=["p3", "p4", "p5"], num_bases=4,
-                      convs_dim=32, norm="GN", num_convs=2)  # fmt: skip
-        torch.manual_seed(0)
-        plain = ProtoNet(**kwargs)
-        torch.manual_seed(0)
-        net = ProtoNet(**kwargs, detail_feature="p2").eval()
-        # AdelaiDet's names stay; the detail conv is the only addition.
-        self.assertEqual(
-            set(net.state_dict()) - set(plain.state_dict()),
-            {k for k in net.state_dict() if k.startswith("detail_refine.")},
-        )
-        feats = {f"p{i}": torch.randn(2, 32, 64 // 2**i, 80 // 2**i) for i in (2, 3, 4, 5)}
-        bases = net(feats)[0]["bases"][0]
-        self.assertEqual(tuple(bases.shape), (2, 4, 16, 20))  # still stride 4
-        # Independent composition: refine and sum at p3, the tower up to the upsampling, plus
-        # the detail conv of p2, then the rest of the tower.
-        x = net.refine[0](feats["p3"])
-        for refine, name in zip(net.refine[1:], ["p4", "p5"]):
-            x = x + torch.nn.functional.interpolate(
-                refine(feats[name]), size=x.shape[-2:], mode="bilinear", align_corners=False
-            )
-        x = torch.nn.functional.interpolate(
-            net.tower[1](net.tower[0](x)), scale_factor=2, mode="bilinear", align_corners=False
-        )
-        x = net.tower[4](net.tower[3](x + net.detail_refine(feats["p2"])))
-        self.assertTrue(torch.allclose(bases, x, atol=1e-5))
-        # The detail feature changes the bases: p2 reaches them.
-        feats["p2"] = torch.randn_like(feats["p2"])
-        self.assertFalse(torch.allclose(net(feats)[0]["bases"][0], bases, atol=1e-3))
-
-    def test_bad_detail_feature(self):
-        shapes = {f"p{i}": ShapeSpec(channels=32, stride=2**i) for i in (2, 3, 4, 5)}
-        with self.assertRaisesRegex(ValueError, "DETAIL_FEATURE 'p6' is not a backbone output"):
-            ProtoNet(input_shape=shapes, in_features=["p3"], detail_feature="p6")
-        with self.assertRaisesRegex(ValueError, "DETAIL_FEATURE 'p4' has stride 16"):
-            ProtoNet(input_shape=shapes, in_features=["p3"], detail_feature="p4")
-        net = ProtoNet(input_shape=shapes, in_features=["p3"], num_convs=1, detail_feature="p2")
-        feats = {"p3": torch.randn(1, 32, 8, 10), "p2": torch.randn(1, 32, 15, 20)}
-        with self.assertRaisesRegex(ValueError, r"DETAIL_FEATURE 'p2' is \(1, 128, 15, 20\)"):
-            net.eval()(feats)
-
     def test_bad_in_features(self):
         with self.assertRaisesRegex(ValueError, "IN_FEATURES"):
             ProtoNet(input_shape=self._shapes(), in_features=["p2", "p3"])
