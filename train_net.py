@@ -22,8 +22,6 @@ import logging
 import os
 import weakref
 
-import torch
-
 import detectron2.utils.comm as comm
 from detectron2.data import DatasetMapper, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_setup, launch
@@ -43,6 +41,7 @@ from tensormask_proj.engine import (
     log_registrations,
     plot_metrics,
     register_command_line_datasets,
+    requests_cpu_amp,
     uses_cpu_autocast,
 )
 
@@ -58,7 +57,7 @@ def has_fast_coco_eval() -> bool:
 
 class Trainer(DefaultTrainer):
     def __init__(self, cfg):
-        if not (cfg.SOLVER.AMP.ENABLED and torch.device(cfg.MODEL.DEVICE).type == "cpu"):
+        if not requests_cpu_amp(cfg):
             super().__init__(cfg)
             return
         # SOLVER.AMP.ENABLED on a CPU: detectron2's AMPTrainer is CUDA-only. Build the default

@@ -9,6 +9,7 @@ from .cpu_autocast import (
     CPUAutocastTrainer,
     cpu_autocast,
     has_native_bfloat16,
+    requests_cpu_amp,
     uses_cpu_autocast,
 )
 from .command_line_datasets import (
@@ -33,6 +34,7 @@ __all__ = [
     "cpu_autocast",
     "uses_cpu_autocast",
     "has_native_bfloat16",
+    "requests_cpu_amp",
     "check_config",
     "check_datasets",
     "check_device",

@@ -23,10 +23,21 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.engine import SimpleTrainer
 
-__all__ = ["uses_cpu_autocast", "has_native_bfloat16", "cpu_autocast", "CPUAutocastTrainer"]
+__all__ = [
+    "requests_cpu_amp",
+    "uses_cpu_autocast",
+    "has_native_bfloat16",
+    "cpu_autocast",
+    "CPUAutocastTrainer",
+]
 
 logger = logging.getLogger(__name__)
 _warned_float32_fallback = False
+
+
+def requests_cpu_amp(cfg: CfgNode) -> bool:
+    """Whether ``cfg`` asks for mixed precision (SOLVER.AMP.ENABLED) on a CPU device."""
+    return bool(cfg.SOLVER.AMP.ENABLED) and torch.device(cfg.MODEL.DEVICE).type == "cpu"
 
 
 def uses_cpu_autocast(cfg: CfgNode) -> bool:
@@ -35,8 +46,7 @@ def uses_cpu_autocast(cfg: CfgNode) -> bool:
     device whose CPU has native bfloat16. Without it (see the module docstring) the answer is
     False, so the run is in float32, and the log says so once.
     """
-    requested = bool(cfg.SOLVER.AMP.ENABLED) and torch.device(cfg.MODEL.DEVICE).type == "cpu"
-    if not requested:
+    if not requests_cpu_amp(cfg):
         return False
     if has_native_bfloat16():
         return True
