@@ -154,9 +154,10 @@ def time_blender(model, device, repeats):
     wh = torch.rand(DETECTIONS, 2, generator=gen) * 300 + 8
     boxes = torch.cat([xy, xy + wh], dim=1).to(device)
     top_feat = torch.randn(DETECTIONS, 4 * 14 * 14, generator=gen).to(device)
+    scores = torch.rand(DETECTIONS, generator=gen).to(device)
     best = float("inf")
     for _ in range(repeats + 1):
-        proposals = Instances((h, w), pred_boxes=Boxes(boxes), top_feat=top_feat)
+        proposals = Instances((h, w), pred_boxes=Boxes(boxes), top_feat=top_feat, scores=scores)
         t0 = time.perf_counter()
         with torch.no_grad():
             model.blender.predict(bases, [proposals])

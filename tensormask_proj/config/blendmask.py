@@ -146,6 +146,10 @@ def add_blendmask_config(cfg):
     # predicted box, detached, where it overlaps the object's box by IoU >= 0.5; the object's box
     # elsewhere), so that the blender trains on boxes like those it is given at inference.
     cfg.MODEL.BLENDMASK.TRAIN_BOXES = "gt"
+    # At inference, multiply each detection's score by its mask's "maskness" (SOLOv2): the mean
+    # probability over the mask's pixels above 0.5, so that among detections of equal FCOS score
+    # the one with the surer mask ranks first. False keeps AdelaiDet's scores (FCOS's alone).
+    cfg.MODEL.BLENDMASK.RESCORE_BY_MASKNESS = False
     # Eval outputs also carry the raw "bases" (and "sem_thing_seg" when LOSS_ON).
     cfg.MODEL.BLENDMASK.VISUALIZE = False
     return cfg

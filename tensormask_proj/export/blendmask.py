@@ -86,6 +86,7 @@ class DeployableBlendMask(nn.Module):
             )
             attns = torch.cat([attns, attns.new_zeros(1, attns.shape[1])])
             probs = blend(rois, attns, blender.attn_size, blender.top_interp)[:-1].sigmoid()
+            scores = blender.rescore(scores, probs)
             result = Instances(
                 image_size, pred_boxes=Boxes(boxes), scores=scores, pred_classes=classes,
                 mask_probs=probs,

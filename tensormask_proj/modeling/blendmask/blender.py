@@ -23,7 +23,7 @@ from detectron2.structures.boxes import matched_pairwise_iou
 
 from .losses import blender_mask_loss
 
-__all__ = ["Blender", "blend"]
+__all__ = ["Blender", "blend", "maskness"]
 
 # With MODEL.BLENDMASK.TRAIN_BOXES "predicted", a positive location's predicted box replaces its
 # ground-truth box when they overlap at least this much: Mask R-CNN's foreground IoU for the
@@ -55,6 +55,22 @@ def blend(rois: Tensor, attns: Tensor, attn_size: int, interp_mode: str = "bilin
     return (rois * attns).sum(dim=1)
 
 
+def maskness(probs: Tensor, threshold: float = 0.5) -> Tensor:
+    """
+    How confident each mask is about its own pixels (SOLOv2's "maskness"): the mean probability
+    over the pixels above ``threshold``, 0 for a mask with no such pixel.
+
+    Args:
+        probs: (P, ..., R, R) mask probabilities.
+
+    Returns:
+        (P,) values in [threshold, 1], or 0.
+    """
+    probs = probs.flatten(1)
+    foreground = (probs > threshold).to(probs.dtype)
+    return (probs * foreground).sum(dim=1) / foreground.sum(dim=1).clamp(min=1.0)
+
+
 class Blender:
     """
     Pools the bases with ROIAlign (aligned, one sample per bin) and blends them.
@@ -78,6 +94,7 @@ class Blender:
         top_interp: str = "bilinear",
         instance_loss_weight: float = 1.0,
         train_boxes: str = "gt",
+        rescore_by_maskness: bool = False,
     ):
         """
         Args:
@@ -91,12 +108,15 @@ class Blender:
             train_boxes: "gt" or "predicted", the boxes that crop the bases and the mask targets
                 in training; "predicted" falls back to the ground-truth box for a location
                 whose predicted box overlaps its object less than ``PREDICTED_BOX_MIN_IOU``.
+            rescore_by_maskness: at inference, multiply each detection's score by its mask's
+                :func:`maskness` (AdelaiDet: False, the score is FCOS's alone).
         """
         if train_boxes not in ("gt", "predicted"):
             raise ValueError(
                 f"MODEL.BLENDMASK.TRAIN_BOXES must be 'gt' or 'predicted', got {train_boxes!r}"
             )
         self.train_boxes = train_boxes
+        self.rescore_by_maskness = rescore_by_maskness
         if len(pooler_scales) != 1:
             raise ValueError(
                 f"MODEL.BLENDMASK.POOLER_SCALES must have one entry (the bases are one level), "
@@ -131,6 +151,7 @@ class Blender:
             "top_interp": bm.TOP_INTERP,
             "instance_loss_weight": bm.INSTANCE_LOSS_WEIGHT,
             "train_boxes": bm.TRAIN_BOXES,
+            "rescore_by_maskness": bm.RESCORE_BY_MASKNESS,
         }
 
     def losses(
@@ -223,14 +244,24 @@ class Blender:
         # Polygons are rasterised per box anyway; indexing them copies only their vertices.
         return masks[inds].crop_and_resize(boxes, self.pooler_resolution)
 
+    def rescore(self, scores: Tensor, probs: Tensor) -> Tensor:
+        """
+        The detections' final scores: ``scores`` (P,), times the maskness of their mask
+        probabilities ``probs`` (P, ..., R, R) when ``rescore_by_maskness``.
+        """
+        if not self.rescore_by_maskness:
+            return scores
+        return scores * maskness(probs).to(scores.dtype)
+
     def predict(self, bases: List[Tensor], proposals: List[Instances]) -> None:
         """
-        Add ``pred_masks`` (n, 1, R, R) mask probabilities to each image's proposals, in place.
+        Add ``pred_masks`` (n, 1, R, R) mask probabilities to each image's proposals, and
+        rescore their ``scores`` (see :meth:`rescore`), in place.
 
         Args:
             bases: [(N, K, H/4, W/4)].
-            proposals: N Instances with ``pred_boxes`` (unclipped, input pixels) and
-                ``top_feat`` (n, K*M*M).
+            proposals: N Instances with ``pred_boxes`` (unclipped, input pixels),
+                ``top_feat`` (n, K*M*M) and ``scores`` (n,).
         """
         num_per_image = [len(p) for p in proposals]
         resolution = self.pooler_resolution
@@ -243,3 +274,4 @@ class Blender:
         masks = blend(rois, attns, self.attn_size, self.top_interp).sigmoid().unsqueeze(1)
         for p, m in zip(proposals, masks.split(num_per_image)):
             p.pred_masks = m
+            p.scores = self.rescore(p.scores, m)

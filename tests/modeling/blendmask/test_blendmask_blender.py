@@ -6,7 +6,7 @@ import torch
 
 from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
 
-from tensormask_proj.modeling.blendmask.blender import Blender, blend
+from tensormask_proj.modeling.blendmask.blender import Blender, blend, maskness
 
 
 def _sigmoid(x):
@@ -57,7 +57,9 @@ class TestBlenderPooling(unittest.TestCase):
         p0 = Instances((32, 32))
         p0.pred_boxes = Boxes(torch.tensor([[0.0, 0.0, 16.0, 16.0], [-4.0, 2.0, 40.0, 30.0]]))
         p0.top_feat = torch.zeros(2, 8)
+        p0.scores = torch.tensor([0.9, 0.3])
         p1 = Instances((32, 32), pred_boxes=Boxes(torch.zeros(0, 4)), top_feat=torch.zeros(0, 8))
+        p1.scores = torch.zeros(0)
         blender.predict(bases, [p0, p1])
         # Bases all 1, equal attentions -> logit 1 -> probability sigmoid(1) (the unclipped
         # box reads zeros outside the bases, so its border is lower).
@@ -68,6 +70,40 @@ class TestBlenderPooling(unittest.TestCase):
         p2 = Instances((32, 32), pred_boxes=Boxes(torch.zeros(0, 4)), top_feat=torch.zeros(0, 8))
         blender.predict(bases, [p2])
         self.assertEqual(p2.pred_masks.shape, (0, 1, 4, 4))
+
+
+class TestMaskness(unittest.TestCase):
+    def test_hand_computed(self):
+        probs = torch.tensor(
+            [
+                [[0.9, 0.7], [0.2, 0.5]],  # above 0.5: 0.9 and 0.7 (0.5 itself is not above)
+                [[0.1, 0.2], [0.3, 0.4]],  # none above: 0
+                [[1.0, 1.0], [1.0, 0.6]],
+            ]
+        )
+        expected = torch.tensor([0.8, 0.0, 0.9])
+        self.assertTrue(torch.allclose(maskness(probs), expected))
+        # The (P, 1, R, R) layout of pred_masks gives the same values.
+        self.assertTrue(torch.allclose(maskness(probs[:, None]), expected))
+        self.assertEqual(maskness(torch.zeros(0, 1, 4, 4)).shape, (0,))
+
+    def test_predict_rescores_only_when_asked(self):
+        bases = [torch.zeros(1, 2, 8, 8)]
+        bases[0][:, 0, :, :4] = 3.0  # left half of basis 0: logit 3 under equal attentions 1.5
+        boxes = torch.tensor([[0.0, 0.0, 32.0, 32.0], [16.0, 0.0, 32.0, 32.0]])
+        for rescore in (False, True):
+            blender = Blender(pooler_resolution=4, attn_size=2, rescore_by_maskness=rescore)
+            p = Instances((32, 32), pred_boxes=Boxes(boxes.clone()), top_feat=torch.zeros(2, 8))
+            p.scores = torch.tensor([0.8, 0.6])
+            blender.predict(bases, [p])
+            if not rescore:
+                self.assertTrue(torch.equal(p.scores, torch.tensor([0.8, 0.6])))
+                continue
+            # First box: its left half is sigmoid(1.5) (> 0.5), the right half 0.5 (not above);
+            # second box (right half of the image): no pixel above 0.5, maskness 0.
+            self.assertTrue(
+                torch.allclose(p.scores, torch.tensor([0.8 * _sigmoid(1.5), 0.0]), atol=1e-6)
+            )
 
 
 class TestBlenderLoss(unittest.TestCase):

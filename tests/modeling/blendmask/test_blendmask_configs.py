@@ -43,6 +43,8 @@ EXPECTED_DEFAULTS = {
         "INSTANCE_LOSS_WEIGHT": 1.0, "VISUALIZE": False,
         # This project's key (not AdelaiDet's); "gt" keeps AdelaiDet's behaviour.
         "TRAIN_BOXES": "gt",
+        # This project's key (not AdelaiDet's); False keeps AdelaiDet's scores.
+        "RESCORE_BY_MASKNESS": False,
     },
 }  # fmt: skip
 
