@@ -70,6 +70,10 @@ class DeployableBlendMask(nn.Module):
             boxes, scores, classes, levels, cells = (
                 t[keep] for t in (boxes, scores, classes, levels, cells)
             )
+            # Masks are predicted on the boxes clipped to the image, as the model does.
+            clipped = Boxes(boxes)
+            clipped.clip(image_size)
+            boxes = clipped.tensor
             # Top-layer attentions at each detection's cell, one group per level.
             attns = in_group_order(
                 [
@@ -87,6 +91,10 @@ class DeployableBlendMask(nn.Module):
             attns = torch.cat([attns, attns.new_zeros(1, attns.shape[1])])
             probs = blend(rois, attns, blender.attn_size, blender.top_interp)[:-1].sigmoid()
             scores = blender.rescore(scores, probs)
+            if blender.rescore_by_maskness:
+                # By decreasing final score, as the model returns them.
+                scores, order = scores.sort(descending=True)
+                boxes, classes, probs = boxes[order], classes[order], probs[order]
             result = Instances(
                 image_size, pred_boxes=Boxes(boxes), scores=scores, pred_classes=classes,
                 mask_probs=probs,

@@ -260,8 +260,8 @@ class Blender:
 
         Args:
             bases: [(N, K, H/4, W/4)].
-            proposals: N Instances with ``pred_boxes`` (unclipped, input pixels),
-                ``top_feat`` (n, K*M*M) and ``scores`` (n,).
+            proposals: N Instances with ``pred_boxes`` (input pixels; BlendMask clips them to
+                the image), ``top_feat`` (n, K*M*M) and ``scores`` (n,).
         """
         num_per_image = [len(p) for p in proposals]
         resolution = self.pooler_resolution

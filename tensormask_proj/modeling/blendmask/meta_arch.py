@@ -188,7 +188,14 @@ class BlendMask(nn.Module):
             # every location and carries them through NMS).
             im_inds = torch.full_like(p.fpn_levels, img_idx)
             p.top_feat = self._attentions(fcos_out["box_features"], p, im_inds)
+            # The blender crops with the boxes that detector_postprocess pastes the masks into:
+            # clipped to the image, as Mask R-CNN's mask head sees them. A box that crosses the
+            # border would otherwise have its mask squeezed into the clipped box.
+            p.pred_boxes.clip(p.image_size)
         self.blender.predict(basis_out["bases"], proposals)
+        # By decreasing final score, as detectron2's models return them: rescoring by maskness
+        # can change the order. Stable, so that without it the order is FCOS's.
+        proposals = [p[torch.sort(p.scores, descending=True, stable=True)[1]] for p in proposals]
 
         processed = []
         for img_idx, (p, inputs, image_size) in enumerate(
@@ -197,7 +204,7 @@ class BlendMask(nn.Module):
             height = inputs.get("height", image_size[0])
             width = inputs.get("width", image_size[1])
             # Scales boxes to the output size, clips them, drops empty ones, and pastes the
-            # R x R probabilities into the clipped boxes (threshold 0.5).
+            # R x R probabilities into the boxes (threshold 0.5).
             result = {"instances": detector_postprocess(p, height, width)}
             if self.visualize:
                 result["bases"] = [b[img_idx] for b in basis_out["bases"]]

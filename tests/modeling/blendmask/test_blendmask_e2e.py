@@ -97,6 +97,36 @@ class TestInference(unittest.TestCase):
             self.assertTrue(bool((boxes[:, 1::2] >= 0).all() and (boxes[:, 1::2] <= h).all()))
             self.assertTrue(bool((inst.scores[:-1] >= inst.scores[1:]).all()))
 
+    def test_blender_crops_with_the_clipped_boxes(self):
+        # detector_postprocess pastes each mask into its box clipped to the image, so the
+        # blender must crop the bases with that box too (Mask R-CNN's mask head sees clipped
+        # boxes): else a box that crosses the border gets its mask squeezed.
+        model = _build(["MODEL.FCOS.INFERENCE_TH_TEST", 0.0]).eval()
+        with torch.no_grad():
+            model.proposal_generator.fcos_head.bbox_pred.bias.fill_(2.0)  # boxes of ~7 strides
+        fcos_boxes, cropped_boxes = [], []
+        fcos_forward, predict = model.proposal_generator.forward, model.blender.predict
+
+        def record_fcos(*args, **kwargs):
+            out = fcos_forward(*args, **kwargs)
+            fcos_boxes.extend(p.pred_boxes.tensor.clone() for p in out[0]["proposals"])
+            return out
+
+        def record_blender(bases, proposals):
+            cropped_boxes.extend(p.pred_boxes.tensor.clone() for p in proposals)
+            return predict(bases, proposals)
+
+        h, w = 128, 160
+        with mock.patch.object(model.proposal_generator, "forward", record_fcos), mock.patch.object(
+            model.blender, "predict", record_blender
+        ):
+            model([make_input((h, w))])
+        raw, cropped = fcos_boxes[0], cropped_boxes[0]
+        limits = torch.tensor([w, h, w, h], dtype=raw.dtype)
+        # FCOS's boxes cross the border, the blender's do not and are the clipped FCOS boxes.
+        self.assertTrue(bool(((raw < 0) | (raw > limits)).any()))
+        self.assertTrue(torch.equal(cropped, torch.minimum(raw.clamp(min=0), limits)))
+
     def test_inputs_with_instances_take_the_inference_branch(self):
         model = _build(["MODEL.FCOS.INFERENCE_TH_TEST", 0.0]).eval()
         batch = regular_and_empty_batch()
