@@ -193,9 +193,10 @@ class BlendMask(nn.Module):
             # border would otherwise have its mask squeezed into the clipped box.
             p.pred_boxes.clip(p.image_size)
         self.blender.predict(basis_out["bases"], proposals)
-        # By decreasing final score, as detectron2's models return them: rescoring by maskness
-        # can change the order. Stable, so that without it the order is FCOS's.
-        proposals = [p[torch.sort(p.scores, descending=True, stable=True)[1]] for p in proposals]
+        if self.blender.rescore_by_maskness:
+            # Back to decreasing score, as detectron2's models return them (FCOS's are sorted;
+            # rescoring can change the order). Stable: ties keep FCOS's order.
+            proposals = [p[p.scores.sort(descending=True, stable=True)[1]] for p in proposals]
 
         processed = []
         for img_idx, (p, inputs, image_size) in enumerate(
