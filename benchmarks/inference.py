@@ -164,7 +164,7 @@ def time_blender(model, device, repeats):
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)
-    assert proposals.pred_masks.shape == (DETECTIONS, 1, 56, 56)
+    assert proposals.mask_probs.shape == (DETECTIONS, 1, 56, 56)
     return best
 
 

@@ -150,6 +150,11 @@ def add_blendmask_config(cfg):
     # probability over the mask's pixels above 0.5, so that among detections of equal FCOS score
     # the one with the surer mask ranks first. False keeps AdelaiDet's scores (FCOS's alone).
     cfg.MODEL.BLENDMASK.RESCORE_BY_MASKNESS = False
+    # The blender crops the bases (and, in training, the mask targets) with each box scaled by
+    # this factor about its centre and clipped to the image, and pastes the mask into that crop,
+    # so that a mask can reach beyond a box that cut its object short. 1 (AdelaiDet): the crop is
+    # the box. Must be >= 1.
+    cfg.MODEL.BLENDMASK.CROP_SCALE = 1.0
     # Eval outputs also carry the raw "bases" (and "sem_thing_seg" when LOSS_ON).
     cfg.MODEL.BLENDMASK.VISUALIZE = False
     return cfg

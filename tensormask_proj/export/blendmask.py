@@ -85,8 +85,9 @@ class DeployableBlendMask(nn.Module):
             # no instance, and tracing on an image without detections would record that branch
             # for every image.
             blender = model.blender
+            crops = blender.crop_boxes(boxes, image_size)
             rois = blender.pooler(
-                [b[i : i + 1] for b in bases], [Boxes(torch.cat([boxes, boxes.new_zeros(1, 4)]))]
+                [b[i : i + 1] for b in bases], [Boxes(torch.cat([crops, crops.new_zeros(1, 4)]))]
             )
             attns = torch.cat([attns, attns.new_zeros(1, attns.shape[1])])
             probs = blend(rois, attns, blender.attn_size, blender.top_interp)[:-1].sigmoid()
@@ -99,7 +100,7 @@ class DeployableBlendMask(nn.Module):
                 image_size, pred_boxes=Boxes(boxes), scores=scores, pred_classes=classes,
                 mask_probs=probs,
             )
-            # Scales (here by 1), clips and drops empty boxes; the masks fill the clipped boxes.
+            # Scales (here by 1), clips and drops empty boxes; the masks fill the boxes' crops.
             result = detector_postprocess(result, image_size[0], image_size[1])
             results.append(
                 Instances(
@@ -108,7 +109,9 @@ class DeployableBlendMask(nn.Module):
                     scores=result.scores,
                     pred_classes=result.pred_classes,
                     pred_masks=paste_masks(
-                        result.mask_probs, result.pred_boxes.tensor, image_size
+                        result.mask_probs,
+                        blender.crop_boxes(result.pred_boxes.tensor, image_size),
+                        image_size,
                     ),
                 )
             )

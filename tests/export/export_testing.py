@@ -45,9 +45,9 @@ def lively_tensormask(variant: str):
     return cfg, model
 
 
-def lively_blendmask():
+def lively_blendmask(opts=()):
     """The instant-test BlendMask (160 px, 20 detections), firing with partial masks."""
-    cfg = project_cfg(BLENDMASK_CONFIG)
+    cfg = project_cfg(BLENDMASK_CONFIG, opts)
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     head = model.proposal_generator.fcos_head

@@ -80,6 +80,22 @@ class ExportedModelTest(unittest.TestCase):
             # Partial masks: neither empty nor filling their boxes.
             self.assertGreater(int(reference.pred_masks.sum()), 100)
 
+    def test_blendmask_with_enlarged_crops(self):
+        # MODEL.BLENDMASK.CROP_SCALE: crops and pastes with the enlarged boxes, like the model.
+        cfg, model = lively_blendmask(["MODEL.BLENDMASK.CROP_SCALE", 1.5])
+        for reference in self.check_exports(cfg, model):
+            self.assertEqual(len(reference), 20)
+            # Some masks reach beyond their boxes.
+            boxes = reference.pred_boxes.tensor
+            _, height, width = reference.pred_masks.shape
+            ys = torch.arange(height)[None, :, None]
+            xs = torch.arange(width)[None, None, :]
+            in_box = (
+                (xs + 0.5 >= boxes[:, 0, None, None]) & (xs + 0.5 <= boxes[:, 2, None, None])
+                & (ys + 0.5 >= boxes[:, 1, None, None]) & (ys + 0.5 <= boxes[:, 3, None, None])
+            )  # fmt: skip
+            self.assertGreater(int((reference.pred_masks & ~in_box).sum()), 0)
+
     def test_no_detection(self):
         # An untrained TensorMask detects nothing (prior 0.01 < threshold 0.05): the exported
         # models must return empty outputs, not fail on empty tensors.

@@ -16,20 +16,46 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from detectron2.config import configurable
-from detectron2.layers import ROIAlign
+from detectron2.layers import ROIAlign, paste_masks_in_image
 from detectron2.modeling.poolers import ROIPooler
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.structures.boxes import matched_pairwise_iou
+from detectron2.utils.memory import retry_if_cuda_oom
 
 from .losses import blender_mask_loss
 
-__all__ = ["Blender", "blend", "maskness"]
+__all__ = ["Blender", "blend", "crop_boxes", "maskness"]
 
 # With MODEL.BLENDMASK.TRAIN_BOXES "predicted", a positive location's predicted box replaces its
 # ground-truth box when they overlap at least this much: Mask R-CNN's foreground IoU for the
 # proposals its mask head trains on. Below it (early in training) the box says little about the
 # object, and the ground-truth box is used.
 PREDICTED_BOX_MIN_IOU = 0.5
+
+
+def crop_boxes(boxes: Tensor, image_size, scale: float = 1.0) -> Tensor:
+    """
+    The boxes the blender crops the bases with, and pastes its masks into: each box scaled by
+    ``scale`` about its centre, then clipped to the image. With ``scale`` 1 (AdelaiDet) a mask
+    ends at its detection's box; above 1 it can reach beyond a box that cut its object short.
+
+    Args:
+        boxes: (P, 4) XYXY.
+        image_size: (height, width) to clip to.
+        scale: MODEL.BLENDMASK.CROP_SCALE, >= 1.
+
+    Returns:
+        (P, 4) XYXY, a new tensor.
+    """
+    if scale == 1.0:
+        # Not recomputed from the centre: the boxes stay exact to the last bit.
+        crops = Boxes(boxes.clone())
+    else:
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        half_sizes = (boxes[:, 2:] - boxes[:, :2]) * (scale / 2)
+        crops = Boxes(torch.cat([centres - half_sizes, centres + half_sizes], dim=1))
+    crops.clip(image_size)
+    return crops.tensor
 
 
 def blend(rois: Tensor, attns: Tensor, attn_size: int, interp_mode: str = "bilinear") -> Tensor:
@@ -79,7 +105,8 @@ class Blender:
     with the ground-truth boxes (AdelaiDet), or with each positive location's own predicted box
     (``train_boxes="predicted"``), so that the blender learns the boxes it will be given at
     inference, as Mask R-CNN's mask head learns on proposals. The caller (BlendMask) picks one by
-    its ``training`` flag.
+    its ``training`` flag. Either way the crop is :func:`crop_boxes` of the box: enlarged by
+    ``crop_scale`` and clipped to the image, in training and inference alike.
     """
 
     @configurable
@@ -95,6 +122,7 @@ class Blender:
         instance_loss_weight: float = 1.0,
         train_boxes: str = "gt",
         rescore_by_maskness: bool = False,
+        crop_scale: float = 1.0,
     ):
         """
         Args:
@@ -110,7 +138,13 @@ class Blender:
                 whose predicted box overlaps its object less than ``PREDICTED_BOX_MIN_IOU``.
             rescore_by_maskness: at inference, multiply each detection's score by its mask's
                 :func:`maskness` (AdelaiDet: False, the score is FCOS's alone).
+            crop_scale: the bases and the mask targets are cropped with each box scaled by this
+                factor about its centre and clipped to the image (:func:`crop_boxes`), and the
+                masks are pasted into those crops. AdelaiDet: 1.
         """
+        if not crop_scale >= 1.0:
+            raise ValueError(f"MODEL.BLENDMASK.CROP_SCALE must be >= 1, got {crop_scale}")
+        self.crop_scale = crop_scale
         if train_boxes not in ("gt", "predicted"):
             raise ValueError(
                 f"MODEL.BLENDMASK.TRAIN_BOXES must be 'gt' or 'predicted', got {train_boxes!r}"
@@ -152,7 +186,12 @@ class Blender:
             "instance_loss_weight": bm.INSTANCE_LOSS_WEIGHT,
             "train_boxes": bm.TRAIN_BOXES,
             "rescore_by_maskness": bm.RESCORE_BY_MASKNESS,
+            "crop_scale": bm.CROP_SCALE,
         }
+
+    def crop_boxes(self, boxes: Tensor, image_size) -> Tensor:
+        """:func:`crop_boxes` with this blender's ``crop_scale``: (P, 4) -> (P, 4)."""
+        return crop_boxes(boxes, image_size, self.crop_scale)
 
     def losses(
         self,
@@ -180,12 +219,12 @@ class Blender:
             # Zero, but connected to the graph so that every parameter gets a gradient.
             return {"loss_mask": attns.sum() * 0 + sum(b.sum() for b in bases) * 0}
         if self.train_boxes == "gt":
-            gt_boxes = [x.gt_boxes for x in gt_instances]
-            rois = self.pooler(bases, gt_boxes)[positives.gt_inds]  # (P, K, R, R)
+            crops = [self.crop_boxes(x.gt_boxes.tensor, x.image_size) for x in gt_instances]
+            rois = self.pooler(bases, [Boxes(c) for c in crops])[positives.gt_inds]  # (P, K, R, R)
             targets = torch.cat(
                 [
-                    x.gt_masks.crop_and_resize(x.gt_boxes.tensor, self.pooler_resolution)
-                    for x in gt_instances
+                    x.gt_masks.crop_and_resize(c, self.pooler_resolution)
+                    for x, c in zip(gt_instances, crops)
                     if len(x) > 0
                 ]
             )[positives.gt_inds]
@@ -200,7 +239,8 @@ class Blender:
     ):
         """
         Crop the bases and each positive's ground-truth mask with the positive's predicted box,
-        or its ground-truth box where the two overlap less than ``PREDICTED_BOX_MIN_IOU``.
+        or its ground-truth box where the two overlap less than ``PREDICTED_BOX_MIN_IOU`` (the
+        crop is :meth:`crop_boxes` of that box).
 
         Returns:
             rois (P, K, R, R) and mask targets (P, R, R), in the order of ``positives``.
@@ -212,7 +252,10 @@ class Blender:
         boxes = torch.where(use_pred, pred_boxes, gt_boxes)
 
         num_per_image = torch.bincount(positives.im_inds, minlength=len(gt_instances)).tolist()
-        boxes_per_image = boxes.split(num_per_image)
+        boxes_per_image = [
+            self.crop_boxes(b, gt.image_size)
+            for b, gt in zip(boxes.split(num_per_image), gt_instances)
+        ]
         # The pooler returns the rois in image order, which is the order of the positives.
         rois = self.pooler(bases, [Boxes(b) for b in boxes_per_image])
         first_gt = 0
@@ -255,8 +298,9 @@ class Blender:
 
     def predict(self, bases: List[Tensor], proposals: List[Instances]) -> None:
         """
-        Add ``pred_masks`` (n, 1, R, R) mask probabilities to each image's proposals, and
-        rescore their ``scores`` (see :meth:`rescore`), in place.
+        Add ``mask_probs`` (n, 1, R, R) to each image's proposals: mask probabilities on the
+        :meth:`crop_boxes` of the ``pred_boxes``, which :meth:`paste` pastes into the image. Also
+        rescore the ``scores`` (see :meth:`rescore`). In place.
 
         Args:
             bases: [(N, K, H/4, W/4)].
@@ -267,11 +311,27 @@ class Blender:
         resolution = self.pooler_resolution
         if sum(num_per_image) == 0:
             for p in proposals:
-                p.pred_masks = bases[0].new_zeros((0, 1, resolution, resolution))
+                p.mask_probs = bases[0].new_zeros((0, 1, resolution, resolution))
             return
-        rois = self.pooler(bases, [p.pred_boxes for p in proposals])
+        crops = [Boxes(self.crop_boxes(p.pred_boxes.tensor, p.image_size)) for p in proposals]
+        rois = self.pooler(bases, crops)
         attns = torch.cat([p.top_feat for p in proposals])
         masks = blend(rois, attns, self.attn_size, self.top_interp).sigmoid().unsqueeze(1)
         for p, m in zip(proposals, masks.split(num_per_image)):
-            p.pred_masks = m
+            p.mask_probs = m
             p.scores = self.rescore(p.scores, m)
+
+    def paste(self, mask_probs: Tensor, boxes: Boxes, image_size, threshold: float = 0.5):
+        """
+        Paste :meth:`predict`'s masks into an image, as ``detector_postprocess`` pastes Mask
+        R-CNN's into their boxes, but into the boxes' crops.
+
+        Args:
+            mask_probs: (n, 1, R, R); boxes: n boxes in that image; image_size: (height, width).
+
+        Returns:
+            (n, height, width) bool.
+        """
+        crops = Boxes(self.crop_boxes(boxes.tensor, image_size))
+        paste = retry_if_cuda_oom(paste_masks_in_image)
+        return paste(mask_probs[:, 0], crops, image_size, threshold=threshold)

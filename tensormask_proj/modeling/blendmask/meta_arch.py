@@ -188,9 +188,9 @@ class BlendMask(nn.Module):
             # every location and carries them through NMS).
             im_inds = torch.full_like(p.fpn_levels, img_idx)
             p.top_feat = self._attentions(fcos_out["box_features"], p, im_inds)
-            # The blender crops with the boxes that detector_postprocess pastes the masks into:
-            # clipped to the image, as Mask R-CNN's mask head sees them. A box that crosses the
-            # border would otherwise have its mask squeezed into the clipped box.
+            # Clipped to the image, as detector_postprocess clips the output boxes: the blender
+            # must crop with the boxes its masks are pasted into, or a box that crosses the
+            # border gets its mask squeezed into the clipped box.
             p.pred_boxes.clip(p.image_size)
         self.blender.predict(basis_out["bases"], proposals)
         if self.blender.rescore_by_maskness:
@@ -204,9 +204,15 @@ class BlendMask(nn.Module):
         ):
             height = inputs.get("height", image_size[0])
             width = inputs.get("width", image_size[1])
-            # Scales boxes to the output size, clips them, drops empty ones, and pastes the
-            # R x R probabilities into the boxes (threshold 0.5).
-            result = {"instances": detector_postprocess(p, height, width)}
+            # Scales boxes to the output size, clips them and drops empty ones; the blender then
+            # pastes the R x R probabilities into the boxes' crops (threshold 0.5). Scaling a
+            # clipped box and its crop commute, so these are the crops the masks were made on.
+            instances = detector_postprocess(p, height, width)
+            instances.pred_masks = self.blender.paste(
+                instances.mask_probs, instances.pred_boxes, (height, width)
+            )
+            instances.remove("mask_probs")
+            result = {"instances": instances}
             if self.visualize:
                 result["bases"] = [b[img_idx] for b in basis_out["bases"]]
                 if "seg_thing_out" in basis_out:

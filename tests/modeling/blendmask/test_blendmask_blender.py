@@ -6,7 +6,7 @@ import torch
 
 from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
 
-from tensormask_proj.modeling.blendmask.blender import Blender, blend, maskness
+from tensormask_proj.modeling.blendmask.blender import Blender, blend, crop_boxes, maskness
 
 
 def _sigmoid(x):
@@ -61,15 +61,87 @@ class TestBlenderPooling(unittest.TestCase):
         p1 = Instances((32, 32), pred_boxes=Boxes(torch.zeros(0, 4)), top_feat=torch.zeros(0, 8))
         p1.scores = torch.zeros(0)
         blender.predict(bases, [p0, p1])
-        # Bases all 1, equal attentions -> logit 1 -> probability sigmoid(1) (the unclipped
-        # box reads zeros outside the bases, so its border is lower).
-        self.assertEqual(p0.pred_masks.shape, (2, 1, 4, 4))
-        self.assertTrue(torch.allclose(p0.pred_masks[0], torch.full((1, 4, 4), _sigmoid(1))))
-        self.assertEqual(p1.pred_masks.shape, (0, 1, 4, 4))
+        # Bases all 1, equal attentions -> logit 1 -> probability sigmoid(1), also for the box
+        # that crosses the border: it is cropped clipped to the image.
+        self.assertEqual(p0.mask_probs.shape, (2, 1, 4, 4))
+        self.assertTrue(torch.allclose(p0.mask_probs, torch.full((2, 1, 4, 4), _sigmoid(1))))
+        self.assertEqual(p1.mask_probs.shape, (0, 1, 4, 4))
         # No detection at all in the batch.
         p2 = Instances((32, 32), pred_boxes=Boxes(torch.zeros(0, 4)), top_feat=torch.zeros(0, 8))
         blender.predict(bases, [p2])
-        self.assertEqual(p2.pred_masks.shape, (0, 1, 4, 4))
+        self.assertEqual(p2.mask_probs.shape, (0, 1, 4, 4))
+
+
+class TestCropScale(unittest.TestCase):
+    """MODEL.BLENDMASK.CROP_SCALE: the blender's crops are the boxes enlarged and clipped."""
+
+    def test_crop_boxes_by_hand(self):
+        boxes = torch.tensor([[10.0, 20.0, 30.0, 60.0], [-4.0, 2.0, 40.0, 30.0]])
+        # Box 0: centre (20, 40), size (20, 40) -> x 1.5: [5, 10, 35, 70], clipped to the
+        # (height 50, width 32) image: [5, 10, 32, 50]. Box 1: [-15, -5, 51, 37] -> clipped.
+        expected = torch.tensor([[5.0, 10.0, 32.0, 50.0], [0.0, 0.0, 32.0, 37.0]])
+        self.assertTrue(torch.allclose(crop_boxes(boxes, (50, 32), 1.5), expected))
+        # Scale 1: the boxes clipped, bit for bit, in a new tensor.
+        crops = crop_boxes(boxes, (50, 32))
+        self.assertTrue(torch.equal(crops[0], torch.tensor([10.0, 20.0, 30.0, 50.0])))
+        self.assertTrue(torch.equal(crops[1], torch.tensor([0.0, 2.0, 32.0, 30.0])))
+        self.assertEqual(boxes[1, 0].item(), -4.0)
+        self.assertEqual(crop_boxes(torch.zeros(0, 4), (50, 32), 2.0).shape, (0, 4))
+
+    def test_mask_reaches_beyond_a_short_box(self):
+        # An object [8, 24]^2 in a 32 x 32 image: basis 0 is +6 on it and -6 elsewhere, basis 1
+        # is the same (equal attentions blend them to that logit). The detection's box
+        # [12, 20]^2 cuts it short; with crop scale 2 the crop is the object's box.
+        bases = torch.full((1, 2, 8, 8), -6.0)
+        bases[:, :, 2:6, 2:6] = 6.0
+        box = torch.tensor([[12.0, 12.0, 20.0, 20.0]])
+        pasted = {}
+        for scale in (1.0, 2.0):
+            blender = Blender(pooler_resolution=8, attn_size=2, crop_scale=scale)
+            p = Instances((32, 32), pred_boxes=Boxes(box.clone()), top_feat=torch.zeros(1, 8))
+            p.scores = torch.ones(1)
+            blender.predict([bases], [p])
+            pasted[scale] = blender.paste(p.mask_probs, p.pred_boxes, (32, 32))[0]
+        inside = torch.zeros(32, 32, dtype=torch.bool)
+        inside[12:20, 12:20] = True
+        self.assertTrue(torch.equal(pasted[1.0], inside))
+        # Crop [8, 24]^2: the bases' object edge is at 8 and 24 px; bilinear sampling puts the
+        # 0.5 crossing there, one pixel either way.
+        self.assertTrue(pasted[2.0][9:23, 9:23].all())
+        self.assertFalse(pasted[2.0][:7].any() or pasted[2.0][:, :7].any())
+        self.assertFalse(pasted[2.0][25:].any() or pasted[2.0][:, 25:].any())
+
+    def test_training_targets_are_cropped_with_the_enlarged_boxes(self):
+        # The gt [16, 48]^2 of a 64 x 64 image fills its box; crop scale 2 crops the whole
+        # image, where the mask covers the middle half: cells 2-5 of 8, rows and columns.
+        gt = Instances((64, 64))
+        gt.gt_boxes = Boxes(torch.tensor([[16.0, 16.0, 48.0, 48.0]]))
+        gt.gt_masks = PolygonMasks([[[16, 16, 48, 16, 48, 48, 16, 48]]])
+        middle = torch.zeros(8, 8, dtype=torch.bool)
+        middle[2:6, 2:6] = True
+        bases = [torch.randn(1, 2, 16, 16)]
+        positives = Instances(
+            (0, 0), im_inds=torch.tensor([0]), gt_inds=torch.tensor([0]),
+            gt_ctrs=torch.ones(1), box_preds=torch.tensor([[16.0, 16.0, 48.0, 48.0]]),
+        )  # fmt: skip
+        blender = Blender(
+            pooler_resolution=8, attn_size=2, train_boxes="predicted", crop_scale=2.0
+        )
+        rois, targets = blender._crop_with_predicted_boxes(bases, positives, [gt])
+        self.assertTrue(torch.equal(targets[0], middle))
+        whole_image = blender.pooler(bases, [Boxes(torch.tensor([[0.0, 0.0, 64.0, 64.0]]))])
+        self.assertTrue(torch.allclose(rois, whole_image))
+        # "gt" boxes: the same crop, so the same loss.
+        attns = torch.randn(1, 8)
+        by_gt = Blender(pooler_resolution=8, attn_size=2, crop_scale=2.0)
+        loss_gt = by_gt.losses(bases, attns, positives, [gt], torch.tensor(1.0))["loss_mask"]
+        loss_pred = blender.losses(bases, attns, positives, [gt], torch.tensor(1.0))["loss_mask"]
+        self.assertAlmostEqual(loss_gt.item(), loss_pred.item(), places=6)
+
+    def test_bad_value(self):
+        for bad in (0.5, 0.0, -1.0, float("nan")):
+            with self.assertRaisesRegex(ValueError, "MODEL.BLENDMASK.CROP_SCALE"):
+                Blender(crop_scale=bad)
 
 
 class TestMaskness(unittest.TestCase):

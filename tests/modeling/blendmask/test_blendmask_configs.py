@@ -45,6 +45,8 @@ EXPECTED_DEFAULTS = {
         "TRAIN_BOXES": "gt",
         # This project's key (not AdelaiDet's); False keeps AdelaiDet's scores.
         "RESCORE_BY_MASKNESS": False,
+        # This project's key (not AdelaiDet's); 1 crops with the box itself, as AdelaiDet.
+        "CROP_SCALE": 1.0,
     },
 }  # fmt: skip
 
@@ -136,6 +138,7 @@ class TestConfigFiles(unittest.TestCase):
             (["MODEL.BASIS_MODULE.COMMON_STRIDE", 4], ValueError, "COMMON_STRIDE"),
             (["MODEL.BASIS_MODULE.SEMANTIC_IN_FEATURE", "p9"], ValueError, "SEMANTIC_IN_FEATURE"),
             (["MODEL.BLENDMASK.POOLER_SCALES", (0.25, 0.125)], ValueError, "POOLER_SCALES"),
+            (["MODEL.BLENDMASK.CROP_SCALE", 0.8], ValueError, "MODEL.BLENDMASK.CROP_SCALE"),
             (["MODEL.PANOPTIC_FPN.COMBINE.ENABLED", True], NotImplementedError, "COMBINE"),
             (["MODEL.MASK_ON", False], ValueError, "MASK_ON"),
         ]
