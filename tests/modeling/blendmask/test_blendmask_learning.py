@@ -22,7 +22,7 @@ LEARNING_CONFIG = os.path.join(CONFIG_DIR, "quick_schedules", "blendmask_R_18_GN
 # last 20 iterations below 0.6x that of the first 20. Earlier runs: 25.84 / 36.75 / 21.10
 # (2026-12-01, before maskness and NMS 0.5), 27.17 / 38.74 / 21.97 (every class per location).
 # Untrained, no detection passes the 0.05 score threshold (AP 0). The bounds are about half the
-# best measured values (0.55x of the latest), a margin for the run-to-run variation of a
+# best measured values (0.55-0.58x of the latest), a margin for the run-to-run variation of a
 # from-scratch training.
 MIN_MASK_AP = 12.9
 MIN_MASK_AP50 = 18.4
