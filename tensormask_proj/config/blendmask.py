@@ -52,8 +52,12 @@ def add_blendmask_config(cfg):
     cfg.MODEL.FCOS.NORM = "GN"
     # Learnable per-level scalar on the box regression (every BlendMask config sets False).
     cfg.MODEL.FCOS.USE_SCALE = True
-    # Box quality branch. Only "ctrness" (FCOS centerness) is supported: the blender weights
-    # its mask loss with the centerness targets.
+    # What the box quality branch learns, which multiplies the class scores at inference:
+    # "ctrness" (FCOS centerness, loss "loss_fcos_ctr", IoU loss weighted by the centerness
+    # targets) or "iou" (the IoU of the location's predicted box with its object's box, loss
+    # "loss_fcos_iou", IoU loss unweighted; AdelaiDet's option). With "iou" the blender still
+    # weights its mask loss by the centerness targets (AdelaiDet's BlendMask cannot train with
+    # "iou"). The branch keeps its parameter names ("ctrness"), so checkpoints load either way.
     cfg.MODEL.FCOS.BOX_QUALITY = "ctrness"
     # True: multiply class probabilities by centerness *before* the score threshold.
     cfg.MODEL.FCOS.THRESH_WITH_CTR = False

@@ -12,7 +12,8 @@ Shape shorthand in this module:
     D: channels of the box-tower features
 
 Naming convention: ``pred_*`` are network outputs, ``gt_*`` ground truth; losses are
-``loss_fcos_cls``, ``loss_fcos_loc`` and ``loss_fcos_ctr`` (AdelaiDet's keys).
+``loss_fcos_cls``, ``loss_fcos_loc`` and ``loss_fcos_ctr`` (``loss_fcos_iou`` with
+MODEL.FCOS.BOX_QUALITY "iou"), AdelaiDet's keys.
 
 Reused from detectron2: the (N, K, H, W) -> (N, HW, K) transpose of its dense detectors, the
 point-to-box distances, fvcore's focal loss and (in ``fcos_postprocess``) ``batched_nms``.
@@ -38,11 +39,12 @@ from .fcos_targets import (
     level_size_ranges,
     match_locations,
 )
-from .losses import iou_loss, reduce_mean
+from .losses import distance_box_ious, iou_loss, reduce_mean
 
 __all__ = ["FCOS"]
 
 CLS_NORMALIZERS = ("fg", "moving_fg", "all")
+BOX_QUALITIES = ("ctrness", "iou")
 
 
 @PROPOSAL_GENERATOR_REGISTRY.register()
@@ -70,6 +72,7 @@ class FCOS(nn.Module):
         focal_loss_alpha: float = 0.25,
         focal_loss_gamma: float = 2.0,
         loc_loss_type: str = "giou",
+        box_quality: str = "ctrness",
         loss_normalizer_cls: str = "fg",
         loss_weight_cls: float = 1.0,
         thresh_with_ctr: bool = False,
@@ -93,6 +96,10 @@ class FCOS(nn.Module):
             center_sample, pos_radius: centre sampling and its radius in strides.
             focal_loss_alpha, focal_loss_gamma: sigmoid focal loss parameters.
             loc_loss_type: "iou", "linear_iou" or "giou".
+            box_quality: what the quality branch learns: "ctrness" (centerness targets; the IoU
+                loss is weighted by them) or "iou" (the detached IoU of the predicted box; the
+                IoU loss is unweighted). Either way the loss normaliser returned for the
+                blender is the sum of centerness targets.
             loss_normalizer_cls: "fg", "moving_fg" or "all" (see config).
             loss_weight_cls: weight of the classification loss.
             thresh_with_ctr: threshold cls prob x centerness instead of cls prob.
@@ -112,6 +119,10 @@ class FCOS(nn.Module):
                 f"MODEL.FCOS.SIZES_OF_INTEREST needs {len(in_features) - 1} entries (one fewer "
                 f"than IN_FEATURES {in_features}), got {sizes_of_interest}"
             )
+        if box_quality not in BOX_QUALITIES:
+            raise ValueError(
+                f"MODEL.FCOS.BOX_QUALITY must be one of {BOX_QUALITIES}, got {box_quality!r}"
+            )
         if loss_normalizer_cls not in CLS_NORMALIZERS:
             raise ValueError(
                 f"MODEL.FCOS.LOSS_NORMALIZER_CLS must be one of {CLS_NORMALIZERS}, "
@@ -127,6 +138,7 @@ class FCOS(nn.Module):
         self.focal_loss_alpha = focal_loss_alpha
         self.focal_loss_gamma = focal_loss_gamma
         self.loc_loss_type = loc_loss_type
+        self.box_quality = box_quality
         self.loss_normalizer_cls = loss_normalizer_cls
         self.loss_weight_cls = loss_weight_cls
         # The EMA of the number of positives for "moving_fg"; AdelaiDet starts it at 100.
@@ -146,11 +158,6 @@ class FCOS(nn.Module):
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
         fcos = cfg.MODEL.FCOS
-        if fcos.BOX_QUALITY != "ctrness":
-            raise ValueError(
-                f"MODEL.FCOS.BOX_QUALITY={fcos.BOX_QUALITY!r} is not supported: only 'ctrness' "
-                "(BlendMask's mask loss is weighted by the centerness targets)"
-            )
         missing = [f for f in fcos.IN_FEATURES if f not in input_shape]
         if missing:
             raise ValueError(
@@ -176,6 +183,7 @@ class FCOS(nn.Module):
             "focal_loss_alpha": fcos.LOSS_ALPHA,
             "focal_loss_gamma": fcos.LOSS_GAMMA,
             "loc_loss_type": fcos.LOC_LOSS_TYPE,
+            "box_quality": fcos.BOX_QUALITY,
             "loss_normalizer_cls": fcos.LOSS_NORMALIZER_CLS,
             "loss_weight_cls": fcos.LOSS_WEIGHT_CLS,
             # Inference parameters
@@ -216,7 +224,8 @@ class FCOS(nn.Module):
                 * inference (and training with yield_proposal): "proposals", N Instances with
                   ``pred_boxes`` (unclipped, input-image pixels), ``scores``, ``pred_classes``,
                   ``locations`` and ``fpn_levels``, sorted by decreasing score.
-            losses (dict): in training "loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr";
+            losses (dict): in training "loss_fcos_cls", "loss_fcos_loc" and "loss_fcos_ctr"
+                (box quality "ctrness") or "loss_fcos_iou" (box quality "iou");
                 empty in inference.
         """
         features = [features[f] for f in self.in_features]
@@ -285,8 +294,10 @@ class FCOS(nn.Module):
 
     def losses(self, locations, pred_logits, pred_deltas, pred_ctrness, gt_instances):
         """
-        FCOS losses (spec: focal cls loss / #positives, centerness-weighted IoU loss / sum of
-        centerness targets, centerness BCE / #positives).
+        FCOS losses (spec: focal cls loss / #positives; with box quality "ctrness",
+        centerness-weighted IoU loss / sum of centerness targets and centerness BCE / #positives;
+        with "iou", IoU loss / #positives and BCE against the detached IoU of each positive's
+        predicted box / #positives).
 
         Returns:
             positives (Instances), loss_denorm (scalar Tensor), losses (dict), see :meth:`forward`.
@@ -325,26 +336,30 @@ class FCOS(nn.Module):
         ctrness_targets = compute_ctrness_targets(reg_targets)
         # Reduced on every process, positives or not, so distributed training cannot deadlock.
         loss_denorm = reduce_mean(ctrness_targets.sum().detach()).clamp(min=1e-6)
+        quality_key = "loss_fcos_ctr" if self.box_quality == "ctrness" else "loss_fcos_iou"
         if num_pos > 0:
-            loss_loc = (
-                iou_loss(
-                    pred_deltas[im_inds, loc_inds],
-                    reg_targets,
-                    weight=ctrness_targets,
-                    loss_type=self.loc_loss_type,
+            pos_deltas = pred_deltas[im_inds, loc_inds]
+            if self.box_quality == "ctrness":
+                loss_loc = (
+                    iou_loss(pos_deltas, reg_targets, ctrness_targets, self.loc_loss_type)
+                    / loss_denorm
                 )
-                / loss_denorm
-            )
-            loss_ctr = (
+                quality_targets = ctrness_targets
+            else:
+                loss_loc = iou_loss(pos_deltas, reg_targets, None, self.loc_loss_type) / num_pos_avg
+                quality_targets = distance_box_ious(pos_deltas.detach().float(), reg_targets)
+            loss_quality = (
                 F.binary_cross_entropy_with_logits(
-                    pred_ctrness[im_inds, loc_inds], ctrness_targets, reduction="sum"
+                    pred_ctrness[im_inds, loc_inds],
+                    quality_targets.to(pred_ctrness.dtype),
+                    reduction="sum",
                 )
                 / num_pos_avg
             )
         else:
             # Zero, but connected to the graph so that every parameter gets a gradient.
             loss_loc = pred_deltas.sum() * 0
-            loss_ctr = pred_ctrness.sum() * 0
+            loss_quality = pred_ctrness.sum() * 0
 
         all_locations = torch.cat(locations, dim=0)
         pos_locations = all_locations[loc_inds]
@@ -364,7 +379,7 @@ class FCOS(nn.Module):
                 pos_locations, pred_deltas[im_inds, loc_inds].detach().float() * pos_strides
             ),
         )
-        losses = {"loss_fcos_cls": loss_cls, "loss_fcos_loc": loss_loc, "loss_fcos_ctr": loss_ctr}
+        losses = {"loss_fcos_cls": loss_cls, "loss_fcos_loc": loss_loc, quality_key: loss_quality}
         return positives, loss_denorm, losses
 
     # ------------------------------------------------------------------------------------------

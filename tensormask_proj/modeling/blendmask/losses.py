@@ -16,7 +16,7 @@ from torch import Tensor
 
 from detectron2.utils import comm
 
-__all__ = ["reduce_mean", "iou_loss", "blender_mask_loss", "basis_semantic_loss"]
+__all__ = ["reduce_mean", "distance_box_ious", "iou_loss", "blender_mask_loss", "basis_semantic_loss"]
 
 IOU_LOSS_TYPES = ("iou", "linear_iou", "giou")
 
@@ -29,6 +29,30 @@ def reduce_mean(value: Tensor) -> Tensor:
     value = value.clone()
     dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value / world_size
+
+
+def _distance_ious_and_unions(pred: Tensor, target: Tensor):
+    pl, pt, pr, pb = pred.unbind(dim=1)
+    tl, tt, tr, tb = target.unbind(dim=1)
+    target_area = (tl + tr) * (tt + tb)
+    pred_area = (pl + pr) * (pt + pb)
+    inter = (torch.min(pl, tl) + torch.min(pr, tr)) * (torch.min(pt, tt) + torch.min(pb, tb))
+    union = target_area + pred_area - inter
+    return (inter + 1.0) / (union + 1.0), union
+
+
+def distance_box_ious(pred: Tensor, target: Tensor) -> Tensor:
+    """
+    IoU of boxes given as distances (l, t, r, b) from the same point, with the +1 smoothing of
+    :func:`iou_loss`: (I + 1) / (U + 1).
+
+    Args:
+        pred, target: (P, 4) non-negative distances.
+
+    Returns:
+        (P,) IoUs in (0, 1].
+    """
+    return _distance_ious_and_unions(pred, target)[0]
 
 
 def iou_loss(pred: Tensor, target: Tensor, weight: Tensor = None, loss_type: str = "giou"):
@@ -50,18 +74,14 @@ def iou_loss(pred: Tensor, target: Tensor, weight: Tensor = None, loss_type: str
         raise ValueError(
             f"MODEL.FCOS.LOC_LOSS_TYPE must be one of {IOU_LOSS_TYPES}, got {loss_type!r}"
         )
-    pl, pt, pr, pb = pred.unbind(dim=1)
-    tl, tt, tr, tb = target.unbind(dim=1)
-    target_area = (tl + tr) * (tt + tb)
-    pred_area = (pl + pr) * (pt + pb)
-    inter = (torch.min(pl, tl) + torch.min(pr, tr)) * (torch.min(pt, tt) + torch.min(pb, tb))
-    union = target_area + pred_area - inter
-    ious = (inter + 1.0) / (union + 1.0)
+    ious, union = _distance_ious_and_unions(pred, target)
     if loss_type == "iou":
         losses = -torch.log(ious)
     elif loss_type == "linear_iou":
         losses = 1 - ious
     else:
+        pl, pt, pr, pb = pred.unbind(dim=1)
+        tl, tt, tr, tb = target.unbind(dim=1)
         enclose = (torch.max(pl, tl) + torch.max(pr, tr)) * (torch.max(pt, tt) + torch.max(pb, tb))
         gious = ious - (enclose - union) / enclose
         losses = 1 - gious

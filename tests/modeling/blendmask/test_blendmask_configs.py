@@ -128,7 +128,7 @@ class TestConfigFiles(unittest.TestCase):
 
     def test_invalid_settings_are_refused(self):
         cases = [
-            (["MODEL.FCOS.BOX_QUALITY", "iou"], ValueError, "BOX_QUALITY"),
+            (["MODEL.FCOS.BOX_QUALITY", "centerness"], ValueError, "BOX_QUALITY"),
             (["MODEL.FCOS.NORM", "LN"], ValueError, "MODEL.FCOS.NORM"),
             (["MODEL.FCOS.TOP_LEVELS", 3], ValueError, "TOP_LEVELS"),
             (["MODEL.FCOS.SIZES_OF_INTEREST", [64]], ValueError, "SIZES_OF_INTEREST"),

@@ -45,6 +45,18 @@ class TestTraining(unittest.TestCase):
         no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
         self.assertEqual(no_grad, [])
 
+    def test_train_step_iou_box_quality(self):
+        # MODEL.FCOS.BOX_QUALITY "iou" renames the quality loss; the blender still trains.
+        model = _build(["MODEL.FCOS.BOX_QUALITY", "iou"]).train()
+        losses = model(regular_and_empty_batch())
+        self.assertEqual(set(losses), LOSS_KEYS - {"loss_fcos_ctr"} | {"loss_fcos_iou"})
+        for k, v in losses.items():
+            self.assertTrue(math.isfinite(v.item()), k)
+            self.assertGreater(v.item(), 0, k)
+        sum(losses.values()).backward()
+        no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+        self.assertEqual(no_grad, [])
+
     def test_train_step_empty_images_only(self):
         model = _build().train()
         batch = [make_input((128, 128)), make_input((96, 128), seed=1)]

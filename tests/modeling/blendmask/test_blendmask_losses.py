@@ -12,6 +12,7 @@ from tensormask_proj.modeling.blendmask.fcos import FCOS
 from tensormask_proj.modeling.blendmask.losses import (
     basis_semantic_loss,
     blender_mask_loss,
+    distance_box_ious,
     iou_loss,
 )
 
@@ -40,6 +41,14 @@ class TestIoULoss(unittest.TestCase):
         weight = torch.tensor([0.5, 2.0])
         expected = 0.5 * 35 / 36 + 2.0 * 12 / 17
         self.assertAlmostEqual(iou_loss(pred, target, weight, "giou").item(), expected, places=6)
+
+    def test_distance_box_ious(self):
+        # The IoUs behind the losses above: 5/17 (nested) and 1/4 (offset), 1 for equal boxes.
+        pred = torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 2.0, 2.0], [1.0, 2.0, 3.0, 4.0]])
+        target = torch.tensor([[2.0, 2.0, 2.0, 2.0], [1.0, 1.0, 1.0, 1.0], [1.0, 2.0, 3.0, 4.0]])
+        expected = torch.tensor([5 / 17, 1 / 4, 1.0])
+        self.assertTrue(torch.allclose(distance_box_ious(pred, target), expected))
+        self.assertEqual(distance_box_ious(torch.zeros(0, 4), torch.zeros(0, 4)).shape, (0,))
 
     def test_bad_type(self):
         with self.assertRaisesRegex(ValueError, "LOC_LOSS_TYPE"):
@@ -156,6 +165,41 @@ class TestFCOSLosses(unittest.TestCase):
         # the other 4 elements (1 - alpha)*(1/2)^2*log 2; total / 4 positives.
         expected_cls = (4 * 0.25 + 4 * 0.75) * 0.25 * math.log(2) / 4
         self.assertAlmostEqual(losses["loss_fcos_cls"].item(), expected_cls, places=6)
+
+
+    def test_one_positive_iou_quality(self):
+        # The layout of test_one_positive, box quality "iou": every location predicts
+        # (1, 1, 1, 1) strides against targets that are permutations of (0.5, 0.5, 1.5, 1.5).
+        # Both boxes have area 4, I = 1.5 * 1.5 = 2.25, U = 5.75, IoU = 3.25 / 6.75 = 13/27;
+        # enclosing C = 2.5^2 = 6.25, GIoU = 13/27 - 0.5/6.25.
+        deltas = torch.ones(1, 4, 2, 2, requires_grad=True)
+        quality_logits = torch.ones(1, 1, 2, 2, requires_grad=True)
+        head = _FixedHead(
+            ([torch.zeros(1, 2, 2, 2)], [deltas], [quality_logits], [torch.zeros(1, 8, 2, 2)])
+        )
+        fcos = self._fcos(head, box_quality="iou").train()
+        gt = Instances((16, 16))
+        gt.gt_boxes = Boxes(torch.tensor([[0.0, 0.0, 16.0, 16.0]]))
+        gt.gt_classes = torch.tensor([1])
+        outputs, losses = fcos(None, {"p3": torch.zeros(1, 8, 2, 2)}, [gt])
+        self.assertEqual(set(losses), {"loss_fcos_cls", "loss_fcos_loc", "loss_fcos_iou"})
+        iou = 13 / 27
+        # Unweighted GIoU loss over the 4 positives.
+        self.assertAlmostEqual(losses["loss_fcos_loc"].item(), 1 - (iou - 0.08), places=6)
+        # BCE with logit 1 against the IoU: softplus(1) - IoU, per positive; / 4 positives.
+        self.assertAlmostEqual(
+            losses["loss_fcos_iou"].item(), math.log1p(math.e) - iou, places=6
+        )
+        # The blender's normaliser stays the sum of centerness targets (4 x 1/3).
+        self.assertAlmostEqual(outputs["loss_denorm"].item(), 4 / 3, places=6)
+        # The IoU target is detached: the quality loss moves only the quality logits.
+        losses["loss_fcos_iou"].backward()
+        self.assertIsNone(deltas.grad)
+        self.assertIsNotNone(quality_logits.grad)
+
+    def test_bad_box_quality(self):
+        with self.assertRaisesRegex(ValueError, "BOX_QUALITY"):
+            self._fcos(_FixedHead(None), box_quality="centerness")
 
 
 if __name__ == "__main__":
