@@ -11,14 +11,16 @@ columns: the covering detection's class, last column: no covering detection). Ne
   ``--confidence-threshold`` keeps);
 * COCO mask and box AP twice on the same detections: with their classes, and class-agnostic
   (every ground truth and detection put in one category). The gap between the two is what
-  classification costs; AP that neither reaches is lost to localisation and masks.
+  classification costs; AP that neither reaches is lost to localisation and masks;
+* the same APs by size, with AP50 and AP75: a low AP50 means objects not found (or, with
+  classes, misclassified), a low AP75 beside a good AP50 means outlines that are not tight.
 
 Shape shorthand: G ground-truth instances of an image, D detections of an image, K classes.
 Masks are COCO RLEs (``pycocotools.mask.encode`` of an (H, W) uint8 Fortran array).
 """
 import contextlib
 import io
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -29,6 +31,13 @@ __all__ = ["ClassConfusion", "covering_detections"]
 
 # COCO's area ranges (px^2), as COCOeval's "small", "medium" and "large".
 SIZE_RANGES = (("small", 0.0, 32.0**2), ("medium", 32.0**2, 96.0**2), ("large", 96.0**2, 1e10))
+IOU_TYPES = ("segm", "bbox")
+
+
+def _mean_precision(precision: np.ndarray) -> float:
+    """COCOeval.summarize's mean over the defined (> -1) entries, 0-100; NaN if none."""
+    defined = precision[precision > -1]
+    return 100.0 * float(defined.mean()) if defined.size else float("nan")
 
 
 def _xywh(boxes) -> List[List[float]]:
@@ -158,29 +167,52 @@ class ClassConfusion:
     # ------------------------------------------------------------------------------------ #
     def average_precision(self, class_agnostic: bool) -> Dict[str, float]:
         """COCO AP (0-100) of the masks ("segm") and the boxes ("bbox")."""
+        by_size = self.precision_by_size(class_agnostic)
+        # 0 rather than NaN without ground truth, as COCOEvaluator's -1 clipped at 0.
+        return {t: float(np.nan_to_num(by_size[t]["all"][0])) for t in IOU_TYPES}
+
+    def precision_by_size(self, class_agnostic: bool) -> Dict[str, Dict[str, Tuple[float, ...]]]:
+        """
+        COCO (AP, AP50, AP75), 0-100, per size range ("all", then SIZE_RANGES' names) of the
+        masks ("segm") and the boxes ("bbox"); NaN where a range holds no ground truth. Where a
+        model's AP50 is high but its AP75 low, detections are found and poorly outlined.
+        """
+        ranges = ("all",) + tuple(name for name, _, _ in SIZE_RANGES)
         # Shallow copies: COCO's loadRes adds fields to the detections it is given.
         one_category = {"category_id": 1} if class_agnostic else {}
         gt = [{**item, **one_category} for item in self._gt]
         dets = [{**item, **one_category} for item in self._dets]
         num_categories = 1 if class_agnostic else len(self.class_names)
         if not dets:
-            return {"segm": 0.0, "bbox": 0.0}
+            return {iou_type: {r: (0.0, 0.0, 0.0) for r in ranges} for iou_type in IOU_TYPES}
         coco_gt = COCO()
         coco_gt.dataset = {
             "images": self._images,
             "annotations": gt,
             "categories": [{"id": c + 1, "name": str(c)} for c in range(num_categories)],
         }
+        result = {}
         with contextlib.redirect_stdout(io.StringIO()):
             coco_gt.createIndex()
-            result = {}
-            for iou_type in ("segm", "bbox"):
-                results = coco_gt.loadRes([dict(item) for item in dets])
+            for iou_type in IOU_TYPES:
+                # Without "bbox", loadRes takes each detection's area from its mask, as
+                # COCOEvaluator does for "segm"; the size ranges then match its APs/APm/APl.
+                drop = "bbox" if iou_type == "segm" else "segmentation"
+                results = coco_gt.loadRes(
+                    [{k: v for k, v in item.items() if k != drop} for item in dets]
+                )
                 evaluator = COCOeval(coco_gt, results, iou_type)
                 evaluator.evaluate()
                 evaluator.accumulate()
-                evaluator.summarize()
-                result[iou_type] = max(0.0, 100.0 * float(evaluator.stats[0]))
+                # (T IoU thresholds 0.5:0.95, R recalls, K classes, A size ranges, M max dets)
+                precision = evaluator.eval["precision"][..., -1]
+                result[iou_type] = {
+                    r: tuple(
+                        _mean_precision(p)
+                        for p in (precision[:, :, :, a], precision[0, :, :, a], precision[5, :, :, a])
+                    )
+                    for a, r in enumerate(ranges)
+                }
         return result
 
     def summary(self) -> Dict[str, object]:
@@ -201,6 +233,8 @@ class ClassConfusion:
             else 0.0,
             "ap": self.average_precision(class_agnostic=False),
             "ap_class_agnostic": self.average_precision(class_agnostic=True),
+            "ap_by_size": self.precision_by_size(class_agnostic=False),
+            "ap_by_size_class_agnostic": self.precision_by_size(class_agnostic=True),
         }
 
     def format(self) -> str:
@@ -231,4 +265,15 @@ class ClassConfusion:
             f"mask AP {ap['segm']:.1f} with classes, {agnostic['segm']:.1f} class-agnostic; "
             f"box AP {ap['bbox']:.1f}, {agnostic['bbox']:.1f}"
         )
+        lines.append("AP / AP50 / AP75 by size (COCO's ranges of the ground truth's mask area)")
+        columns = [
+            ("mask", s["ap_by_size"]["segm"]),
+            ("mask, no class", s["ap_by_size_class_agnostic"]["segm"]),
+            ("box", s["ap_by_size"]["bbox"]),
+            ("box, no class", s["ap_by_size_class_agnostic"]["bbox"]),
+        ]
+        lines.append(f"{'':8}" + "".join(f"{title:>19}" for title, _ in columns))
+        for size in columns[0][1]:
+            cells = ["{:5.1f} {:5.1f} {:5.1f}".format(*table[size]) for _, table in columns]
+            lines.append(f"{size:8}" + "".join(f"{cell:>19}" for cell in cells))
         return "\n".join(lines)

@@ -99,6 +99,26 @@ class TestClassConfusion(unittest.TestCase):
         self.assertIn("right class 1 (33%)", text)
         self.assertIn("missed", text)
 
+    def test_ap_by_size(self):
+        # A small square (8 px side) detected exactly; a medium one (34 px, 1156 px^2) detected
+        # shifted 8 px: IoU 884 / 1428 = 0.62, a match at IoU 0.5, 0.55 and 0.6 of COCO's ten
+        # thresholds -> medium AP 30, AP50 100, AP75 0. No large object: NaN.
+        confusion = ClassConfusion(["a"])
+        (small, small_box), (medium, medium_box) = square(46, 2, 8), square(2, 2, 34)
+        shifted, shifted_box = square(10, 2, 34)
+        confusion.add_image(
+            H, W, [small, medium], np.array([small_box, medium_box]), [0, 0], [False, False],
+            [small, shifted], np.array([small_box, shifted_box]), [0.9, 0.8], [0, 0],
+        )
+        by_size = confusion.summary()["ap_by_size"]
+        for iou_type in ("segm", "bbox"):
+            table = by_size[iou_type]
+            np.testing.assert_allclose(table["small"], (100, 100, 100), atol=1e-6)
+            np.testing.assert_allclose(table["medium"], (30, 100, 0), atol=1e-6)
+            self.assertTrue(all(np.isnan(table["large"])))
+            self.assertAlmostEqual(table["all"][1], 100, places=6)
+        self.assertIn("medium", confusion.format())
+
     def test_no_detections(self):
         confusion = ClassConfusion(["a"])
         m, b = square(2, 2, 8)
