@@ -58,6 +58,8 @@ def add_blendmask_config(cfg):
     # "loss_fcos_iou", IoU loss unweighted; AdelaiDet's option). With "iou" the blender still
     # weights its mask loss by the centerness targets (AdelaiDet's BlendMask cannot train with
     # "iou"). The branch keeps its parameter names ("ctrness"), so checkpoints load either way.
+    # From scratch on the BlendMask quick config (shapes, SEED 0) "iou" gave mask AP 47.8
+    # against 62.5, box AP 41.7 against 60.3 (MODEL_ZOO.md, session 16).
     cfg.MODEL.FCOS.BOX_QUALITY = "ctrness"
     # True: multiply class probabilities by centerness *before* the score threshold.
     cfg.MODEL.FCOS.THRESH_WITH_CTR = False
