@@ -350,9 +350,7 @@ class FCOS(nn.Module):
                 quality_targets = distance_box_ious(pos_deltas.detach().float(), reg_targets)
             loss_quality = (
                 F.binary_cross_entropy_with_logits(
-                    pred_ctrness[im_inds, loc_inds],
-                    quality_targets.to(pred_ctrness.dtype),
-                    reduction="sum",
+                    pred_ctrness[im_inds, loc_inds], quality_targets, reduction="sum"
                 )
                 / num_pos_avg
             )
