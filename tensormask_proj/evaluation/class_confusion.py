@@ -40,6 +40,12 @@ def _mean_precision(precision: np.ndarray) -> float:
     return 100.0 * float(defined.mean()) if defined.size else float("nan")
 
 
+def _overall_ap(by_size: Dict[str, Dict[str, Tuple[float, ...]]]) -> Dict[str, float]:
+    """The "all" AP of :meth:`ClassConfusion.precision_by_size`'s table, 0 rather than NaN
+    without ground truth (COCOEvaluator's -1, clipped at 0)."""
+    return {t: float(np.nan_to_num(by_size[t]["all"][0])) for t in IOU_TYPES}
+
+
 def _xywh(boxes) -> List[List[float]]:
     """(n, 4) XYXY boxes as COCO's [x, y, width, height] lists."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
@@ -167,9 +173,7 @@ class ClassConfusion:
     # ------------------------------------------------------------------------------------ #
     def average_precision(self, class_agnostic: bool) -> Dict[str, float]:
         """COCO AP (0-100) of the masks ("segm") and the boxes ("bbox")."""
-        by_size = self.precision_by_size(class_agnostic)
-        # 0 rather than NaN without ground truth, as COCOEvaluator's -1 clipped at 0.
-        return {t: float(np.nan_to_num(by_size[t]["all"][0])) for t in IOU_TYPES}
+        return _overall_ap(self.precision_by_size(class_agnostic))
 
     def precision_by_size(self, class_agnostic: bool) -> Dict[str, Dict[str, Tuple[float, ...]]]:
         """
@@ -209,7 +213,8 @@ class ClassConfusion:
                 result[iou_type] = {
                     r: tuple(
                         _mean_precision(p)
-                        for p in (precision[:, :, :, a], precision[0, :, :, a], precision[5, :, :, a])
+                        # AP over all thresholds, at IoU 0.5 (index 0) and at 0.75 (index 5)
+                        for p in (precision[..., a], precision[0, ..., a], precision[5, ..., a])
                     )
                     for a, r in enumerate(ranges)
                 }
@@ -220,6 +225,8 @@ class ClassConfusion:
         total = int(self.matrix.sum())
         found = total - int(self.matrix[:, -1].sum())
         correct = int(np.trace(self.matrix[:, :-1]))
+        by_size = self.precision_by_size(class_agnostic=False)
+        by_size_agnostic = self.precision_by_size(class_agnostic=True)
         return {
             "instances": total,
             "found": found,
@@ -231,10 +238,11 @@ class ClassConfusion:
             "mean_covering_score": float(np.mean(self.covering_scores))
             if self.covering_scores
             else 0.0,
-            "ap": self.average_precision(class_agnostic=False),
-            "ap_class_agnostic": self.average_precision(class_agnostic=True),
-            "ap_by_size": self.precision_by_size(class_agnostic=False),
-            "ap_by_size_class_agnostic": self.precision_by_size(class_agnostic=True),
+            # One COCO evaluation per mode; the overall AP is its "all" row.
+            "ap": _overall_ap(by_size),
+            "ap_class_agnostic": _overall_ap(by_size_agnostic),
+            "ap_by_size": by_size,
+            "ap_by_size_class_agnostic": by_size_agnostic,
         }
 
     def format(self) -> str:

@@ -337,8 +337,8 @@ class FCOS(nn.Module):
         # Reduced on every process, positives or not, so distributed training cannot deadlock.
         loss_denorm = reduce_mean(ctrness_targets.sum().detach()).clamp(min=1e-6)
         quality_key = "loss_fcos_ctr" if self.box_quality == "ctrness" else "loss_fcos_iou"
+        pos_deltas = pred_deltas[im_inds, loc_inds]
         if num_pos > 0:
-            pos_deltas = pred_deltas[im_inds, loc_inds]
             if self.box_quality == "ctrness":
                 loss_loc = (
                     iou_loss(pos_deltas, reg_targets, ctrness_targets, self.loc_loss_type)
@@ -374,7 +374,7 @@ class FCOS(nn.Module):
             # The box each positive predicts now, as inference would decode it; detached, so that
             # the blender can train on it (MODEL.BLENDMASK.TRAIN_BOXES) without moving it.
             box_preds=distances_to_boxes(
-                pos_locations, pred_deltas[im_inds, loc_inds].detach().float() * pos_strides
+                pos_locations, pos_deltas.detach().float() * pos_strides
             ),
         )
         losses = {"loss_fcos_cls": loss_cls, "loss_fcos_loc": loss_loc, quality_key: loss_quality}

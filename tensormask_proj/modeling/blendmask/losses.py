@@ -16,7 +16,13 @@ from torch import Tensor
 
 from detectron2.utils import comm
 
-__all__ = ["reduce_mean", "distance_box_ious", "iou_loss", "blender_mask_loss", "basis_semantic_loss"]
+__all__ = [
+    "reduce_mean",
+    "distance_box_ious",
+    "iou_loss",
+    "blender_mask_loss",
+    "basis_semantic_loss",
+]
 
 IOU_LOSS_TYPES = ("iou", "linear_iou", "giou")
 
