@@ -14,11 +14,18 @@ The results are read back from each run's ``metrics.json``.
     python benchmarks/learning.py --train-dataset shapes_stress_train --test-dataset shapes_stress_val
     python benchmarks/learning.py --equal-time 300         # each model trains for ~300 s
     python benchmarks/learning.py --models blendmask --baseline-run /tmp/learn/mask_rcnn
+    python benchmarks/learning.py --seeds 0 1 2             # each model once per seed, and means
 
 Equal schedule (the default) compares what each model learns from the same images; equal time
 (``--equal-time SECONDS``) compares what each learns in the same CPU minutes: the iteration
 count of every model is set from its own seconds per iteration, measured first by a short
 timing run, and its LR steps are scaled with it.
+
+One run per model can mislead: from scratch on these few epochs, a model's mask AP moves by
+several points with ``SEED`` (BlendMask's quick config: 52.0 to 62.5 over SEED 0-3, MODEL_ZOO.md).
+``--seeds`` trains every model at each seed, gives each run's ratio to Mask R-CNN's run of the
+same seed, and adds one row per model with the means over the seeds, the ratio of the means and
+the spread (highest minus lowest mask AP).
 """
 import argparse
 import json
@@ -116,9 +123,8 @@ def run_train_net(
     return wall
 
 
-def measure_seconds_per_iteration(model: str, common: List[str], work: str, args) -> float:
-    """Seconds per iteration of ``model`` from a short run (no evaluation)."""
-    out = os.path.join(work, f"{model}_timing")
+def measure_seconds_per_iteration(model: str, common: List[str], out: str, args) -> float:
+    """Seconds per iteration of ``model`` from a short run into ``out`` (no evaluation)."""
     opts = common + schedule_opts(MODEL_CONFIGS[model], TIMING_ITERS, args.batch)
     opts += ["DATASETS.TEST", "()"]
     run_train_net(MODEL_CONFIGS[model], opts, out, out + ".log", args.threads)
@@ -167,14 +173,49 @@ def reuse_run(run_dir: str, config_file: str, opts: List[str]) -> Dict:
     return read_metrics(run_dir)
 
 
-def format_table(rows: List[Dict], baseline: Optional[Dict], gpu: bool) -> str:
+def mean_rows(rows: List[Dict]) -> List[Dict]:
+    """
+    One row per model with several runs (seeds): the mean of each COCO metric, seconds per
+    iteration and wall time over its runs, ``seed`` "mean" and ``spread``, its highest minus
+    lowest mask AP.
+    """
+    by_model: Dict[str, List[Dict]] = {}
+    for r in rows:
+        by_model.setdefault(r["model"], []).append(r)
+    means = []
+    for model, runs in by_model.items():
+        if len(runs) < 2:
+            continue
+        keys = set().union(*(r["results"] for r in runs))
+        results = {k: _mean([r["results"].get(k, float("nan")) for r in runs]) for k in keys}
+        mask_aps = [r["results"].get("segm/AP", float("nan")) for r in runs]
+        means.append({
+            "model": model, "seed": "mean", "iters": runs[0]["iters"], "results": results,
+            "s_per_iter": _mean([r["s_per_iter"] for r in runs]),
+            "wall": _mean([r["wall"] for r in runs]),
+            "spread": max(mask_aps) - min(mask_aps),
+        })  # fmt: skip
+    return means
+
+
+def _mean(values: List[float]) -> float:
+    return sum(values) / len(values)
+
+
+def format_table(rows: List[Dict], baselines: Dict, gpu: bool) -> str:
+    """
+    The table of ``rows`` (one per run, with "model", "seed", "iters", "results", "s_per_iter",
+    "wall"; mean rows also "spread"); each row's ratios are to ``baselines[row["seed"]]`` (Mask
+    R-CNN's row of the same seed, or of the means), nan where there is none.
+    """
+
     # On a GPU an iteration takes milliseconds: 3 significant digits of ms instead of s.
     def speed(seconds):
         return f"{seconds * 1000:#5.3g}" if gpu else f"{seconds:5.2f}"
 
     head = (
-        f"{'model':<11} {'iters':>5} | {'mask AP':>7} {'AP50':>5} {'APs':>5} {'APm':>5} "
-        f"{'APl':>5} | {'box AP':>6} {'AP50':>5} {'APs':>5} {'APm':>5} {'APl':>5} | "
+        f"{'model':<11} {'seed':>4} {'iters':>5} | {'mask AP':>7} {'AP50':>5} {'APs':>5} "
+        f"{'APm':>5} {'APl':>5} | {'box AP':>6} {'AP50':>5} {'APs':>5} {'APm':>5} {'APl':>5} | "
         f"{'ms/it' if gpu else 's/it':>5} {'wall s':>6} | {'mask x':>6} {'box x':>5}"
     )
     lines = [head, "-" * len(head)]
@@ -184,6 +225,7 @@ def format_table(rows: List[Dict], baseline: Optional[Dict], gpu: bool) -> str:
         def get(task, metric):
             return res.get(f"{task}/{metric}", float("nan"))
 
+        baseline = baselines.get(r["seed"])
         ratio = {}
         for task in ("segm", "bbox"):
             base = baseline["results"].get(f"{task}/AP") if baseline else None
@@ -191,11 +233,36 @@ def format_table(rows: List[Dict], baseline: Optional[Dict], gpu: bool) -> str:
         mask = " ".join(f"{get('segm', m):5.1f}" for m in METRICS[1:])
         box = " ".join(f"{get('bbox', m):5.1f}" for m in METRICS[1:])
         lines.append(
-            f"{r['model']:<11} {r['iters']:>5} | {get('segm', 'AP'):7.1f} {mask} | "
+            f"{r['model']:<11} {r['seed']:>4} {r['iters']:>5} | {get('segm', 'AP'):7.1f} {mask} | "
             f"{get('bbox', 'AP'):6.1f} {box} | {speed(r['s_per_iter'])} {r['wall']:6.0f} | "
             f"{ratio['segm']:6.2f} {ratio['bbox']:5.2f}"
+            + (f" | {r['spread']:6.1f}" if "spread" in r else "")
         )
     return "\n".join(lines)
+
+
+def reused_baseline(run_dir: str, seed: int, seeded_opts: List[str], args) -> Dict:
+    """Mask R-CNN's row of ``seed`` from a finished run (checked by :func:`reuse_run`)."""
+    config = MODEL_CONFIGS["mask_rcnn"]
+    opts = seeded_opts + schedule_opts(config, args.iters, args.batch)
+    reused = reuse_run(run_dir, config, opts)
+    print(f"mask_rcnn, SEED {seed}: reused from {run_dir} (same config)", flush=True)
+    # Its wall time was not recorded by this invocation.
+    return {"model": "mask_rcnn", "seed": seed, "iters": args.iters, "wall": float("nan"), **reused}
+
+
+def train_model(model: str, seed: int, seeded_opts: List[str], out: str, args) -> Dict:
+    """Train and evaluate ``model`` into ``out``; its table row."""
+    iters = args.iters
+    if args.equal_time:
+        s_per_iter = measure_seconds_per_iteration(model, seeded_opts, out + "_timing", args)
+        iters = max(10, int(args.equal_time / s_per_iter))
+        print(f"{model}: {s_per_iter:.3f} s/it -> {iters} iterations in {args.equal_time} s")
+    opts = seeded_opts + schedule_opts(MODEL_CONFIGS[model], iters, args.batch)
+    print(f"training {model}: {MODEL_CONFIGS[model]} {' '.join(opts)}", flush=True)
+    wall = run_train_net(MODEL_CONFIGS[model], opts, out, out + ".log", args.threads)
+    print(f"  done in {wall:.0f} s", flush=True)
+    return {"model": model, "seed": seed, "iters": iters, "wall": wall, **read_metrics(out)}
 
 
 def main(argv=None) -> int:
@@ -216,51 +283,62 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu", help="MODEL.DEVICE (cpu, cuda)")
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS")
     parser.add_argument("--output", default=None, help="folder for the runs (default: a tmp dir)")
-    parser.add_argument("--baseline-run", default=None, metavar="DIR",
-                        help="take Mask R-CNN's row from this finished run (e.g. the mask_rcnn "
-                        "folder of an earlier --output) instead of training it again; its "
-                        "config.yaml must equal the config this comparison would train")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                        help="train every model once per SEED (default: 0, or the SEED of opts)")
+    parser.add_argument("--baseline-run", nargs="+", default=None, metavar="DIR",
+                        help="take Mask R-CNN's rows from these finished runs, one per seed in "
+                        "--seeds' order (e.g. the mask_rcnn folder of an earlier --output) "
+                        "instead of training it again; each one's config.yaml must equal the "
+                        "config this comparison would train at its seed")
     parser.add_argument("opts", nargs=argparse.REMAINDER,
-                        help="config opts given to every model, e.g. SEED 1")
+                        help="config opts given to every model, e.g. MODEL.FCOS.NMS_TH 0.6")
     args = parser.parse_args(argv)
+    opts = list(args.opts)
+    if "SEED" in opts[::2]:
+        # `learning.py SEED 1` (before --seeds) still means --seeds 1.
+        if args.seeds:
+            parser.error("give the seeds with --seeds only, not also as SEED in the opts")
+        at = opts[::2].index("SEED") * 2
+        args.seeds = [int(opts[at + 1])]
+        del opts[at : at + 2]
+    args.seeds = args.seeds or [0]
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds {args.seeds}: each seed once")
+    if args.baseline_run and len(args.baseline_run) != len(args.seeds):
+        parser.error(
+            f"--baseline-run: {len(args.baseline_run)} runs for {len(args.seeds)} seeds "
+            f"{args.seeds}; give one Mask R-CNN run per seed, in the same order"
+        )
+    if args.baseline_run and args.equal_time:
+        parser.error("--baseline-run needs an equal schedule (no --equal-time)")
     if args.iters is None:
         args.iters = load_config(MODEL_CONFIGS["tensormask"], []).SOLVER.MAX_ITER
 
     work = args.output or tempfile.mkdtemp(prefix="learning_")
     os.makedirs(work, exist_ok=True)
-    common = ["MODEL.DEVICE", args.device, "SEED", "0"]
+    common = ["MODEL.DEVICE", args.device]
     if args.train_dataset:
         common += ["DATASETS.TRAIN", str(tuple(args.train_dataset))]
     if args.test_dataset:
         common += ["DATASETS.TEST", str((args.test_dataset,))]
-    common += list(args.opts)
+    common += opts
     # Mask R-CNN first: the others' ratios refer to it.
     models = sorted(args.models, key=lambda m: m != "mask_rcnn")
 
     rows = []
-    if args.baseline_run:
-        if args.equal_time:
-            parser.error("--baseline-run needs an equal schedule (no --equal-time)")
-        models = [m for m in models if m != "mask_rcnn"]
-        opts = common + schedule_opts(MODEL_CONFIGS["mask_rcnn"], args.iters, args.batch)
-        reused = reuse_run(args.baseline_run, MODEL_CONFIGS["mask_rcnn"], opts)
-        # Its wall time was not recorded by this invocation.
-        rows.append({"model": "mask_rcnn", "iters": args.iters, "wall": float("nan"), **reused})
-        print(f"mask_rcnn: reused from {args.baseline_run} (same config)", flush=True)
-    for model in models:
-        iters = args.iters
-        if args.equal_time:
-            s_per_iter = measure_seconds_per_iteration(model, common, work, args)
-            iters = max(10, int(args.equal_time / s_per_iter))
-            print(f"{model}: {s_per_iter:.3f} s/it -> {iters} iterations in {args.equal_time} s")
-        out = os.path.join(work, model)
-        opts = common + schedule_opts(MODEL_CONFIGS[model], iters, args.batch)
-        print(f"training {model}: {MODEL_CONFIGS[model]} {' '.join(opts)}", flush=True)
-        wall = run_train_net(MODEL_CONFIGS[model], opts, out, out + ".log", args.threads)
-        rows.append({"model": model, "iters": iters, "wall": wall, **read_metrics(out)})
-        print(f"  done in {wall:.0f} s", flush=True)
+    for seed_index, seed in enumerate(args.seeds):
+        seeded = common + ["SEED", str(seed)]
+        # One seed keeps the folder names of a single run (work/MODEL).
+        suffix = f"_seed{seed}" if len(args.seeds) > 1 else ""
+        seed_models = models
+        if args.baseline_run:
+            seed_models = [m for m in models if m != "mask_rcnn"]
+            rows.append(reused_baseline(args.baseline_run[seed_index], seed, seeded, args))
+        for model in seed_models:
+            rows.append(train_model(model, seed, seeded, os.path.join(work, model + suffix), args))
+    rows += mean_rows(rows)
+    baselines = {r["seed"]: r for r in rows if r["model"] == "mask_rcnn"}
 
-    baseline = next((r for r in rows if r["model"] == "mask_rcnn"), None)
     print()
     import torch
 
@@ -268,11 +346,12 @@ def main(argv=None) -> int:
         f"torch {torch.__version__}, device {args.device}, "
         f"{args.threads or torch.get_num_threads()} threads, batch {args.batch}, "
         + (f"equal time {args.equal_time:.0f} s" if args.equal_time else f"{args.iters} iterations")
-        + f", runs in {work}"
+        + f", seeds {' '.join(map(str, args.seeds))}, runs in {work}"
     )
     print("COCO AP (0-100); s/it: median seconds per training iteration; wall: whole train_net.py "
-          "run incl. evaluation; x: ratio of AP to Mask R-CNN's")
-    print(format_table(rows, baseline, gpu=args.device.startswith("cuda")))
+          "run incl. evaluation; x: ratio of AP to Mask R-CNN's at the same seed (mean rows: "
+          "ratio of the means); spread: highest minus lowest mask AP over the seeds")
+    print(format_table(rows, baselines, gpu=args.device.startswith("cuda")))
     return 0
 
 

@@ -1,12 +1,17 @@
 """
-benchmarks/learning.py's --baseline-run: a finished Mask R-CNN run stands in for training it
-again only if its saved config is the one the comparison would train.
+benchmarks/learning.py: --baseline-run (a finished Mask R-CNN run stands in for training it
+again only if its saved config is the one the comparison would train) and --seeds (every model
+once per seed, ratios to Mask R-CNN of the same seed, mean rows), with train_net.py replaced by a
+fake that writes a run's files.
 """
+import contextlib
+import io
 import json
 import os
 import sys
 import tempfile
 import unittest
+from unittest import mock
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
@@ -60,6 +65,90 @@ class TestBaselineRun(unittest.TestCase):
     def test_not_a_run(self):
         with self.assertRaisesRegex(RuntimeError, "no config.yaml"):
             learning.reuse_run(self.tmp.name, self.config, self.opts)
+
+
+# Mask AP of the fake runs: by model and seed.
+FAKE_MASK_AP = {
+    ("mask_rcnn", 0): 60.0, ("mask_rcnn", 3): 50.0,
+    ("blendmask", 0): 57.0, ("blendmask", 3): 51.0,
+}  # fmt: skip
+
+
+def _fake_train_net(config_file, opts, output_dir, log_file, threads):
+    """Stands in for learning.run_train_net: writes the run's config and metrics."""
+    model = next(m for m, c in learning.MODEL_CONFIGS.items() if c == config_file)
+    cfg = learning.load_config(config_file, opts + ["OUTPUT_DIR", output_dir])
+    _fake_run(output_dir, cfg, FAKE_MASK_AP[model, cfg.SEED])
+    with open(log_file, "w") as f:
+        f.write("fake\n")
+    return 100.0
+
+
+class TestSeeds(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(self.tmp.cleanup)
+
+    def _main(self, *argv):
+        out = io.StringIO()
+        with mock.patch.object(learning, "run_train_net", _fake_train_net):
+            with contextlib.redirect_stdout(out):
+                rc = learning.main(["--output", self.tmp.name, "--iters", "20", *argv])
+        self.assertEqual(rc, 0)
+        return out.getvalue()
+
+    def _row(self, table, model, seed):
+        line = next(
+            line for line in table.splitlines() if line.split()[:2] == [model, str(seed)]
+        )
+        return line.split()
+
+    def test_ratios_are_to_mask_rcnn_of_the_same_seed_and_of_the_means(self):
+        table = self._main("--models", "mask_rcnn", "blendmask", "--seeds", "0", "3")
+        for model, seed in FAKE_MASK_AP:
+            self.assertTrue(os.path.isdir(os.path.join(self.tmp.name, f"{model}_seed{seed}")))
+        # Columns: model seed iters | mask AP ... | box AP ... | s/it wall | mask x box x [| spread]
+        self.assertEqual(self._row(table, "blendmask", 0)[19], "0.95")  # 57.0 / 60.0
+        self.assertEqual(self._row(table, "blendmask", 3)[19], "1.02")  # 51.0 / 50.0
+        mean = self._row(table, "blendmask", "mean")
+        self.assertEqual(mean[4], "54.0")  # (57.0 + 51.0) / 2
+        self.assertEqual(mean[19], "0.98")  # 54.0 / 55.0, not the mean of the ratios (0.985)
+        self.assertEqual(mean[-1], "6.0")  # spread: 57.0 - 51.0
+        self.assertEqual(self._row(table, "mask_rcnn", "mean")[-1], "10.0")
+
+    def test_one_seed_keeps_the_single_run_layout(self):
+        # (Opts come after an option of one value: --models would take "SEED" as a model.)
+        table = self._main("--models", "mask_rcnn", "blendmask", "--batch", "4", "SEED", "3")
+        self.assertTrue(os.path.isdir(os.path.join(self.tmp.name, "blendmask")))
+        self.assertEqual(self._row(table, "blendmask", 3)[19], "1.02")
+        self.assertNotRegex(table, r"\n\w+ +mean ")
+
+    def test_baseline_runs_one_per_seed(self):
+        runs = []
+        for seed in (0, 3):
+            run_dir = os.path.join(self.tmp.name, f"old_{seed}")
+            _fake_train_net(
+                learning.MODEL_CONFIGS["mask_rcnn"],
+                ["MODEL.DEVICE", "cpu", "SEED", str(seed)]
+                + learning.schedule_opts(learning.MODEL_CONFIGS["mask_rcnn"], 20, 4),
+                run_dir, run_dir + ".log", None,
+            )  # fmt: skip
+            runs.append(run_dir)
+        table = self._main("--models", "blendmask", "--seeds", "0", "3", "--baseline-run", *runs)
+        self.assertEqual(self._row(table, "blendmask", 3)[19], "1.02")
+        # Given in the wrong order, each run's SEED is checked against its seed.
+        with self.assertRaisesRegex(RuntimeError, "SEED: expected 0, the run has 3"):
+            self._main("--models", "blendmask", "--seeds", "0", "3", "--baseline-run", *runs[::-1])
+
+    def test_bad_seed_arguments_are_refused(self):
+        for argv in (
+            ["--seeds", "0", "SEED", "1"],
+            ["--seeds", "0", "0"],
+            ["--seeds", "0", "1", "--baseline-run", self.tmp.name],
+        ):
+            with self.subTest(argv=argv), contextlib.redirect_stderr(io.StringIO()):
+                with self.assertRaises(SystemExit):
+                    learning.main(["--output", self.tmp.name, *argv])
 
 
 if __name__ == "__main__":
