@@ -3,7 +3,8 @@
 Where a trained model's AP goes on a dataset: for each ground-truth instance, the best-scoring
 detection covering it (mask IoU >= --iou, any class) and the class it gave, as a confusion
 matrix; counts by COCO size; the scores a ``demo.py --confidence-threshold`` would see; and COCO
-mask/box AP with and without classes, in all and by size with AP50 and AP75
+mask/box AP with and without classes, in all and by size with AP50 and AP75; and how tight the
+covering detections are (mean mask and box IoU by class and size)
 (``tensormask_proj/evaluation/class_confusion.py``).
 
     python tools/class_confusion.py \\

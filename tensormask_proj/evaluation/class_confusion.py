@@ -13,7 +13,10 @@ columns: the covering detection's class, last column: no covering detection). Ne
   (every ground truth and detection put in one category). The gap between the two is what
   classification costs; AP that neither reaches is lost to localisation and masks;
 * the same APs by size, with AP50 and AP75: a low AP50 means objects not found (or, with
-  classes, misclassified), a low AP75 beside a good AP50 means outlines that are not tight.
+  classes, misclassified), a low AP75 beside a good AP50 means outlines that are not tight;
+* how tight the covering detections are, by ground-truth class and size: their mean mask IoU,
+  mean box IoU and the share with mask IoU >= 0.75. A mask IoU below the box IoU means masks
+  that lose inside good boxes; both low, boxes that cut the object short or overshoot it.
 
 Shape shorthand: G ground-truth instances of an image, D detections of an image, K classes.
 Masks are COCO RLEs (``pycocotools.mask.encode`` of an (H, W) uint8 Fortran array).
@@ -95,6 +98,8 @@ class ClassConfusion:
         self.by_size = {name: np.zeros(3, dtype=np.int64) for name, _, _ in SIZE_RANGES}
         self.image_best_scores: List[float] = []
         self.covering_scores: List[float] = []
+        # Per covering detection: (ground-truth class, size range name, mask IoU, box IoU).
+        self.covering_fits: List[Tuple[int, str, float, float]] = []
         # COCO-format copies for the AP with and without classes.
         self._images: List[dict] = []
         self._gt: List[dict] = []
@@ -159,16 +164,21 @@ class ClassConfusion:
         covering = covering_detections(
             [gt_masks[i] for i in counted], det_masks, det_scores, self.iou_threshold
         )
+        gt_xywh, det_xywh = _xywh(gt_boxes), _xywh(det_boxes)
         for i, d in zip(counted, covering):
             gt_class = int(gt_classes[i])
             found = d >= 0
             correct = found and int(det_classes[d]) == gt_class
             self.matrix[gt_class, int(det_classes[d]) if found else num_classes] += 1
+            size = next(name for name, lo, hi in SIZE_RANGES if lo <= gt_areas[i] < hi)
+            self.by_size[size] += np.array([1, int(found), int(correct)])
             if found:
                 self.covering_scores.append(float(det_scores[d]))
-            for name, lo, hi in SIZE_RANGES:
-                if lo <= gt_areas[i] < hi:
-                    self.by_size[name] += np.array([1, int(found), int(correct)])
+                mask_iou = mask_util.iou([det_masks[d]], [gt_masks[i]], [0])
+                box_iou = mask_util.iou([det_xywh[d]], [gt_xywh[i]], [0])
+                self.covering_fits.append(
+                    (gt_class, size, float(mask_iou[0][0]), float(box_iou[0][0]))
+                )
 
     # ------------------------------------------------------------------------------------ #
     def average_precision(self, class_agnostic: bool) -> Dict[str, float]:
@@ -220,6 +230,34 @@ class ClassConfusion:
                 }
         return result
 
+    def outline_fit(self) -> Dict[str, Dict[str, Tuple[int, float, float, float]]]:
+        """
+        The covering detections' fit, by ground-truth class name (and "all") and size range:
+        (count, mean mask IoU, mean box IoU, share with mask IoU >= 0.75); NaN means without
+        any covering detection.
+        """
+        table = {}
+        for class_index, name in list(enumerate(self.class_names)) + [(None, "all")]:
+            table[name] = {}
+            for size, _, _ in SIZE_RANGES:
+                fits = np.array(
+                    [
+                        (mask_iou, box_iou)
+                        for gt_class, fit_size, mask_iou, box_iou in self.covering_fits
+                        if fit_size == size and class_index in (None, gt_class)
+                    ]
+                ).reshape(-1, 2)
+                if len(fits) == 0:
+                    table[name][size] = (0, float("nan"), float("nan"), float("nan"))
+                    continue
+                table[name][size] = (
+                    len(fits),
+                    float(fits[:, 0].mean()),
+                    float(fits[:, 1].mean()),
+                    float((fits[:, 0] >= 0.75).mean()),
+                )
+        return table
+
     def summary(self) -> Dict[str, object]:
         """Every figure of :meth:`format`, as plain values."""
         total = int(self.matrix.sum())
@@ -243,6 +281,7 @@ class ClassConfusion:
             "ap_class_agnostic": _overall_ap(by_size_agnostic),
             "ap_by_size": by_size,
             "ap_by_size_class_agnostic": by_size_agnostic,
+            "outline_fit": self.outline_fit(),
         }
 
     def format(self) -> str:
@@ -284,4 +323,16 @@ class ClassConfusion:
         for size in columns[0][1]:
             cells = ["{:5.1f} {:5.1f} {:5.1f}".format(*table[size]) for _, table in columns]
             lines.append(f"{size:8}" + "".join(f"{cell:>19}" for cell in cells))
+        lines.append(
+            "covering detections' fit by size: mean mask IoU, mean box IoU, share with mask "
+            "IoU >= 0.75 (count)"
+        )
+        sizes = [name for name, _, _ in SIZE_RANGES]
+        lines.append(" " * width + "".join(f"{size:>24}" for size in sizes))
+        for name, row in s["outline_fit"].items():
+            cells = [
+                "{1:.3f} {2:.3f} {3:4.0%} ({0})".format(*row[size]) if row[size][0] else "-"
+                for size in sizes
+            ]
+            lines.append(f"{name:>{width}}" + "".join(f"{cell:>24}" for cell in cells))
         return "\n".join(lines)

@@ -119,6 +119,35 @@ class TestClassConfusion(unittest.TestCase):
             self.assertAlmostEqual(table["all"][1], 100, places=6)
         self.assertIn("medium", confusion.format())
 
+    def test_outline_fit(self):
+        # Class a: one square found exactly (mask and box IoU 1) and one found shifted by 1 px
+        # (IoU 90 / 110 for both); class b: a square whose detection has the exact box but
+        # only its left half as mask (mask IoU 0.5, box IoU 1). All small.
+        confusion = ClassConfusion(["a", "b"])
+        (m0, b0), (m1, b1), (m2, b2) = square(2, 2, 10), square(20, 2, 10), square(40, 20, 10)
+        shifted, shifted_box = square(21, 2, 10)
+        half = np.zeros((H, W), dtype=np.uint8)
+        half[20:30, 40:45] = 1
+        half = mask_util.encode(np.asfortranarray(half))
+        confusion.add_image(
+            H, W, [m0, m1, m2], np.array([b0, b1, b2]), [0, 0, 1], [False] * 3,
+            [m0, shifted, half], np.array([b0, shifted_box, b2]), [0.9, 0.8, 0.7], [0, 0, 1],
+        )  # fmt: skip
+        fit = confusion.summary()["outline_fit"]
+        count, mask_iou, box_iou, tight = fit["a"]["small"]
+        self.assertEqual(count, 2)
+        self.assertAlmostEqual(mask_iou, (1 + 90 / 110) / 2)
+        self.assertAlmostEqual(box_iou, (1 + 90 / 110) / 2)
+        self.assertEqual(tight, 1.0)
+        np.testing.assert_allclose(fit["b"]["small"], (1, 0.5, 1.0, 0.0))
+        self.assertEqual(fit["all"]["small"][0], 3)
+        self.assertAlmostEqual(fit["all"]["small"][3], 2 / 3)
+        self.assertEqual(fit["a"]["medium"][0], 0)
+        self.assertTrue(np.isnan(fit["a"]["medium"][1]))
+        text = confusion.format()
+        self.assertIn("0.909 0.909 100% (2)", text)
+        self.assertIn("0.500 1.000   0% (1)", text)
+
     def test_no_detections(self):
         confusion = ClassConfusion(["a"])
         m, b = square(2, 2, 8)
