@@ -49,6 +49,7 @@ from tensormask_proj.engine import (
     log_registrations,
     register_command_line_datasets,
 )
+from tensormask_proj.utils import atomic_write
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -216,14 +217,8 @@ def write_png_atomically(path: str, image_rgb: np.ndarray) -> None:
     ok, encoded = cv2.imencode(".png", image_rgb[:, :, ::-1])
     if not ok:
         raise RuntimeError(f"Cannot encode {path} as PNG")
-    tmp_path = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
-    try:
-        with open(tmp_path, "wb") as f:
-            f.write(encoded.tobytes())
-        os.replace(tmp_path, path)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
+    with atomic_write(path) as f:
+        f.write(encoded.tobytes())
 
 
 def register_datasets(args, cfg) -> None:

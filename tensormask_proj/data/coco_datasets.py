@@ -5,28 +5,22 @@ IMAGE_DIR`` of ``train_net.py``, ``demo.py`` and ``tools/visualize_data.py`` cal
 """
 import json
 import os
-import tempfile
 from typing import Optional
 
 from detectron2.data import DatasetCatalog
 from detectron2.data.datasets import register_coco_instances
 
+from ..utils import atomic_write
 from .coco_checks import CocoCheck, check_coco_dataset
 
 __all__ = ["register_coco_dataset", "describe_registration"]
 
 
 def _write_json(path: str, content) -> None:
-    # Each process of a multi-GPU run registers its datasets and writes the same content: a
-    # private temporary name per writer, then an atomic rename, so no reader sees half a file.
-    fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(content, f)
-        os.replace(tmp_path, path)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
+    # Each process of a multi-GPU run registers its datasets and writes the same content;
+    # atomic_write gives each writer its own temporary file, so no reader sees half a file.
+    with atomic_write(path, "w") as f:
+        json.dump(content, f)
 
 
 def register_coco_dataset(

@@ -3,9 +3,9 @@ A :class:`DetectionCheckpointer` that never leaves a half-written or diverged ch
 
 fvcore writes a checkpoint, and the ``last_checkpoint`` tag, straight to their final names, so
 a run killed while saving leaves a truncated ``model_XXXXXXX.pth`` (or an empty tag) that
-``--resume`` then trips over. Here both are written under a temporary name in the same
-directory and renamed into place (atomic on POSIX), the checkpoint before the tag, so the tag
-always names a complete file.
+``--resume`` then trips over. Here both are written with :func:`~tensormask_proj.utils.atomic_write`
+(a temporary file in the same directory, renamed into place), the checkpoint before the tag, so
+the tag always names a complete file.
 
 Saving can also be refused: :attr:`frozen` is set by the trainer once the loss has become
 non-finite, and a model whose weights are not all finite is never saved (it also freezes the
@@ -16,6 +16,8 @@ import os
 import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
+
+from ..utils import atomic_write
 
 __all__ = ["AtomicDetectionCheckpointer", "non_finite_tensors"]
 
@@ -67,12 +69,14 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)
         self.logger.info(f"Saving checkpoint to {save_file}")
-        self._write_atomically(save_file, lambda f: torch.save(data, f), "wb")
+        with atomic_write(save_file) as f:
+            torch.save(data, f)
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         tag_file = os.path.join(self.save_dir, "last_checkpoint")
-        self._write_atomically(tag_file, lambda f: f.write(last_filename_basename), "w")
+        with atomic_write(tag_file, "w") as f:
+            f.write(last_filename_basename)
 
     def _load_file(self, filename: str):
         try:
@@ -83,18 +87,3 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
                 f"Cannot read checkpoint {filename}: {type(e).__name__}: {e}. The file is "
                 "damaged or not a checkpoint; fetch it again or point MODEL.WEIGHTS elsewhere."
             ) from e
-
-    @staticmethod
-    def _write_atomically(path: str, write, mode: str) -> None:
-        """Call ``write(f)`` on a temporary file next to ``path``, then rename it to ``path``."""
-        directory, basename = os.path.split(path)
-        tmp_path = os.path.join(directory, f".{basename}.tmp")
-        try:
-            with open(tmp_path, mode) as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp_path, path)
-        finally:
-            if os.path.exists(tmp_path):  # the write failed: leave nothing behind
-                os.remove(tmp_path)

@@ -14,6 +14,8 @@ import os
 import sys
 from collections import defaultdict
 
+from ..utils import atomic_write
+
 __all__ = ["load_metrics", "plot_metrics"]
 
 _AP_KEYS = ("segm/AP", "bbox/AP", "segm/AP50", "bbox/AP50")
@@ -94,10 +96,11 @@ def plot_metrics(metrics_path: str, output_path: str) -> str:
         ax_ap.legend(fontsize=8)
     fig.suptitle(os.path.abspath(metrics_path), fontsize=8)
     fig.tight_layout()
-    tmp = output_path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, output_path)
+    try:
+        with atomic_write(output_path) as f:
+            fig.savefig(f, format="png", dpi=100)
+    finally:
+        plt.close(fig)
     return output_path
 
 
