@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test build lint clean
+.PHONY: setup test build clean
 
 setup:
 	$(PYTHON) -m venv $(VENV)

@@ -8,6 +8,8 @@ import os
 import tempfile
 import unittest
 
+import pytest
+
 from tensormask_proj.data import BlendMaskDatasetMapper
 
 from project_testing import train_and_evaluate
@@ -31,6 +33,7 @@ MIN_BOX_AP = 10.5
 LEARNING_OPTS = ["SOLVER.MAX_ITER", 500, "SOLVER.STEPS", (400, 470)]
 
 
+@pytest.mark.slow
 class TestBlendMaskLearns(unittest.TestCase):
     def test_quick_config_learns_shapes(self):
         cfg = blendmask_cfg(LEARNING_CONFIG, LEARNING_OPTS)

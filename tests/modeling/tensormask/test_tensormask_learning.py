@@ -8,6 +8,8 @@ in bfloat16 11.5), it trains 400 iterations of 4 images with bfloat16 CPU autoca
 import tempfile
 import unittest
 
+import pytest
+
 from project_testing import train_and_evaluate
 from tensormask_testing import QUICK_CONFIG, tensormask_cfg
 
@@ -25,6 +27,7 @@ MIN_BOX_AP = 7.6
 LEARNING_OPTS = ["SOLVER.AMP.ENABLED", True, "SOLVER.MAX_ITER", 400, "SOLVER.STEPS", (320, 380)]
 
 
+@pytest.mark.slow
 class TestLearning(unittest.TestCase):
     def test_quick_config_learns_shapes(self):
         # Runs with torch's default thread count (2 on the project's machines and CI).
