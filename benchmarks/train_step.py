@@ -12,11 +12,14 @@ and batch (configs/Baselines/mask_rcnn_R_18_GN_FPN_shapes.yaml), measured in one
 and the ratios TensorMask / Mask R-CNN (target: at most 1.5 for both). The timed iterations
 follow 2 warm-up ones; each model gets the same pre-loaded batches.
 
-Usage: python benchmarks/train_step.py [CONFIG ...] [--iters 6] [--amp] [--top 12]
+Usage: python benchmarks/train_step.py [CONFIG ...] [--iters 6] [--amp] [--top 12] [--profile]
   CONFIG: config files to compare, the last one being the reference (default: the two above);
   --amp: bfloat16 autocast on the CPU (GPU timings stay float32); run with and without to compare.
     Unlike train_net.py, which falls back to float32 on a CPU without native bfloat16, this
     measures autocast on any CPU (the header says whether this one has native bfloat16).
+  --profile: also profile the timed iterations on the CPU (torch.profiler) and print each
+    config's share of self CPU time spent in convolutions (forward and backward) and its
+    costliest ops.
 """
 import argparse
 import collections
@@ -78,8 +81,11 @@ def train_iteration(cfg, model, optimizer, data):
     optimizer.step()
 
 
-def measure(config_file, device, iters, amp, count_ops):
-    """(seconds per iteration, ATen calls per iteration or None, top ops) on ``device``."""
+def measure(config_file, device, iters, amp, count_ops, profile=False):
+    """
+    (seconds per iteration, ATen calls per iteration or None, top ops, profile lines) on
+    ``device``; the profile lines are empty unless ``profile``.
+    """
     cfg, model, loader = build(config_file, device, amp)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
     loader = iter(loader)
@@ -102,7 +108,23 @@ def measure(config_file, device, iters, amp, count_ops):
             counts.update(counter.counts)
         calls = sum(counts.values()) / iters
         top = [(name, n / iters) for name, n in counts.most_common()]
-    return seconds, calls, top
+    lines = profile_lines(cfg, model, optimizer, batches[2:]) if profile else []
+    return seconds, calls, top, lines
+
+
+def profile_lines(cfg, model, optimizer, batches, rows=8):
+    """Self CPU time of the iterations on ``batches``: the convolutions' share, the costliest ops."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for data in batches:
+            train_iteration(cfg, model, optimizer, data)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    conv = sum(e.self_cpu_time_total for e in events if "convolution" in e.key)
+    lines = [f"convolutions (forward and backward): {100 * conv / total:.0f}% of self CPU time"]
+    lines += [f"  {e.key:50s} {100 * e.self_cpu_time_total / total:5.1f}%" for e in events[:rows]]
+    return lines
 
 
 def main():
@@ -111,6 +133,7 @@ def main():
     parser.add_argument("--iters", type=int, default=6)
     parser.add_argument("--amp", action="store_true", help="SOLVER.AMP (bfloat16 on the CPU)")
     parser.add_argument("--top", type=int, default=12, help="most frequent ops to list")
+    parser.add_argument("--profile", action="store_true", help="CPU time by op (torch.profiler)")
     args = parser.parse_args()
     names = [os.path.splitext(os.path.basename(c))[0] for c in args.configs]
     from tensormask_proj.engine import has_native_bfloat16
@@ -122,7 +145,7 @@ def main():
         f"{native})"
     )
     runs = list(zip(names, args.configs))
-    cpu = {n: measure(c, "cpu", args.iters, args.amp, True) for n, c in runs}
+    cpu = {n: measure(c, "cpu", args.iters, args.amp, True, args.profile) for n, c in runs}
     gpu = {}
     if torch.cuda.is_available():
         gpu = {n: measure(c, "cuda", args.iters, args.amp, False)[0] for n, c in runs}
@@ -145,6 +168,8 @@ def main():
     for n in names:
         top = ", ".join(f"{name} {count:.0f}" for name, count in cpu[n][2][: args.top])
         print(f"\nmost frequent ATen ops, {n}: {top}")
+        if cpu[n][3]:
+            print(f"\nCPU profile, {n}:\n" + "\n".join(cpu[n][3]))
 
 
 if __name__ == "__main__":
