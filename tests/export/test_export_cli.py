@@ -17,7 +17,7 @@ import torch
 
 from tensormask_proj.export import op_library_path, output_names, sample_image, tracing_adapter
 
-from export_testing import BLENDMASK_CONFIG, assert_same_detections, lively_blendmask
+from .export_testing import BLENDMASK_CONFIG, assert_same_detections, lively_blendmask
 from project_testing import REPO_ROOT
 
 _spec = importlib.util.spec_from_file_location(

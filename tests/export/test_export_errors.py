@@ -11,7 +11,7 @@ from torch import nn
 
 from tensormask_proj.export import ExportError, deployable_model, export_model, sample_image
 
-from export_testing import lively_blendmask, lively_tensormask
+from .export_testing import lively_blendmask, lively_tensormask
 
 
 class Untraceable(nn.Module):

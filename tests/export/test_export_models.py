@@ -13,7 +13,7 @@ import torch
 
 from tensormask_proj.export import export_model, output_names, sample_image, tracing_adapter
 
-from export_testing import (
+from .export_testing import (
     HEAD_VARIANTS,
     assert_same_detections,
     lively_blendmask,

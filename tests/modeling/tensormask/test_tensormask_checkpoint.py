@@ -15,7 +15,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-from tensormask_testing import FIXTURE_DIR, OFFICIAL_CONFIG, tensormask_cfg
+from .tensormask_testing import FIXTURE_DIR, OFFICIAL_CONFIG, tensormask_cfg
 
 OFFICIAL_6X = os.path.join(os.path.dirname(OFFICIAL_CONFIG), "tensormask_R_50_FPN_6x.yaml")
 # Entries that older/official checkpoints may contain but that are not in the state_dict.

@@ -8,7 +8,7 @@ from detectron2.config import get_cfg
 from tensormask_proj.config import add_tensormask_config
 
 from project_testing import assert_every_config_builds
-from tensormask_testing import CONFIG_DIR, tensormask_cfg
+from .tensormask_testing import CONFIG_DIR, tensormask_cfg
 
 CONFIG_FILES = sorted(
     glob.glob(os.path.join(CONFIG_DIR, "TensorMask", "**", "*.yaml"), recursive=True)

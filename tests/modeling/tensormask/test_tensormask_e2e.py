@@ -11,7 +11,7 @@ from detectron2.data import DatasetMapper
 from detectron2.modeling import build_model
 from detectron2.structures import BoxMode
 
-from tensormask_testing import HEAD_VARIANTS, make_input, regular_and_empty_batch, tensormask_cfg
+from .tensormask_testing import HEAD_VARIANTS, make_input, regular_and_empty_batch, tensormask_cfg
 
 
 def build(variant="bipyramid", opts=(), seed=0):

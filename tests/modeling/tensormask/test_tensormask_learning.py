@@ -11,7 +11,7 @@ import unittest
 import pytest
 
 from project_testing import train_and_evaluate
-from tensormask_testing import QUICK_CONFIG, tensormask_cfg
+from .tensormask_testing import QUICK_CONFIG, tensormask_cfg
 
 # Measured with this exact test on the default shapes style (generator version 6) and the quick
 # config's 32/48 px windows, 2026-11-30, 2 threads: with the mask loss weight 4.0 (the config
