@@ -83,12 +83,21 @@ class TestTraining(unittest.TestCase):
                     self.assertEqual(float(losses[k]), 0.0, k)
                 sum(losses.values()).backward()
 
-    def test_bitmask_targets_equal_polygon_targets_for_rectangles(self):
-        # Axis-aligned triangles rasterised two ways differ slightly, so compare the losses'
-        # magnitude only; the point is that BitMasks go through crop_and_resize too.
+    def test_bitmask_targets_match_polygon_targets(self):
+        # The same triangles as PolygonMasks and rasterised to BitMasks, through one model:
+        # windows are assigned by box, so the classification and box losses are equal; the mask
+        # targets go through BitMasks.crop_and_resize instead of polygon rasterisation, and
+        # differ only at the triangles' edges (measured: loss_mask 0.26% apart).
         model = build("bipyramid").train()
-        losses = model(regular_and_empty_batch(bitmask=True))
-        self.assertTrue(all(bool(torch.isfinite(v)) for v in losses.values()))
+        with torch.no_grad():
+            from_polygons = model(regular_and_empty_batch(bitmask=False))
+            from_bitmasks = model(regular_and_empty_batch(bitmask=True))
+        self.assertEqual(set(from_bitmasks), set(from_polygons))
+        for k in ("loss_cls", "loss_box_reg"):
+            self.assertEqual(float(from_bitmasks[k]), float(from_polygons[k]), k)
+        torch.testing.assert_close(
+            from_bitmasks["loss_mask"], from_polygons["loss_mask"], rtol=0.01, atol=0.0
+        )
 
 
 class TestInference(unittest.TestCase):
