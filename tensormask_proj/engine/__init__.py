@@ -25,7 +25,7 @@ from .config_checks import (
     check_weights,
 )
 from .mapper_errors import DatasetMappingError, NamedErrorMapper
-from .plot_metrics import load_metrics, plot_metrics
+from .plot_metrics import load_metrics, mean_losses, plot_metrics
 
 __all__ = [
     "AtomicDetectionCheckpointer",
@@ -46,5 +46,6 @@ __all__ = [
     "DatasetMappingError",
     "NamedErrorMapper",
     "load_metrics",
+    "mean_losses",
     "plot_metrics",
 ]

@@ -6,6 +6,11 @@ detectron2's JSONWriter appends one JSON object per line: training scalars (``to
 ``segm/AP`` and ``bbox/AP``. Usage as a tool:
 
     python -m tensormask_proj.engine.plot_metrics OUTPUT_DIR/metrics.json [-o metrics.png]
+        [--mean-from ITER]
+
+``--mean-from ITER`` also prints each loss's mean over the records from iteration ITER on (the
+values detectron2 logs every 20 iterations, each the median of its last 20), e.g. ``1040`` for
+the last 260 iterations of the quick configs, to compare how far runs got.
 """
 import argparse
 import json
@@ -16,7 +21,7 @@ from collections import defaultdict
 
 from ..utils import atomic_write
 
-__all__ = ["load_metrics", "plot_metrics"]
+__all__ = ["load_metrics", "mean_losses", "plot_metrics"]
 
 _AP_KEYS = ("segm/AP", "bbox/AP", "segm/AP50", "bbox/AP50")
 
@@ -56,6 +61,29 @@ def load_metrics(path: str):
     return {key: sorted(values.items()) for key, values in series.items()}
 
 
+def _loss_keys(series):
+    return sorted(k for k in series if k.startswith("loss_") or k == "total_loss")
+
+
+def mean_losses(series, first_iteration: int):
+    """
+    {loss key: mean of its records at iterations >= ``first_iteration``} for the losses of
+    ``load_metrics``'s ``series``. Raises ValueError naming the iteration and the last one
+    recorded when no loss record is that late.
+    """
+    means = {}
+    for key in _loss_keys(series):
+        values = [v for it, v in series[key] if it >= first_iteration]
+        if values:
+            means[key] = sum(values) / len(values)
+    if not means:
+        last = max((it for k in _loss_keys(series) for it, _ in series[k]), default=None)
+        raise ValueError(
+            f"no loss recorded at iteration >= {first_iteration} (last loss record: {last})"
+        )
+    return means
+
+
 def plot_metrics(metrics_path: str, output_path: str) -> str:
     """Write a PNG with the loss curves (left) and AP over iterations (right). Returns its path."""
     import matplotlib
@@ -64,7 +92,7 @@ def plot_metrics(metrics_path: str, output_path: str) -> str:
     import matplotlib.pyplot as plt
 
     series = load_metrics(metrics_path)
-    loss_keys = sorted(k for k in series if k.startswith("loss_") or k == "total_loss")
+    loss_keys = _loss_keys(series)
     ap_keys = [k for k in _AP_KEYS if k in series]
     fig, (ax_loss, ax_ap) = plt.subplots(1, 2, figsize=(13, 4.5))
     for key in loss_keys:
@@ -108,12 +136,24 @@ def main():
     parser = argparse.ArgumentParser(description="Plot losses and AP from a metrics.json")
     parser.add_argument("metrics", help="path to metrics.json (or the OUTPUT_DIR holding it)")
     parser.add_argument("-o", "--output", help="PNG to write (default: next to metrics.json)")
+    parser.add_argument(
+        "--mean-from", type=int, default=None, metavar="ITER",
+        help="also print each loss's mean over the records from iteration ITER on",
+    )
     args = parser.parse_args()
     path = args.metrics
     if os.path.isdir(path):
         path = os.path.join(path, "metrics.json")
     output = args.output or os.path.join(os.path.dirname(path) or ".", "metrics.png")
     print(plot_metrics(path, output))
+    if args.mean_from is not None:
+        try:
+            means = mean_losses(load_metrics(path), args.mean_from)
+        except ValueError as e:
+            sys.exit(f"{path}: {e}")
+        print(f"mean from iteration {args.mean_from}:")
+        for key, mean in means.items():
+            print(f"  {key:20s} {mean:.4f}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from unittest import mock
 import numpy as np
 from PIL import Image
 
-from tensormask_proj.engine import load_metrics, plot_metrics
+from tensormask_proj.engine import load_metrics, mean_losses, plot_metrics
 
 # (The package exports the function under the module's name, hence import_module.)
 plot_metrics_module = importlib.import_module("tensormask_proj.engine.plot_metrics")
@@ -56,6 +56,14 @@ class TestPlotMetrics(unittest.TestCase):
         self.assertEqual(series["bbox/AP"], [(59, 20.0)])
         self.assertNotIn("iteration", series)
 
+    def test_mean_losses(self):
+        series = load_metrics(self.path)
+        # From 39 on: loss_cls 1.5 (the resumed record) and 1.0; total_loss only 2.5 (NaN dropped).
+        self.assertEqual(mean_losses(series, 39), {"loss_cls": 1.25, "total_loss": 2.5})
+        self.assertEqual(mean_losses(series, 0), {"loss_cls": 1.5, "total_loss": 2.75})
+        with self.assertRaisesRegex(ValueError, r"iteration >= 60 \(last loss record: 59\)"):
+            mean_losses(series, 60)
+
     def test_plot_writes_png(self):
         out = os.path.join(self.dir, "metrics.png")
         self.assertEqual(plot_metrics(self.path, out), out)
@@ -80,6 +88,17 @@ class TestPlotMetrics(unittest.TestCase):
         png = os.path.join(self.dir, "metrics.png")
         self.assertEqual(out.getvalue().strip(), png)
         self.assertEqual(Image.open(png).size, (1300, 450))
+
+    def test_command_line_mean_from(self):
+        argv = ["plot_metrics", self.path, "--mean-from", "39"]
+        with mock.patch.object(sys, "argv", argv), mock.patch("sys.stdout", io.StringIO()) as out:
+            plot_metrics_module.main()
+        self.assertRegex(out.getvalue(), r"mean from iteration 39:\n  loss_cls +1\.2500\n")
+        argv = ["plot_metrics", self.path, "--mean-from", "99"]
+        with mock.patch.object(sys, "argv", argv), mock.patch("sys.stdout", io.StringIO()):
+            message = "metrics.json: no loss recorded at iteration >= 99"
+            with self.assertRaisesRegex(SystemExit, message):
+                plot_metrics_module.main()
 
 if __name__ == "__main__":
     unittest.main()
