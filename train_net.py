@@ -16,7 +16,7 @@ overrides the trainer hooks that differ: the evaluator (COCOEvaluator), the load
 never leaves a half-written file and never overwrites the last good checkpoint once training
 has diverged (a non-finite loss stops training with a message naming that checkpoint).
 OUTPUT_DIR receives the checkpoints, metrics.json, tensorboard events, log.txt and
-metrics.png (losses and AP; also `python -m tensormask_proj.engine.plot_metrics OUTPUT_DIR`).
+metrics.png (losses and AP; also `python tools/plot_metrics.py OUTPUT_DIR`).
 """
 import logging
 import os

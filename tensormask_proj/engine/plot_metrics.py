@@ -3,16 +3,8 @@ Plot the loss curves and evaluation results recorded in a detectron2 ``metrics.j
 
 detectron2's JSONWriter appends one JSON object per line: training scalars (``total_loss``,
 ``loss_*``, ``lr``, keyed by ``iteration``) and, after each evaluation, lines with keys such as
-``segm/AP`` and ``bbox/AP``. Usage as a tool:
-
-    python -m tensormask_proj.engine.plot_metrics OUTPUT_DIR/metrics.json [-o metrics.png]
-        [--mean-from ITER]
-
-``--mean-from ITER`` also prints each loss's mean over the records from iteration ITER on (the
-values detectron2 logs every 20 iterations, each the median of its last 20), e.g. ``1040`` for
-the last 260 iterations of the quick configs, to compare how far runs got.
+``segm/AP`` and ``bbox/AP``. The command-line tool is ``tools/plot_metrics.py``.
 """
-import argparse
 import json
 import math
 import os
@@ -131,30 +123,3 @@ def plot_metrics(metrics_path: str, output_path: str) -> str:
         plt.close(fig)
     return output_path
 
-
-def main():
-    parser = argparse.ArgumentParser(description="Plot losses and AP from a metrics.json")
-    parser.add_argument("metrics", help="path to metrics.json (or the OUTPUT_DIR holding it)")
-    parser.add_argument("-o", "--output", help="PNG to write (default: next to metrics.json)")
-    parser.add_argument(
-        "--mean-from", type=int, default=None, metavar="ITER",
-        help="also print each loss's mean over the records from iteration ITER on",
-    )
-    args = parser.parse_args()
-    path = args.metrics
-    if os.path.isdir(path):
-        path = os.path.join(path, "metrics.json")
-    output = args.output or os.path.join(os.path.dirname(path) or ".", "metrics.png")
-    print(plot_metrics(path, output))
-    if args.mean_from is not None:
-        try:
-            means = mean_losses(load_metrics(path), args.mean_from)
-        except ValueError as e:
-            sys.exit(f"{path}: {e}")
-        print(f"mean from iteration {args.mean_from}:")
-        for key, mean in means.items():
-            print(f"  {key:20s} {mean:.4f}")
-
-
-if __name__ == "__main__":
-    main()

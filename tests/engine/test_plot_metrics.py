@@ -2,7 +2,7 @@
 plot_metrics: reading a detectron2 metrics.json (including the one of a killed and resumed run)
 and writing the loss/AP picture, as a function and as the command-line tool.
 """
-import importlib
+import importlib.util
 import io
 import json
 import os
@@ -17,8 +17,13 @@ from PIL import Image
 
 from tensormask_proj.engine import load_metrics, mean_losses, plot_metrics
 
-# (The package exports the function under the module's name, hence import_module.)
-plot_metrics_module = importlib.import_module("tensormask_proj.engine.plot_metrics")
+from project_testing import REPO_ROOT
+
+_spec = importlib.util.spec_from_file_location(
+    "plot_metrics_tool", os.path.join(REPO_ROOT, "tools", "plot_metrics.py")
+)
+plot_metrics_tool = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(plot_metrics_tool)
 
 
 def _write(path, records, tail=""):
@@ -81,24 +86,21 @@ class TestPlotMetrics(unittest.TestCase):
             load_metrics(empty)
 
     def test_command_line_on_output_dir(self):
-        # `python -m tensormask_proj.engine.plot_metrics OUTPUT_DIR`, in this process.
-        argv = ["plot_metrics", self.dir]
-        with mock.patch.object(sys, "argv", argv), mock.patch("sys.stdout", io.StringIO()) as out:
-            plot_metrics_module.main()
+        # `python tools/plot_metrics.py OUTPUT_DIR`, in this process.
+        with mock.patch("sys.stdout", io.StringIO()) as out:
+            plot_metrics_tool.main([self.dir])
         png = os.path.join(self.dir, "metrics.png")
         self.assertEqual(out.getvalue().strip(), png)
         self.assertEqual(Image.open(png).size, (1300, 450))
 
     def test_command_line_mean_from(self):
-        argv = ["plot_metrics", self.path, "--mean-from", "39"]
-        with mock.patch.object(sys, "argv", argv), mock.patch("sys.stdout", io.StringIO()) as out:
-            plot_metrics_module.main()
+        with mock.patch("sys.stdout", io.StringIO()) as out:
+            plot_metrics_tool.main([self.path, "--mean-from", "39"])
         self.assertRegex(out.getvalue(), r"mean from iteration 39:\n  loss_cls +1\.2500\n")
-        argv = ["plot_metrics", self.path, "--mean-from", "99"]
-        with mock.patch.object(sys, "argv", argv), mock.patch("sys.stdout", io.StringIO()):
+        with mock.patch("sys.stdout", io.StringIO()):
             message = "metrics.json: no loss recorded at iteration >= 99"
             with self.assertRaisesRegex(SystemExit, message):
-                plot_metrics_module.main()
+                plot_metrics_tool.main([self.path, "--mean-from", "99"])
 
 if __name__ == "__main__":
     unittest.main()
