@@ -18,17 +18,17 @@ from project_testing import train_and_evaluate
 from .blendmask_testing import CONFIG_DIR, blendmask_cfg
 
 LEARNING_CONFIG = os.path.join(CONFIG_DIR, "quick_schedules", "blendmask_R_18_GN_FPN_shapes.yaml")
-# Measured with this exact test (`pytest -s`, unseeded) after the quick config's warm-up went
-# from 100 to 300 iterations (115 here), 2026-12-07, float32 on a quiet 2-core AVX2 EPYC (533 s):
-# mask AP 25.51 (AP50 36.23), box AP 20.96. Before it, measured with this exact test (`pytest -s`, unseeded) on the default shapes style (generator
-# version 6) with Base-Shapes.yaml as of 2026-12-02 (predicted training boxes, one class per
-# location, maskness rescoring, NMS 0.5), 2 threads on a quiet 2-core EPYC with AVX512-BF16
-# (257 s): mask AP 23.62 (AP50 32.31), box AP 18.13 (AP50 32.18), the mean total loss of the
-# last 20 iterations below 0.6x that of the first 20. Earlier runs: 25.84 / 36.75 / 21.10
-# (2026-12-01, before maskness and NMS 0.5), 27.17 / 38.74 / 21.97 (every class per location).
-# Untrained, no detection passes the 0.05 score threshold (AP 0). The bounds are about half the
-# best measured values (0.50-0.55x of the latest), a margin for the run-to-run variation of a
-# from-scratch training.
+# Measured with this exact test (`pytest -s`, unseeded) after the quick config's warm-up went from
+# 100 to 300 iterations (115 here), 2026-12-07, float32 on a quiet 2-core AVX2 EPYC (533 s): mask
+# AP 25.51 (AP50 36.23), box AP 20.96. Before it, measured with this exact test (`pytest -s`,
+# unseeded) on the default shapes style (generator version 6) with Base-Shapes.yaml as of
+# 2026-12-02 (predicted training boxes, one class per location, maskness rescoring, NMS 0.5), 2
+# threads on a quiet 2-core EPYC with AVX512-BF16 (257 s): mask AP 23.62 (AP50 32.31), box AP 18.13
+# (AP50 32.18), the mean total loss of the last 20 iterations below 0.6x that of the first 20.
+# Earlier runs: 25.84 / 36.75 / 21.10 (2026-12-01, before maskness and NMS 0.5), 27.17 / 38.74 /
+# 21.97 (every class per location). Untrained, no detection passes the 0.05 score threshold (AP 0).
+# The bounds are about half the best measured values (0.50-0.55x of the latest), a margin for the
+# run-to-run variation of a from-scratch training.
 MIN_MASK_AP = 12.9
 MIN_MASK_AP50 = 18.4
 MIN_BOX_AP = 10.5
