@@ -32,15 +32,25 @@ LEARNING_CONFIG = os.path.join(CONFIG_DIR, "quick_schedules", "blendmask_R_18_GN
 MIN_MASK_AP = 12.9
 MIN_MASK_AP50 = 18.4
 MIN_BOX_AP = 10.5
-# The quick config shortened from the main job's 1300 iterations to 500, its LR steps and
-# warm-up (300 iterations) scaled with it.
-LEARNING_OPTS = ["SOLVER.MAX_ITER", 500, "SOLVER.STEPS", (400, 470), "SOLVER.WARMUP_ITERS", 115]
+LEARNING_ITERS = 500
+
+
+def shortened_schedule_opts(config_file, iters):
+    """Opts that shorten ``config_file``'s schedule to ``iters`` iterations, its LR steps and
+    warm-up scaled with it (the quick config's 1300 / (1040, 1222) / 300 become 500 / (400, 470)
+    / 115)."""
+    solver = blendmask_cfg(config_file).SOLVER
+    scale = iters / solver.MAX_ITER
+    steps = tuple(round(step * scale) for step in solver.STEPS)
+    warmup = round(solver.WARMUP_ITERS * scale)
+    return ["SOLVER.MAX_ITER", iters, "SOLVER.STEPS", steps, "SOLVER.WARMUP_ITERS", warmup]
 
 
 @pytest.mark.slow
 class TestBlendMaskLearns(unittest.TestCase):
     def test_quick_config_learns_shapes(self):
-        cfg = blendmask_cfg(LEARNING_CONFIG, LEARNING_OPTS)
+        opts = shortened_schedule_opts(LEARNING_CONFIG, LEARNING_ITERS)
+        cfg = blendmask_cfg(LEARNING_CONFIG, opts)
         with tempfile.TemporaryDirectory() as output_dir:
             results, losses = train_and_evaluate(
                 cfg, output_dir, train_mapper=BlendMaskDatasetMapper(cfg, is_train=True)
