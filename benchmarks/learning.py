@@ -11,9 +11,11 @@ The results are read back from each run's ``metrics.json``.
 
     python benchmarks/learning.py                          # the main job's schedule
     python benchmarks/learning.py --iters 1200 --models tensormask mask_rcnn
-    python benchmarks/learning.py --train-dataset shapes_stress_train --test-dataset shapes_stress_val
+    python benchmarks/learning.py --train-dataset shapes_stress_train \
+        --test-dataset shapes_stress_val
     python benchmarks/learning.py --equal-time 300         # each model trains for ~300 s
     python benchmarks/learning.py --models blendmask --baseline-run /tmp/learn/mask_rcnn
+    python benchmarks/learning.py --models mask_rcnn --reuse-run blendmask /tmp/learn/blendmask
     python benchmarks/learning.py --seeds 0 1 2             # each model once per seed, and means
 
 Equal schedule (the default) compares what each model learns from the same images; equal time
@@ -158,16 +160,22 @@ def reuse_run(run_dir: str, config_file: str, opts: List[str]) -> Dict:
     """
     saved = os.path.join(run_dir, "config.yaml")
     if not os.path.isfile(saved):
-        raise RuntimeError(f"--baseline-run {run_dir}: no config.yaml (not a train_net.py run)")
+        raise RuntimeError(f"reused run {run_dir}: no config.yaml (not a train_net.py run)")
     import yaml
 
     expected = yaml.safe_load(load_config(config_file, opts).dump())
     with open(saved) as f:
         found = yaml.safe_load(f)
+    architecture = found.get("MODEL", {}).get("META_ARCHITECTURE")
+    if architecture != expected["MODEL"]["META_ARCHITECTURE"]:
+        raise RuntimeError(
+            f"reused run {run_dir} is a {architecture} run, not "
+            f"{expected['MODEL']['META_ARCHITECTURE']} ({config_file})"
+        )
     diffs = config_differences(expected, found)
     if diffs:
         raise RuntimeError(
-            f"--baseline-run {run_dir} was not trained with the config of this comparison "
+            f"reused run {run_dir} was not trained with the config of this comparison "
             f"({config_file} and the opts given): " + "; ".join(diffs[:5])
         )
     return read_metrics(run_dir)
@@ -241,14 +249,14 @@ def format_table(rows: List[Dict], baselines: Dict, gpu: bool) -> str:
     return "\n".join(lines)
 
 
-def reused_baseline(run_dir: str, seed: int, seeded_opts: List[str], args) -> Dict:
-    """Mask R-CNN's row of ``seed`` from a finished run (checked by :func:`reuse_run`)."""
-    config = MODEL_CONFIGS["mask_rcnn"]
+def reused_row(model: str, run_dir: str, seed: int, seeded_opts: List[str], args) -> Dict:
+    """``model``'s row of ``seed`` from a finished run (checked by :func:`reuse_run`)."""
+    config = MODEL_CONFIGS[model]
     opts = seeded_opts + schedule_opts(config, args.iters, args.batch)
     reused = reuse_run(run_dir, config, opts)
-    print(f"mask_rcnn, SEED {seed}: reused from {run_dir} (same config)", flush=True)
+    print(f"{model}, SEED {seed}: reused from {run_dir} (same config)", flush=True)
     # Its wall time was not recorded by this invocation.
-    return {"model": "mask_rcnn", "seed": seed, "iters": args.iters, "wall": float("nan"), **reused}
+    return {"model": model, "seed": seed, "iters": args.iters, "wall": float("nan"), **reused}
 
 
 def train_model(model: str, seed: int, seeded_opts: List[str], out: str, args) -> Dict:
@@ -263,6 +271,29 @@ def train_model(model: str, seed: int, seeded_opts: List[str], out: str, args) -
     wall = run_train_net(MODEL_CONFIGS[model], opts, out, out + ".log", args.threads)
     print(f"  done in {wall:.0f} s", flush=True)
     return {"model": model, "seed": seed, "iters": iters, "wall": wall, **read_metrics(out)}
+
+
+def parse_reused_runs(parser: argparse.ArgumentParser, args) -> Dict[str, List[str]]:
+    """{model: its finished runs, one per seed} from --reuse-run and --baseline-run; a usage
+    error (exit 2) names the option at fault."""
+    given = [(f"--reuse-run {runs[0]}", runs[0], runs[1:]) for runs in args.reuse_run]
+    if args.baseline_run:
+        given.append(("--baseline-run", "mask_rcnn", args.baseline_run))
+    reused: Dict[str, List[str]] = {}
+    for option, model, runs in given:
+        if model not in MODEL_CONFIGS:
+            parser.error(f"{option}: unknown model (choose from {', '.join(MODEL_CONFIGS)})")
+        if model in reused:
+            parser.error(f"{option}: {model}'s runs are given twice")
+        if len(runs) != len(args.seeds):
+            parser.error(
+                f"{option}: {len(runs)} runs for {len(args.seeds)} seeds {args.seeds}; give one "
+                f"run per seed, in the same order"
+            )
+        if args.equal_time:
+            parser.error(f"{option} needs an equal schedule (no --equal-time)")
+        reused[model] = runs
+    return reused
 
 
 def main(argv=None) -> int:
@@ -285,11 +316,15 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default=None, help="folder for the runs (default: a tmp dir)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
                         help="train every model once per SEED (default: 0, or the SEED of opts)")
-    parser.add_argument("--baseline-run", nargs="+", default=None, metavar="DIR",
-                        help="take Mask R-CNN's rows from these finished runs, one per seed in "
-                        "--seeds' order (e.g. the mask_rcnn folder of an earlier --output) "
+    parser.add_argument("--reuse-run", nargs="+", action="append", default=[],
+                        metavar=("MODEL", "DIR"),
+                        help="take MODEL's rows from these finished train_net.py runs, one per "
+                        "seed in --seeds' order (e.g. the MODEL folder of an earlier --output) "
                         "instead of training it again; each one's config.yaml must equal the "
-                        "config this comparison would train at its seed")
+                        "config this comparison would train at its seed. Repeat it for several "
+                        "models; a reused model joins the table even if --models omits it")
+    parser.add_argument("--baseline-run", nargs="+", default=None, metavar="DIR",
+                        help="the same as --reuse-run mask_rcnn DIR ...")
     parser.add_argument("opts", nargs=argparse.REMAINDER,
                         help="config opts given to every model, e.g. MODEL.FCOS.NMS_TH 0.6")
     args = parser.parse_args(argv)
@@ -304,13 +339,7 @@ def main(argv=None) -> int:
     args.seeds = args.seeds or [0]
     if len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds {args.seeds}: each seed once")
-    if args.baseline_run and len(args.baseline_run) != len(args.seeds):
-        parser.error(
-            f"--baseline-run: {len(args.baseline_run)} runs for {len(args.seeds)} seeds "
-            f"{args.seeds}; give one Mask R-CNN run per seed, in the same order"
-        )
-    if args.baseline_run and args.equal_time:
-        parser.error("--baseline-run needs an equal schedule (no --equal-time)")
+    reused = parse_reused_runs(parser, args)
     if args.iters is None:
         args.iters = load_config(MODEL_CONFIGS["tensormask"], []).SOLVER.MAX_ITER
 
@@ -323,19 +352,19 @@ def main(argv=None) -> int:
         common += ["DATASETS.TEST", str((args.test_dataset,))]
     common += opts
     # Mask R-CNN first: the others' ratios refer to it.
-    models = sorted(args.models, key=lambda m: m != "mask_rcnn")
+    models = sorted(dict.fromkeys([*args.models, *reused]), key=lambda m: m != "mask_rcnn")
 
     rows = []
     for seed_index, seed in enumerate(args.seeds):
         seeded = common + ["SEED", str(seed)]
         # One seed keeps the folder names of a single run (work/MODEL).
         suffix = f"_seed{seed}" if len(args.seeds) > 1 else ""
-        seed_models = models
-        if args.baseline_run:
-            seed_models = [m for m in models if m != "mask_rcnn"]
-            rows.append(reused_baseline(args.baseline_run[seed_index], seed, seeded, args))
-        for model in seed_models:
-            rows.append(train_model(model, seed, seeded, os.path.join(work, model + suffix), args))
+        for model in models:
+            if model in reused:
+                rows.append(reused_row(model, reused[model][seed_index], seed, seeded, args))
+            else:
+                out = os.path.join(work, model + suffix)
+                rows.append(train_model(model, seed, seeded, out, args))
     rows += mean_rows(rows)
     baselines = {r["seed"]: r for r in rows if r["model"] == "mask_rcnn"}
 

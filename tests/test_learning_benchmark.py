@@ -1,8 +1,8 @@
 """
-benchmarks/learning.py: --baseline-run (a finished Mask R-CNN run stands in for training it
-again only if its saved config is the one the comparison would train) and --seeds (every model
-once per seed, ratios to Mask R-CNN of the same seed, mean rows), with train_net.py replaced by a
-fake that writes a run's files.
+benchmarks/learning.py: --reuse-run and --baseline-run (a finished run of a model stands in for
+training it again only if its saved config is the one the comparison would train) and --seeds
+(every model once per seed, ratios to Mask R-CNN of the same seed, mean rows), with train_net.py
+replaced by a fake that writes a run's files.
 """
 import contextlib
 import io
@@ -140,11 +140,44 @@ class TestSeeds(unittest.TestCase):
         with self.assertRaisesRegex(RuntimeError, "SEED: expected 0, the run has 3"):
             self._main("--models", "blendmask", "--seeds", "0", "3", "--baseline-run", *runs[::-1])
 
+    def _finished_run(self, model, seed):
+        run_dir = os.path.join(self.tmp.name, f"old_{model}_{seed}")
+        config = learning.MODEL_CONFIGS[model]
+        opts = ["MODEL.DEVICE", "cpu", "SEED", str(seed)] + learning.schedule_opts(config, 20, 4)
+        _fake_train_net(config, opts, run_dir, run_dir + ".log", None)
+        return run_dir
+
+    def test_every_model_can_be_reused_and_nothing_is_trained(self):
+        mask_rcnn = self._finished_run("mask_rcnn", 3)
+        blendmask = self._finished_run("blendmask", 3)
+        argv = ["--output", self.tmp.name, "--iters", "20", "--models", "blendmask", "--seeds", "3"]
+        argv += ["--reuse-run", "blendmask", blendmask, "--reuse-run", "mask_rcnn", mask_rcnn]
+        out = io.StringIO()
+        must_not_train = mock.Mock(side_effect=AssertionError("trained a reused model"))
+        with mock.patch.object(learning, "run_train_net", must_not_train):
+            with contextlib.redirect_stdout(out):
+                self.assertEqual(learning.main(argv), 0)
+        table = out.getvalue()
+        self.assertEqual(self._row(table, "blendmask", 3)[19], "1.02")  # 51.0 / 50.0
+        self.assertEqual(self._row(table, "mask_rcnn", 3)[4], "50.0")
+        must_not_train.assert_not_called()
+
+    def test_a_reused_run_of_another_model_is_refused(self):
+        # Mask R-CNN's run given as BlendMask's: the saved config names another architecture.
+        mask_rcnn = self._finished_run("mask_rcnn", 0)
+        with self.assertRaisesRegex(RuntimeError, "a GeneralizedRCNN run, not BlendMask"):
+            self._main("--models", "mask_rcnn", "--reuse-run", "blendmask", mask_rcnn)
+
     def test_bad_seed_arguments_are_refused(self):
         for argv in (
             ["--seeds", "0", "SEED", "1"],
             ["--seeds", "0", "0"],
             ["--seeds", "0", "1", "--baseline-run", self.tmp.name],
+            ["--seeds", "0", "1", "--reuse-run", "blendmask", self.tmp.name],
+            ["--reuse-run", "blendmask"],
+            ["--reuse-run", "retinanet", self.tmp.name],
+            ["--reuse-run", "mask_rcnn", self.tmp.name, "--baseline-run", self.tmp.name],
+            ["--reuse-run", "blendmask", self.tmp.name, "--equal-time", "60"],
         ):
             with self.subTest(argv=argv), contextlib.redirect_stderr(io.StringIO()):
                 with self.assertRaises(SystemExit):
