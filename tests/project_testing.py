@@ -32,6 +32,19 @@ def project_cfg(config_file, opts=()):
     return cfg
 
 
+def shortened_schedule_opts(config_file, iters):
+    """
+    Opts that shorten ``config_file``'s schedule to ``iters`` iterations, its LR steps and
+    warm-up scaled with it, so that a learning test trains the quick config's schedule in
+    miniature (e.g. 1300 / (1040, 1222) / warm-up 300 become 350 / (280, 329) / 81).
+    """
+    solver = project_cfg(config_file).SOLVER
+    scale = iters / solver.MAX_ITER
+    steps = tuple(round(step * scale) for step in solver.STEPS)
+    warmup = max(1, round(solver.WARMUP_ITERS * scale))
+    return ["SOLVER.MAX_ITER", iters, "SOLVER.STEPS", steps, "SOLVER.WARMUP_ITERS", warmup]
+
+
 def assert_every_config_builds(test, config_files, meta_architecture: str):
     """Each of ``config_files`` loads and builds a ``meta_architecture`` model on the CPU."""
     test.assertGreater(len(config_files), 0)
