@@ -123,29 +123,21 @@ class TestSeeds(unittest.TestCase):
         self.assertEqual(self._row(table, "blendmask", 3)[19], "1.02")
         self.assertNotRegex(table, r"\n\w+ +mean ")
 
-    def test_baseline_runs_one_per_seed(self):
-        runs = []
-        for seed in (0, 3):
-            run_dir = os.path.join(self.tmp.name, f"old_{seed}")
-            _fake_train_net(
-                learning.MODEL_CONFIGS["mask_rcnn"],
-                ["MODEL.DEVICE", "cpu", "SEED", str(seed)]
-                + learning.schedule_opts(learning.MODEL_CONFIGS["mask_rcnn"], 20, 4),
-                run_dir, run_dir + ".log", None,
-            )  # fmt: skip
-            runs.append(run_dir)
-        table = self._main("--models", "blendmask", "--seeds", "0", "3", "--baseline-run", *runs)
-        self.assertEqual(self._row(table, "blendmask", 3)[19], "1.02")
-        # Given in the wrong order, each run's SEED is checked against its seed.
-        with self.assertRaisesRegex(RuntimeError, "SEED: expected 0, the run has 3"):
-            self._main("--models", "blendmask", "--seeds", "0", "3", "--baseline-run", *runs[::-1])
-
     def _finished_run(self, model, seed):
+        """A finished (fake) train_net.py run of ``model`` at ``seed``, 20 iterations."""
         run_dir = os.path.join(self.tmp.name, f"old_{model}_{seed}")
         config = learning.MODEL_CONFIGS[model]
         opts = ["MODEL.DEVICE", "cpu", "SEED", str(seed)] + learning.schedule_opts(config, 20, 4)
         _fake_train_net(config, opts, run_dir, run_dir + ".log", None)
         return run_dir
+
+    def test_baseline_runs_one_per_seed(self):
+        runs = [self._finished_run("mask_rcnn", seed) for seed in (0, 3)]
+        table = self._main("--models", "blendmask", "--seeds", "0", "3", "--baseline-run", *runs)
+        self.assertEqual(self._row(table, "blendmask", 3)[19], "1.02")
+        # Given in the wrong order, each run's SEED is checked against its seed.
+        with self.assertRaisesRegex(RuntimeError, "SEED: expected 0, the run has 3"):
+            self._main("--models", "blendmask", "--seeds", "0", "3", "--baseline-run", *runs[::-1])
 
     def test_every_model_can_be_reused_and_nothing_is_trained(self):
         mask_rcnn = self._finished_run("mask_rcnn", 3)
@@ -154,13 +146,12 @@ class TestSeeds(unittest.TestCase):
         argv += ["--reuse-run", "blendmask", blendmask, "--reuse-run", "mask_rcnn", mask_rcnn]
         out = io.StringIO()
         must_not_train = mock.Mock(side_effect=AssertionError("trained a reused model"))
-        with mock.patch.object(learning, "run_train_net", must_not_train):
+        with mock.patch.object(learning, "run_train_net", must_not_train):  # raises if called
             with contextlib.redirect_stdout(out):
                 self.assertEqual(learning.main(argv), 0)
         table = out.getvalue()
         self.assertEqual(self._row(table, "blendmask", 3)[19], "1.02")  # 51.0 / 50.0
         self.assertEqual(self._row(table, "mask_rcnn", 3)[4], "50.0")
-        must_not_train.assert_not_called()
 
     def test_a_reused_run_of_another_model_is_refused(self):
         # Mask R-CNN's run given as BlendMask's: the saved config names another architecture.
@@ -168,20 +159,23 @@ class TestSeeds(unittest.TestCase):
         with self.assertRaisesRegex(RuntimeError, "a GeneralizedRCNN run, not BlendMask"):
             self._main("--models", "mask_rcnn", "--reuse-run", "blendmask", mask_rcnn)
 
-    def test_bad_seed_arguments_are_refused(self):
-        for argv in (
-            ["--seeds", "0", "SEED", "1"],
-            ["--seeds", "0", "0"],
-            ["--seeds", "0", "1", "--baseline-run", self.tmp.name],
-            ["--seeds", "0", "1", "--reuse-run", "blendmask", self.tmp.name],
-            ["--reuse-run", "blendmask"],
-            ["--reuse-run", "retinanet", self.tmp.name],
-            ["--reuse-run", "mask_rcnn", self.tmp.name, "--baseline-run", self.tmp.name],
-            ["--reuse-run", "blendmask", self.tmp.name, "--equal-time", "60"],
+    def test_bad_seed_and_reuse_arguments_are_refused_naming_the_option(self):
+        d = self.tmp.name
+        for argv, message in (
+            (["--seeds", "0", "--batch", "4", "SEED", "1"], "not also as SEED"),
+            (["--seeds", "0", "0"], "each seed once"),
+            (["--seeds", "0", "1", "--baseline-run", d], "--baseline-run: 1 runs for 2 seeds"),
+            (["--seeds", "0", "1", "--reuse-run", "blendmask", d], "blendmask: 1 runs for 2"),
+            (["--reuse-run", "blendmask"], "--reuse-run blendmask: 0 runs for 1 seeds"),
+            (["--reuse-run", "retinanet", d], "--reuse-run retinanet: unknown model"),
+            (["--reuse-run", "mask_rcnn", d, "--baseline-run", d], "runs are given twice"),
+            (["--reuse-run", "blendmask", d, "--equal-time", "60"], "needs an equal schedule"),
         ):
-            with self.subTest(argv=argv), contextlib.redirect_stderr(io.StringIO()):
+            err = io.StringIO()
+            with self.subTest(argv=argv), contextlib.redirect_stderr(err):
                 with self.assertRaises(SystemExit):
-                    learning.main(["--output", self.tmp.name, *argv])
+                    learning.main(["--output", d, *argv])
+                self.assertIn(message, err.getvalue())
 
 
 if __name__ == "__main__":
