@@ -59,7 +59,7 @@ def add_blendmask_config(cfg):
     # weights its mask loss by the centerness targets (AdelaiDet's BlendMask cannot train with
     # "iou"). The branch keeps its parameter names ("ctrness"), so checkpoints load either way.
     # From scratch on the BlendMask quick config (shapes, SEED 0) "iou" gave mask AP 47.8
-    # against 62.5, box AP 41.7 against 60.3 (MODEL_ZOO.md, session 16).
+    # against 62.5, box AP 41.7 against 60.3 (docs/tuning.md).
     cfg.MODEL.FCOS.BOX_QUALITY = "ctrness"
     # True: multiply class probabilities by centerness *before* the score threshold.
     cfg.MODEL.FCOS.THRESH_WITH_CTR = False
@@ -160,7 +160,7 @@ def add_blendmask_config(cfg):
     # this factor about its centre and clipped to the image, and pastes the mask into that crop,
     # so that a mask can reach beyond a box that cut its object short. 1 (AdelaiDet): the crop is
     # the box. Must be >= 1. 1.2 on the BlendMask quick config (shapes, SEED 0, bfloat16): mask
-    # AP 58.4 against 60.2 at 1.0, box AP 52.7 against 57.1 (MODEL_ZOO.md, session 15).
+    # AP 58.4 against 60.2 at 1.0, box AP 52.7 against 57.1 (docs/tuning.md).
     cfg.MODEL.BLENDMASK.CROP_SCALE = 1.0
     # Eval outputs also carry the raw "bases" (and "sem_thing_seg" when LOSS_ON).
     cfg.MODEL.BLENDMASK.VISUALIZE = False

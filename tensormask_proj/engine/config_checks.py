@@ -68,8 +68,8 @@ def check_datasets(cfg: CfgNode, splits=("TRAIN", "TEST")) -> None:
             if json_file and not _is_remote(json_file) and not os.path.isfile(json_file):
                 raise FileNotFoundError(
                     f"DATASETS.{key}: annotations of dataset '{name}' not found at {json_file}. "
-                    "Set DETECTRON2_DATASETS to the folder holding the datasets (see README, "
-                    "'Training on COCO')."
+                    "Set DETECTRON2_DATASETS to the folder holding the datasets (see "
+                    "docs/datasets.md, 'COCO')."
                 )
 
 

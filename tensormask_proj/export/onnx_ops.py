@@ -19,7 +19,7 @@ pass and a (u, x) pass. Along one axis (rows; columns alike) with V input cells,
 cells and R = Vo // 2, output cell (v, y) reads
 
     spatial row   t = y*λ + v - R            (one row if Vo is odd; the mean of rows t and t+1
-                                              if Vo is even: the fixed 2x2 average of the README)
+                                              if Vo is even: the fixed 2x2 box average)
     window cells  i = a + s, s in {-1, 0, 1}, with v = a*λ + b and weights w_s[b] depending on b
                   only (the window axis is resampled by λ with align_corners=False).
 

@@ -32,7 +32,7 @@ __all__ = ["SceneStyle", "SCENE_STYLES", "DEFAULT_CLASSES", "STRESS_CLASSES"]
 # at 24 px (a hexagon's sides lie 1.6 px inside its circumcircle there): trained for the main
 # job's 1300 iterations, detectron2's Mask R-CNN gave the right class to 7 of 25 circles, 3 of
 # 29 squares and 26 of 44 hexagons of shapes_val (generator version 4), against 26/42
-# triangles, 34/49 stars and 28/32 crosses (tools/class_confusion.py; MODEL_ZOO.md).
+# triangles, 34/49 stars and 28/32 crosses (tools/class_confusion.py; docs/tuning.md).
 STRESS_CLASSES: Tuple[str, ...] = ("circle", "triangle", "square", "star", "hexagon", "cross")
 # The default style keeps the three outlines that were told apart and the circle, and replaces
 # square and hexagon with a ring (a circle with a hole: the mask, not the box, tells it from a
