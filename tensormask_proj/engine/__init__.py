@@ -13,7 +13,12 @@ from .cpu_autocast import (
     uses_cpu_autocast,
 )
 from .command_line_datasets import (
+    ConfigKeyEndsList,
+    DatasetSpec,
     add_dataset_argument,
+    config_opts_may_follow_lists,
+    chosen_dataset,
+    dataset_files,
     log_registrations,
     register_command_line_datasets,
 )
@@ -40,7 +45,12 @@ __all__ = [
     "check_device",
     "check_weights",
     "check_num_classes",
+    "ConfigKeyEndsList",
+    "DatasetSpec",
     "add_dataset_argument",
+    "config_opts_may_follow_lists",
+    "chosen_dataset",
+    "dataset_files",
     "register_command_line_datasets",
     "log_registrations",
     "DatasetMappingError",

@@ -7,8 +7,13 @@ Your own COCO data from the command line (``--dataset NAME JSON IMAGE_DIR``), in
   zero-area box, a crowd region) goes through both models' training mappers image by image,
   and trains 2 iterations then evaluates with ``train_net.main`` for both models;
 * the errors come from ``setup``, before training: a wrong class count (naming both numbers and
-  the keys) and a bad annotation (naming file, image id and annotation id; nothing written).
+  the keys) and a bad annotation (naming file, image id and annotation id; nothing written);
+* the flag itself: ``--dataset NAME`` (a registered dataset) or ``NAME JSON IMAGE_DIR``,
+  repeatable, config overrides right after it; errors naming the problem.
 """
+import argparse
+import contextlib
+import io
 import json
 import os
 import unittest
@@ -21,7 +26,13 @@ from detectron2.data.detection_utils import read_image
 from data.coco_fixtures import OddDatasetTestCase, picture
 from tensormask_proj.data.coco_checks import CocoDatasetError
 from tensormask_proj.data.dataset_mapper import build_train_mapper
-from tensormask_proj.engine import register_command_line_datasets
+from tensormask_proj.engine import (
+    ConfigKeyEndsList,
+    DatasetSpec,
+    add_dataset_argument,
+    chosen_dataset,
+    register_command_line_datasets,
+)
 
 from .workflow_helpers import (
     BLENDMASK_CONFIG,
@@ -150,6 +161,81 @@ class TestErrorsBeforeTraining(OwnDataset):
         self.assertIn(os.path.join(self.images, "gray.png"), message)
         self.assertIn("INPUT.MASK_FORMAT bitmask", message)
         self.assertFalse(os.path.exists(out))  # nothing written
+
+
+class TestDatasetArgument(unittest.TestCase):
+    """The flag's parsing and its errors (nothing is trained)."""
+
+    def parser(self, opts=True):
+        parser = argparse.ArgumentParser(prog="tool.py")
+        parser.add_argument("--seeds", action=ConfigKeyEndsList, item_type=int, default=None)
+        if opts:
+            parser.add_argument("opts", nargs=argparse.REMAINDER)
+        return add_dataset_argument(parser, help="What the tool does with it")
+
+    def parse(self, *argv, opts=True):
+        return self.parser(opts).parse_args(list(argv))
+
+    def error(self, *argv, opts=True):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), self.assertRaises(SystemExit):
+            self.parse(*argv, opts=opts)
+        return err.getvalue()
+
+    def test_forms(self):
+        args = self.parse("--dataset", "shapes_val", "--dataset", "mine", "a.json", "images/")
+        self.assertEqual(
+            args.dataset, [DatasetSpec("shapes_val"), DatasetSpec("mine", "a.json", "images/")]
+        )
+        self.assertFalse(args.dataset[0].registers)
+        self.assertEqual(str(args.dataset[1]), "mine a.json images/")
+        self.assertEqual(self.parse().dataset, [])
+        self.assertEqual(chosen_dataset(args.dataset, "default"), "mine")
+        self.assertEqual(chosen_dataset([], "default"), "default")
+
+    def test_config_overrides_may_follow(self):
+        args = self.parse("--dataset", "mine", "a.json", "images/", "MODEL.WEIGHTS", "m.pth")
+        self.assertEqual(args.dataset, [DatasetSpec("mine", "a.json", "images/")])
+        self.assertEqual(args.opts, ["MODEL.WEIGHTS", "m.pth"])
+        argv = ["--dataset", "shapes_val", "SEED", "1", "--seeds", "3", "4", "OUTPUT_DIR", "o"]
+        args = self.parse(*argv)
+        self.assertEqual((args.dataset, args.seeds), ([DatasetSpec("shapes_val")], [3, 4]))
+        self.assertEqual(args.opts, ["SEED", "1", "OUTPUT_DIR", "o"])
+        # Upper-case file names are not config keys (their first part is no top-level key).
+        args = self.parse("--dataset", "mine", "DATA.JSON", "IMAGES", "TEST.EVAL_PERIOD", "0")
+        self.assertEqual(args.dataset, [DatasetSpec("mine", "DATA.JSON", "IMAGES")])
+        self.assertEqual(args.opts, ["TEST.EVAL_PERIOD", "0"])
+
+    def test_parse_errors(self):
+        self.assertIn(
+            "tool.py: error: argument --dataset: expected NAME (a registered dataset) or NAME "
+            "JSON IMAGE_DIR (a COCO dataset to register), got 2 values: mine a.json",
+            self.error("--dataset", "mine", "a.json"),
+        )
+        self.assertIn("got 4 values", self.error("--dataset", "a", "b", "c", "d"))
+        self.assertIn(
+            "argument --dataset: unexpected SEED 1",
+            self.error("--dataset", "a", "SEED", "1", opts=False),
+        )
+        help_text = self.parser().format_help()
+        self.assertIn("--dataset NAME [JSON IMAGE_DIR]", help_text)
+        self.assertIn("What the tool does with it", help_text)
+
+    def test_registration_errors(self):
+        cfg = workflow_cfg(TENSORMASK_CONFIG)
+        with self.assertRaisesRegex(
+            ValueError,
+            "--dataset shapes_vall: no dataset named 'shapes_vall' is registered. Did you mean "
+            "shapes_val",
+        ):
+            register_command_line_datasets([("shapes_vall",)], cfg)
+        with self.assertRaisesRegex(
+            FileNotFoundError, "--dataset mine no.json images: COCO annotations not found: no.json"
+        ):
+            register_command_line_datasets([DatasetSpec("mine", "no.json", "images")], cfg)
+        with self.assertRaisesRegex(ValueError, "'shapes_val' is already registered"):
+            register_command_line_datasets([("shapes_val", "a.json", "images")], cfg)
+        self.assertEqual(register_command_line_datasets([DatasetSpec("shapes_val")], cfg), [])
 
 
 if __name__ == "__main__":
