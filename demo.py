@@ -7,11 +7,11 @@ Draw the predictions of a trained TensorMask or BlendMask model on images.
         --opts MODEL.WEIGHTS output/model_final.pth
 
 One PNG per input image is written to ``--output`` (same base name, ``.png``): the image with
-each instance's mask, box, class name and score drawn by detectron2's ``Visualizer``, with the
-class names and colours of the config's ``DATASETS.TEST[0]``. Only instances scoring at least
-``--confidence-threshold`` are drawn. A model trained on your own COCO data gets its class names
-from the same ``--dataset NAME JSON IMAGE_DIR`` as ``train_net.py``, with
-``DATASETS.TEST "('NAME',)"`` in ``--opts``; a class count that differs from the model's is an
+each instance's mask, box, class name and score drawn by detectron2's ``Visualizer``. Only
+instances scoring at least ``--confidence-threshold`` are drawn. The class names and colours are
+those of the last ``--dataset`` given, else of the config's ``DATASETS.TEST[0]``: a model trained
+on your own COCO data takes the same ``--dataset NAME JSON IMAGE_DIR`` as ``train_net.py``
+(``--dataset NAME`` for a registered dataset); a class count that differs from the model's is an
 error.
 
 Every input is checked before the model is loaded: a missing file, a glob or folder without
@@ -26,6 +26,9 @@ import os
 import sys
 import tempfile
 from typing import List
+
+# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
+import tensormask_proj  # noqa: F401, I001
 
 import cv2
 import numpy as np
@@ -44,6 +47,7 @@ from tensormask_proj.engine import (
     AtomicDetectionCheckpointer,
     add_dataset_argument,
     check_device,
+    chosen_dataset,
     check_num_classes,
     check_weights,
     log_registrations,
@@ -69,14 +73,18 @@ class DemoError(Exception):
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="TensorMask / BlendMask demo (detectron2)")
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="config file")
+    parser.add_argument(
+        "--config-file", required=True, metavar="FILE", help="config file of the trained model"
+    )
     parser.add_argument(
         "--input",
         nargs="+",
         required=True,
         help="image files, glob patterns (quoted) or folders of images",
     )
-    parser.add_argument("--output", required=True, help="folder for the PNG visualisations")
+    parser.add_argument(
+        "--output", required=True, metavar="DIR", help="folder for the PNG visualisations"
+    )
     parser.add_argument(
         "--confidence-threshold",
         type=float,
@@ -87,9 +95,12 @@ def get_parser() -> argparse.ArgumentParser:
         "--opts",
         default=[],
         nargs=argparse.REMAINDER,
-        help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model_final.pth",
+        help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model_final.pth; last on "
+        "the command line (they take the rest of it)",
     )
-    return add_dataset_argument(parser)
+    return add_dataset_argument(
+        parser, help="The class names drawn are the last --dataset's (default: DATASETS.TEST[0])"
+    )
 
 
 def setup_cfg(args):
@@ -100,6 +111,9 @@ def setup_cfg(args):
     if keys is not None:
         node = cfg.MODEL[keys[0]]
         node[keys[1]] = min(node[keys[1]], args.confidence_threshold)
+    if args.dataset:
+        # The dataset whose class names are drawn (checked against the model's class count).
+        cfg.DATASETS.TEST = (chosen_dataset(args.dataset, None),)
     cfg.freeze()
     return cfg
 
@@ -260,7 +274,7 @@ def run(args) -> List[str]:
     metadata_name = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused"
     metadata = MetadataCatalog.get(metadata_name)
     if not metadata.get("thing_classes"):
-        logger.warning(f"No class names for DATASETS.TEST[0] = '{metadata_name}': drawing ids")
+        logger.warning(f"No class names for dataset '{metadata_name}': drawing class ids")
 
     os.makedirs(args.output, exist_ok=True)
     written = []

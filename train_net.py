@@ -6,8 +6,8 @@ Train and evaluate TensorMask or BlendMask with detectron2's DefaultTrainer.
     python train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS model_final.pth
     python train_net.py --config-file CONFIG --num-gpus 8          # DDP through detectron2.launch
     python train_net.py --config-file CONFIG --resume               # continue from last_checkpoint
-    python train_net.py --config-file CONFIG --dataset mine_train train.json images/ \
-        --dataset mine_val val.json images/ DATASETS.TRAIN "('mine_train',)" \
+    python train_net.py --config-file CONFIG --dataset mine_train train.json images/ \\
+        --dataset mine_val val.json images/ DATASETS.TRAIN "('mine_train',)" \\
         DATASETS.TEST "('mine_val',)" MODEL.TENSOR_MASK.NUM_CLASSES 3   # your own COCO data
 
 The meta-architecture comes from the config (MODEL.META_ARCHITECTURE); this script only
@@ -21,6 +21,9 @@ metrics.png (losses and AP; also `python tools/plot_metrics.py OUTPUT_DIR`).
 import logging
 import os
 import weakref
+
+# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
+import tensormask_proj  # noqa: F401, I001
 
 import detectron2.utils.comm as comm
 from detectron2.data import DatasetMapper, build_detection_test_loader, build_detection_train_loader
@@ -135,8 +138,17 @@ class Trainer(DefaultTrainer):
 
 
 def default_argument_parser():
-    """detectron2's command line plus ``--dataset NAME JSON IMAGE_DIR`` (repeatable)."""
-    return add_dataset_argument(detectron2_argument_parser())
+    """detectron2's command line (``default_argument_parser``) plus ``--dataset`` (repeatable):
+    ``NAME JSON IMAGE_DIR`` registers a COCO-format dataset, ``NAME`` checks that a dataset is
+    registered; the config's DATASETS.TRAIN / DATASETS.TEST name the datasets used."""
+    parser = detectron2_argument_parser()
+    parser.description = "Train or evaluate TensorMask / BlendMask (detectron2's train_net)"
+    return add_dataset_argument(
+        parser, help="Name the datasets to use in DATASETS.TRAIN / DATASETS.TEST"
+    )
+
+
+get_parser = default_argument_parser  # the name every script of this repository exposes
 
 
 def setup(args):

@@ -264,8 +264,8 @@ class TestDemoErrors(unittest.TestCase):
 
 
 class TestDemoOwnDataset(unittest.TestCase):
-    """--dataset NAME JSON IMAGE_DIR: class names from the json; a class count that differs
-    from the model's is an error."""
+    """--dataset NAME JSON IMAGE_DIR: class names from the json (the last --dataset's, whatever
+    the config's DATASETS.TEST); a class count that differs from the model's is an error."""
 
     NAME = "_test_demo_own"
 
@@ -286,7 +286,6 @@ class TestDemoOwnDataset(unittest.TestCase):
 
     def _argv(self, *opts):
         dataset = ["--dataset", self.NAME, self.json, self.images]
-        opts = ["DATASETS.TEST", f"('{self.NAME}',)"] + list(opts)
         return dataset + _argv(TENSORMASK_CONFIG, [self.images], self.output, *opts)
 
     def test_class_names_from_the_dataset(self):
@@ -309,6 +308,17 @@ class TestDemoOwnDataset(unittest.TestCase):
         self.assertIn(f"dataset '{self.NAME}' has 2 classes", err)
         self.assertIn("MODEL.TENSOR_MASK.NUM_CLASSES = 6", err)
         self.assertFalse(os.path.exists(self.output))
+
+    def test_unknown_registered_name(self):
+        argv = ["--dataset", "shapes_vall"]
+        argv += _argv(TENSORMASK_CONFIG, [self.images], self.output, *self._weights())
+        status, err = _run_main(*argv)
+        self.assertEqual(status, 2, err)
+        self.assertIn("demo.py: error: --dataset shapes_vall: no dataset named 'shapes_vall'", err)
+        self.assertFalse(os.path.exists(self.output))
+
+    def _weights(self):
+        return ["MODEL.WEIGHTS", _WEIGHTS[TENSORMASK_CONFIG]]
 
 
 if __name__ == "__main__":
