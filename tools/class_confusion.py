@@ -10,11 +10,13 @@ covering detections are (mean mask and box IoU by class and size)
     python tools/class_confusion.py \\
         --config-file configs/quick_schedules/tensormask_R_18_GN_FPN_shapes.yaml \\
         MODEL.WEIGHTS output/model_final.pth
-    python tools/class_confusion.py --config-file CONFIG --split shapes_train MODEL.WEIGHTS ...
+    python tools/class_confusion.py --config-file CONFIG --dataset shapes_train \\
+        MODEL.WEIGHTS output/model_final.pth
     python tools/class_confusion.py --config-file CONFIG --dataset mine val.json images/ \\
-        --split mine MODEL.WEIGHTS ...
+        MODEL.WEIGHTS output/model_final.pth
 
-The dataset is DATASETS.TEST[0] unless ``--split`` names another registered one. Inference runs
+The dataset is the last ``--dataset`` given (``NAME`` for a registered one, ``NAME JSON
+IMAGE_DIR`` for your own COCO data), else the config's DATASETS.TEST[0]. Inference runs
 as in ``train_net.py --eval-only`` (same test loader and mapper, bfloat16 on a CPU when
 SOLVER.AMP.ENABLED), with the config's score threshold and detections per image.
 """
@@ -22,6 +24,9 @@ import argparse
 import logging
 import sys
 import tempfile
+
+# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
+import tensormask_proj  # noqa: F401, I001
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -40,6 +45,7 @@ from tensormask_proj.engine import (
     add_dataset_argument,
     check_num_classes,
     check_weights,
+    chosen_dataset,
     cpu_autocast,
     log_registrations,
     register_command_line_datasets,
@@ -51,18 +57,21 @@ logger = logging.getLogger("tensormask_proj.class_confusion")
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Class confusion of a trained model")
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="config file")
     parser.add_argument(
-        "--split", default=None, help="registered dataset to run on (default: DATASETS.TEST[0])"
+        "--config-file", required=True, metavar="FILE", help="config file of the trained model"
     )
     parser.add_argument(
         "--iou", type=float, default=0.5, help="least mask IoU of a covering detection"
     )
-    add_dataset_argument(parser)
     parser.add_argument(
-        "opts", nargs=argparse.REMAINDER, help="config overrides, e.g. MODEL.WEIGHTS FILE"
+        "opts",
+        nargs=argparse.REMAINDER,
+        help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model_final.pth; last on "
+        "the command line (they take the rest of it)",
     )
-    return parser
+    return add_dataset_argument(
+        parser, help="The dataset evaluated is the last --dataset's (default: DATASETS.TEST[0])"
+    )
 
 
 def _rle(mask: np.ndarray) -> dict:
@@ -102,11 +111,16 @@ def main(argv=None) -> ClassConfusion:
         cfg.merge_from_list(args.opts)
         check_weights(cfg, required=True)
         log_registrations(register_command_line_datasets(args.dataset, cfg, cache_dir))
-        split = args.split or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
-        if split is None or split not in DatasetCatalog.list():
+        split = chosen_dataset(args.dataset, cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
+        if split is None:
             raise ValueError(
-                f"--split {split!r} is not a registered dataset (DATASETS.TEST: "
-                f"{list(cfg.DATASETS.TEST)}); register your own with --dataset NAME JSON IMAGE_DIR"
+                "no dataset to evaluate: DATASETS.TEST is empty; choose one with --dataset NAME "
+                "(registered) or --dataset NAME JSON IMAGE_DIR (your own COCO data)"
+            )
+        if split not in DatasetCatalog.list():
+            raise ValueError(
+                f"DATASETS.TEST[0]: dataset '{split}' is not registered; choose one with "
+                "--dataset NAME (registered) or --dataset NAME JSON IMAGE_DIR (your own COCO data)"
             )
         cfg.DATASETS.TEST = (split,)
         cfg.freeze()

@@ -19,6 +19,9 @@ import argparse
 import logging
 import sys
 
+# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
+import tensormask_proj  # noqa: F401, I001
+
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
@@ -26,7 +29,6 @@ from tensormask_proj import get_project_cfg
 from tensormask_proj.engine import AtomicDetectionCheckpointer, check_device, check_weights
 from tensormask_proj.export import (
     EXPORT_FORMATS,
-    EXPORT_METHODS,
     ExportError,
     export_model,
     op_library_path,
@@ -38,17 +40,36 @@ logger = logging.getLogger("tensormask_proj.export_model")
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Export a TensorMask or BlendMask model")
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="config file")
-    parser.add_argument("--format", choices=sorted(EXPORT_FORMATS), default="torchscript")
-    parser.add_argument("--export-method", choices=EXPORT_METHODS, default="tracing")
-    parser.add_argument("--output", required=True, metavar="DIR", help="output folder")
+    parser.add_argument(
+        "--config-file", required=True, metavar="FILE", help="config file of the model"
+    )
+    parser.add_argument(
+        "--format",
+        choices=sorted(EXPORT_FORMATS),
+        default="torchscript",
+        help="torchscript: DIR/model.ts, loaded with torch.jit.load after "
+        "torch.ops.load_library on the built tensormask_proj/_C*.so; onnx: DIR/model.onnx, "
+        "for onnxruntime (no extension needed). Default: torchscript",
+    )
+    parser.add_argument(
+        "--export-method",
+        choices=["tracing"],
+        default="tracing",
+        help="how the model is captured: tracing (detectron2's TracingAdapter, on "
+        "--sample-image), the only method these models support (detectron2's scripting "
+        "needs scriptable models; theirs take and return detectron2 structures)",
+    )
+    parser.add_argument(
+        "--output", required=True, metavar="DIR", help="folder that gets model.ts or model.onnx"
+    )
     parser.add_argument(
         "--sample-image", metavar="FILE", default=None,
         help="image to trace the model on (default: the first shapes_val image)",
     )
     parser.add_argument(
         "opts", nargs=argparse.REMAINDER, default=[],
-        help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model_final.pth",
+        help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model_final.pth; last on "
+        "the command line (they take the rest of it)",
     )
     return parser
 

@@ -4,7 +4,7 @@ The loss curves and evaluation results of a training run, as a picture
 (``tensormask_proj/engine/plot_metrics.py``; ``train_net.py`` writes the same ``metrics.png`` at
 the end of each run):
 
-    python tools/plot_metrics.py OUTPUT_DIR [-o curves.png] [--mean-from ITER]
+    python tools/plot_metrics.py OUTPUT_DIR [--output curves.png] [--mean-from ITER]
 
 OUTPUT_DIR may also be the path of its ``metrics.json``. ``--mean-from ITER`` also prints each
 loss's mean over the records from iteration ITER on (the values detectron2 logs every 20
@@ -18,15 +18,24 @@ import sys
 from tensormask_proj.engine import load_metrics, mean_losses, plot_metrics
 
 
-def main(argv=None):
+def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Plot losses and AP from a metrics.json")
-    parser.add_argument("metrics", help="path to metrics.json (or the OUTPUT_DIR holding it)")
-    parser.add_argument("-o", "--output", help="PNG to write (default: next to metrics.json)")
+    parser.add_argument(
+        "metrics", metavar="OUTPUT_DIR",
+        help="a training run's OUTPUT_DIR (or the path of its metrics.json)",
+    )
+    parser.add_argument(
+        "--output", metavar="FILE", help="PNG to write (default: metrics.png next to metrics.json)"
+    )
     parser.add_argument(
         "--mean-from", type=int, default=None, metavar="ITER",
         help="also print each loss's mean over the records from iteration ITER on",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
     path = args.metrics
     if os.path.isdir(path):
         path = os.path.join(path, "metrics.json")

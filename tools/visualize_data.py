@@ -3,20 +3,24 @@
 Draw what a config trains on, to check a dataset's annotations (detectron2's tool of the same
 name, for this project's configs, mappers and ``--dataset``):
 
-    python tools/visualize_data.py --config-file CONFIG --source annotation --output-dir vis/
-    python tools/visualize_data.py --config-file CONFIG --source dataloader --output-dir vis/ \\
-        --dataset mine train.json images/ DATASETS.TRAIN "('mine',)"
+    python tools/visualize_data.py --config-file CONFIG --source annotation --output vis/
+    python tools/visualize_data.py --config-file CONFIG --source dataloader --output vis/ \\
+        --dataset mine train.json images/ MODEL.TENSOR_MASK.NUM_CLASSES 3
 
-* ``--source annotation``: every image of DATASETS.TRAIN with its ground truth (masks, boxes,
-  class names; crowd regions too), as the dataset registration gives it. For a ``--dataset``,
-  that is after its checks: skipped annotations are not drawn and clipped boxes are drawn
-  clipped.
+The datasets drawn are those of ``--dataset`` (every one given, in order: ``NAME JSON IMAGE_DIR``
+registers your own COCO data, ``NAME`` names a registered dataset), else the config's
+DATASETS.TRAIN.
+
+* ``--source annotation``: every image of those datasets with its ground truth (masks, boxes,
+  class names; crowd regions too), as the dataset registration gives it. For a ``--dataset
+  NAME JSON IMAGE_DIR``, that is after its checks: skipped annotations are not drawn and
+  clipped boxes are drawn clipped.
 * ``--source dataloader``: the training mapper's output (the one ``train_net.py`` uses, with
   its resizing and flips), image by image, as the model receives it; crowd regions and
   instances emptied by the augmentation are gone.
 
-One PNG per image in ``--output-dir``, named ``<index>_<image file stem>.png``. ``--num-images``
-limits the count (default: all the images of DATASETS.TRAIN, once each for "annotation"; as
+One PNG per image in ``--output``, named ``<index>_<image file stem>.png``. ``--num-images``
+limits the count (default: all the images of the datasets, once each for "annotation"; as
 many samples for "dataloader", which draws at random like training).
 """
 import argparse
@@ -24,6 +28,9 @@ import itertools
 import logging
 import os
 import tempfile
+
+# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
+import tensormask_proj  # noqa: F401, I001
 
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_train_loader
 from detectron2.data.detection_utils import convert_image_to_rgb, read_image
@@ -46,31 +53,39 @@ logger = logging.getLogger("tensormask_proj.visualize_data")
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Draw a training set's annotations to PNGs")
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="config file")
+    parser.add_argument(
+        "--config-file", required=True, metavar="FILE", help="config file (its INPUT settings "
+        "make the dataloader's samples; its class count is checked against the data)"
+    )
     parser.add_argument(
         "--source",
         choices=["annotation", "dataloader"],
         required=True,
         help="the dataset's ground truth, or the training mapper's augmented output",
     )
-    parser.add_argument("--output-dir", required=True, help="folder for the PNG files")
+    parser.add_argument("--output", required=True, metavar="DIR", help="folder for the PNG files")
     parser.add_argument(
         "--num-images", type=int, default=0, help="at most this many pictures (0: all)"
     )
-    add_dataset_argument(parser)
     parser.add_argument(
         "opts",
         nargs=argparse.REMAINDER,
-        help="config overrides as KEY VALUE pairs, e.g. DATASETS.TRAIN \"('mine',)\"",
+        help="config overrides as KEY VALUE pairs, e.g. MODEL.TENSOR_MASK.NUM_CLASSES 3; last "
+        "on the command line (they take the rest of it)",
     )
-    return parser
+    return add_dataset_argument(
+        parser, help="The datasets drawn are every --dataset given (default: DATASETS.TRAIN)"
+    )
 
 
 def setup(args, cache_dir: str):
-    """The frozen cfg, with the --dataset datasets registered (checked copies in cache_dir)."""
+    """The frozen cfg, with the --dataset datasets registered (checked copies in cache_dir) and
+    made its DATASETS.TRAIN."""
     cfg = get_project_cfg()
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
+    if args.dataset:
+        cfg.DATASETS.TRAIN = tuple(dict.fromkeys(spec.name for spec in args.dataset))
     cfg.freeze()
     log_registrations(register_command_line_datasets(args.dataset, cfg, cache_dir))
     check_datasets(cfg, splits=("TRAIN",))
@@ -125,14 +140,14 @@ def main(argv=None):
     # drawing reads: it lives until the pictures are done.
     with tempfile.TemporaryDirectory(prefix="visualize_data_") as cache_dir:
         cfg = setup(args, cache_dir)
-        os.makedirs(args.output_dir, exist_ok=True)
+        os.makedirs(args.output, exist_ok=True)
         if args.source == "annotation":
-            written = list(draw_annotations(cfg, args.output_dir, args.num_images))
+            written = list(draw_annotations(cfg, args.output, args.num_images))
         else:
             train_sets = cfg.DATASETS.TRAIN
             limit = args.num_images or sum(len(DatasetCatalog.get(n)) for n in train_sets)
-            written = list(draw_dataloader(cfg, args.output_dir, limit))
-    logger.info(f"{len(written)} pictures ({args.source}) written to {args.output_dir}")
+            written = list(draw_dataloader(cfg, args.output, limit))
+    logger.info(f"{len(written)} pictures ({args.source}) written to {args.output}")
     return written
 
 

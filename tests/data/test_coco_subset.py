@@ -29,7 +29,7 @@ class TestCocoSubset(unittest.TestCase):
         self.images_dir = images_dir
 
     def run_tool(self, out, *extra):
-        argv = ["--json", self.json, "--image-root", self.images_dir, "--output-dir", out]
+        argv = ["--dataset", "src", self.json, self.images_dir, "--output", out]
         stdout, stderr = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             status = coco_subset.main(argv + list(extra))
@@ -60,6 +60,28 @@ class TestCocoSubset(unittest.TestCase):
         status, text = self.run_tool(out, "--first", "4", "--num-images", "2")
         self.assertEqual(status, 2)
         self.assertIn("the dataset has only 4 images", text)
+        status, text = self.run_tool(out, "--num-images", "2", "--dataset", "src", "no.json", out)
+        self.assertEqual(status, 2)
+        self.assertIn("--dataset src: annotations not found: no.json", text)
+        status, text = self.run_tool(out, "--num-images", "2", "--dataset", "shapes_vall")
+        self.assertEqual(status, 2)
+        self.assertIn("no dataset named 'shapes_vall' is registered. Did you mean shapes_val", text)
+        self.assertFalse(os.path.exists(out))
+
+    def test_registered_dataset(self):
+        # A registered dataset's own files (a tiny embedded shapes split, generated here).
+        from engine.workflow_helpers import TinySplit, register_in_process, unregister_in_process
+
+        split = TinySplit("_test_coco_subset_src", 3, 12, os.path.join(self.tmp, "datasets"))
+        register_in_process(split)
+        self.addCleanup(unregister_in_process, split)
+        out = os.path.join(self.tmp, "from_registered")
+        argv = ["--dataset", split.name, "--num-images", "2", "--output", out]
+        stdout = io.StringIO()
+        with contextlib.redirect_stdout(stdout):
+            self.assertEqual(coco_subset.main(argv), 0)
+        self.assertIn("2 images", stdout.getvalue())
+        self.assertEqual(len(os.listdir(os.path.join(out, "images"))), 2)
 
 
 if __name__ == "__main__":

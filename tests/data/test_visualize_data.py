@@ -31,10 +31,10 @@ class TestVisualizeData(OddDatasetTestCase):
     NAME = NAME
 
     def run_tool(self, config, source, output, *extra):
-        argv = ["--config-file", config, "--source", source, "--output-dir", output]
-        argv += ["--dataset", NAME, self.json, self.images] + list(extra)
-        argv += workflow_opts(config) + ["DATASETS.TRAIN", f"('{NAME}',)"]
-        argv += ["INPUT.MASK_FORMAT", "bitmask"]
+        # (The --dataset is what is drawn: the config's DATASETS.TRAIN is shapes_train.)
+        argv = ["--config-file", config, "--source", source, "--output", output]
+        argv += list(extra) + ["--dataset", NAME, self.json, self.images]
+        argv += workflow_opts(config) + ["INPUT.MASK_FORMAT", "bitmask"]
         if config == TENSORMASK_CONFIG:
             return visualize_data.main(argv + ["MODEL.TENSOR_MASK.NUM_CLASSES", "2"])
         num_classes = ["MODEL.FCOS.NUM_CLASSES", "2", "MODEL.BASIS_MODULE.NUM_CLASSES", "2"]

@@ -195,7 +195,7 @@ class TestClassConfusionTool(unittest.TestCase):
 
     def argv(self, *extra):
         return (
-            ["--config-file", TENSORMASK_CONFIG, "--split", self.split.name]
+            ["--config-file", TENSORMASK_CONFIG, "--dataset", self.split.name]
             + list(extra)
             + workflow_opts(TENSORMASK_CONFIG)
             + ["MODEL.WEIGHTS", self.weights]
@@ -222,8 +222,15 @@ class TestClassConfusionTool(unittest.TestCase):
 
     def test_errors_name_the_problem(self):
         tool = load_script(TOOL, "class_confusion_tool")
-        with self.assertRaisesRegex(ValueError, "--split 'no_such_set' is not a registered"):
-            tool.main(self.argv("--split", "no_such_set"))
+        # The last --dataset is the one evaluated; an unknown name is refused, with the names
+        # it may have meant.
+        message = "--dataset _test_confusion_val: no dataset named '_test_confusion_val' is "
+        with self.assertRaisesRegex(ValueError, message + r"registered\. Did you mean _test_conf"):
+            tool.main(self.argv("--dataset", "_test_confusion_val"))
+        empty_test = self.argv()
+        del empty_test[2:4]  # no --dataset
+        with self.assertRaisesRegex(ValueError, "no dataset to evaluate: DATASETS.TEST is empty"):
+            tool.main(empty_test + ["DATASETS.TEST", "()"])
         argv = self.argv()
         argv[argv.index("MODEL.WEIGHTS") + 1] = ""
         with self.assertRaisesRegex(ValueError, "MODEL.WEIGHTS is empty"):
