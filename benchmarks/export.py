@@ -24,12 +24,14 @@ import sys
 import tempfile
 import time
 
+# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
+from tensormask_proj import get_project_cfg  # noqa: I001
+
 import onnxruntime
 import torch
 
 from detectron2.modeling import build_model
 
-from tensormask_proj import get_project_cfg
 from tensormask_proj.export import export_model, sample_image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -127,13 +129,29 @@ def gpu_runs(model, image, out_dir):
     return {"pytorch": pytorch, "torchscript": torchscript}
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset")
-    parser.add_argument("--min-size", type=int, default=0, help="test size (default: config's)")
-    args = parser.parse_args()
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed rounds; the best is kept (default: 5)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=2,
+        help="CPU threads of torch and of the onnxruntime session (default: 2)",
+    )
+    parser.add_argument(
+        "--models", default=",".join(MODELS),
+        help=f"comma-separated subset of {','.join(MODELS)} (default: both)",
+    )
+    parser.add_argument(
+        "--min-size", type=int, default=0,
+        help="test size INPUT.MIN_SIZE_TEST (default: the config's)",
+    )
+    return parser
+
+
+def main(argv=None):
+    parser = get_parser()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     names = args.models.split(",")
     unknown = [n for n in names if n not in MODELS]

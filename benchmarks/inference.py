@@ -60,9 +60,9 @@ def max_rss_mb():
 
 
 def build_cfg(name, device):
-    from detectron2 import model_zoo
+    from tensormask_proj import get_project_cfg  # (first: silences detectron2's FutureWarning)
 
-    from tensormask_proj import get_project_cfg
+    from detectron2 import model_zoo
 
     config_file, opts = MODELS[name]
     cfg = get_project_cfg()
@@ -82,6 +82,7 @@ def build_cfg(name, device):
 def worker(name, device, repeats, out_path):
     import torch
 
+    import tensormask_proj  # noqa: F401  (first: silences detectron2's FutureWarning)
     from detectron2.modeling import build_model
 
     torch.manual_seed(0)
@@ -168,16 +169,28 @@ def time_blender(model, device, repeats):
     return best
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset")
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed runs; the best is kept (default: 3)"
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="MODEL.DEVICE of every model: cpu (default) or cuda"
+    )
+    parser.add_argument(
+        "--models", default=",".join(MODELS),
+        help=f"comma-separated subset of {','.join(MODELS)} (default: all)",
+    )
+    # Internal: one model's measurement in a process of its own, its results written to OUTPUT.
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    parser.add_argument("--output", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
     if args.worker:
-        worker(args.worker, args.device, args.repeats, args.out)
+        worker(args.worker, args.device, args.repeats, args.output)
         return
 
     import tempfile
@@ -197,7 +210,7 @@ def main():
         for name in names:
             out = os.path.join(tmp, f"{name}.json")
             cmd = [sys.executable, os.path.abspath(__file__), "--worker", name,
-                   "--device", args.device, "--repeats", str(args.repeats), "--out", out]
+                   "--device", args.device, "--repeats", str(args.repeats), "--output", out]
             proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
             if proc.returncode != 0:
                 print(f"{name}: FAILED\n{proc.stderr[-3000:]}")

@@ -11,12 +11,20 @@ The results are read back from each run's ``metrics.json``.
 
     python benchmarks/learning.py                          # the main job's schedule
     python benchmarks/learning.py --iters 1200 --models tensormask mask_rcnn
-    python benchmarks/learning.py --train-dataset shapes_stress_train \
+    python benchmarks/learning.py --train-dataset shapes_stress_train \\
         --test-dataset shapes_stress_val
+    python benchmarks/learning.py --dataset mine_train train.json images/ \\
+        --dataset mine_val val.json images/ --train-dataset mine_train --test-dataset mine_val
     python benchmarks/learning.py --equal-time 300         # each model trains for ~300 s
     python benchmarks/learning.py --models blendmask --baseline-run /tmp/learn/mask_rcnn
     python benchmarks/learning.py --models mask_rcnn --reuse-run blendmask /tmp/learn/blendmask
     python benchmarks/learning.py --seeds 0 1 2             # each model once per seed, and means
+
+Your own COCO data: each ``--dataset NAME JSON IMAGE_DIR`` is checked here, before anything is
+trained, and registered in every run (``train_net.py --dataset``); ``--train-dataset`` and
+``--test-dataset`` choose among them and the registered datasets (every ``--dataset`` must be
+chosen by one of them). Each model's class count (``MODEL.TENSOR_MASK.NUM_CLASSES``,
+``MODEL.FCOS.NUM_CLASSES`` ..., the keys ``train_net.py`` checks) is set to the datasets'.
 
 Equal schedule (the default) compares what each model learns from the same images; equal time
 (``--equal-time SECONDS``) compares what each learns in the same CPU minutes: the iteration
@@ -36,9 +44,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, REPO_ROOT)
+
+# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
+from tensormask_proj import get_project_cfg  # noqa: E402, I001
+from tensormask_proj.engine import ConfigKeyEndsList, add_dataset_argument  # noqa: E402
 
 # The config of each model: the quick configs and the Mask R-CNN baseline with the same
 # backbone (ResNet-18-GN-FPN), image size, batch, learning rate and schedule.
@@ -55,9 +68,6 @@ METRICS = ("AP", "AP50", "APs", "APm", "APl")
 
 
 def load_config(config_file: str, opts: List[str]):
-    sys.path.insert(0, REPO_ROOT)
-    from tensormask_proj import get_project_cfg
-
     cfg = get_project_cfg()
     cfg.merge_from_file(os.path.join(REPO_ROOT, config_file))
     cfg.merge_from_list(opts)
@@ -102,18 +112,31 @@ def read_metrics(output_dir: str) -> Dict:
     return {"s_per_iter": times[len(times) // 2] if times else float("nan"), "results": final}
 
 
+def train_net_command(
+    config_file: str, opts: List[str], output_dir: str, datasets: Sequence = ()
+) -> List[str]:
+    """The train_net.py command line of one run; ``datasets``: the DatasetSpecs to register."""
+    dataset_args = [word for spec in datasets for word in ("--dataset", *spec)]
+    return [
+        sys.executable, os.path.join(REPO_ROOT, "train_net.py"),
+        "--config-file", os.path.join(REPO_ROOT, config_file),
+        *dataset_args, *opts, "OUTPUT_DIR", output_dir,
+    ]  # fmt: skip
+
+
 def run_train_net(
-    config_file: str, opts: List[str], output_dir: str, log_file: str, threads: Optional[int]
+    config_file: str,
+    opts: List[str],
+    output_dir: str,
+    log_file: str,
+    threads: Optional[int],
+    datasets: Sequence = (),
 ) -> float:
     """Run train_net.py; returns its wall time (s). Raises with the log's tail if it fails."""
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    cmd = [
-        sys.executable, os.path.join(REPO_ROOT, "train_net.py"),
-        "--config-file", os.path.join(REPO_ROOT, config_file),
-        *opts, "OUTPUT_DIR", output_dir,
-    ]  # fmt: skip
+    cmd = train_net_command(config_file, opts, output_dir, datasets)
     start = time.perf_counter()
     with open(log_file, "w") as log:
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env)
@@ -127,9 +150,10 @@ def run_train_net(
 
 def measure_seconds_per_iteration(model: str, common: List[str], out: str, args) -> float:
     """Seconds per iteration of ``model`` from a short run into ``out`` (no evaluation)."""
-    opts = common + schedule_opts(MODEL_CONFIGS[model], TIMING_ITERS, args.batch)
+    opts = common + args.class_opts[model]
+    opts += schedule_opts(MODEL_CONFIGS[model], TIMING_ITERS, args.batch)
     opts += ["DATASETS.TEST", "()"]
-    run_train_net(MODEL_CONFIGS[model], opts, out, out + ".log", args.threads)
+    run_train_net(MODEL_CONFIGS[model], opts, out, out + ".log", args.threads, args.datasets)
     return read_metrics(out)["s_per_iter"]
 
 
@@ -252,7 +276,7 @@ def format_table(rows: List[Dict], baselines: Dict, gpu: bool) -> str:
 def reused_row(model: str, run_dir: str, seed: int, seeded_opts: List[str], args) -> Dict:
     """``model``'s row of ``seed`` from a finished run (checked by :func:`reuse_run`)."""
     config = MODEL_CONFIGS[model]
-    opts = seeded_opts + schedule_opts(config, args.iters, args.batch)
+    opts = seeded_opts + args.class_opts[model] + schedule_opts(config, args.iters, args.batch)
     reused = reuse_run(run_dir, config, opts)
     print(f"{model}, SEED {seed}: reused from {run_dir} (same config)", flush=True)
     # Its wall time was not recorded by this invocation.
@@ -266,9 +290,12 @@ def train_model(model: str, seed: int, seeded_opts: List[str], out: str, args) -
         s_per_iter = measure_seconds_per_iteration(model, seeded_opts, out + "_timing", args)
         iters = max(10, int(args.equal_time / s_per_iter))
         print(f"{model}: {s_per_iter:.3f} s/it -> {iters} iterations in {args.equal_time} s")
-    opts = seeded_opts + schedule_opts(MODEL_CONFIGS[model], iters, args.batch)
+    opts = seeded_opts + args.class_opts[model]
+    opts += schedule_opts(MODEL_CONFIGS[model], iters, args.batch)
     print(f"training {model}: {MODEL_CONFIGS[model]} {' '.join(opts)}", flush=True)
-    wall = run_train_net(MODEL_CONFIGS[model], opts, out, out + ".log", args.threads)
+    wall = run_train_net(
+        MODEL_CONFIGS[model], opts, out, out + ".log", args.threads, args.datasets
+    )
     print(f"  done in {wall:.0f} s", flush=True)
     return {"model": model, "seed": seed, "iters": iters, "wall": wall, **read_metrics(out)}
 
@@ -296,37 +323,107 @@ def parse_reused_runs(parser: argparse.ArgumentParser, args) -> Dict[str, List[s
     return reused
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    # The values of a list-valued option end at the first config key (the opts): see
+    # ConfigKeyEndsList.
     parser.add_argument(
-        "--models", nargs="+", default=list(MODEL_CONFIGS), choices=list(MODEL_CONFIGS)
+        "--models", action=ConfigKeyEndsList, item_choices=list(MODEL_CONFIGS),
+        default=list(MODEL_CONFIGS), metavar="MODEL",
+        help=f"the models to train: {', '.join(MODEL_CONFIGS)} (default: all)",
     )
-    parser.add_argument("--train-dataset", nargs="+", default=None,
-                        help="DATASETS.TRAIN for every model (default: the configs', shapes_train)")
-    parser.add_argument("--test-dataset", default=None,
-                        help="DATASETS.TEST for every model (default: the configs', shapes_val)")
+    parser.add_argument("--train-dataset", action=ConfigKeyEndsList, default=None, metavar="NAME",
+                        help="DATASETS.TRAIN of every model: registered datasets or --dataset "
+                        "NAMEs (default: the configs', shapes_train)")
+    parser.add_argument("--test-dataset", default=None, metavar="NAME",
+                        help="DATASETS.TEST of every model: a registered dataset or a --dataset "
+                        "NAME (default: the configs', shapes_val)")
     parser.add_argument("--iters", type=int, default=None,
                         help="iterations of every model (default: the main job's, "
                         "SOLVER.MAX_ITER of the TensorMask quick config)")
-    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH)
+    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH,
+                        help=f"images per batch of every model, the LR scaled with it (default: "
+                        f"{DEFAULT_BATCH})")
     parser.add_argument("--equal-time", type=float, default=None, metavar="SECONDS",
                         help="train each model for about SECONDS instead of --iters iterations")
     parser.add_argument("--device", default="cpu", help="MODEL.DEVICE (cpu, cuda)")
-    parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS")
-    parser.add_argument("--output", default=None, help="folder for the runs (default: a tmp dir)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+    parser.add_argument("--threads", type=int, default=None,
+                        help="OMP_NUM_THREADS of the runs (default: torch's own choice)")
+    parser.add_argument("--output", default=None, metavar="DIR",
+                        help="folder for the runs, one subfolder per model (default: a new "
+                        "temporary folder)")
+    parser.add_argument("--seeds", action=ConfigKeyEndsList, item_type=int, default=None,
+                        metavar="SEED",
                         help="train every model once per SEED (default: 0, or the SEED of opts)")
-    parser.add_argument("--reuse-run", nargs="+", action="append", default=[],
+    parser.add_argument("--reuse-run", action=ConfigKeyEndsList, append=True, default=[],
                         metavar=("MODEL", "DIR"),
                         help="take MODEL's rows from these finished train_net.py runs, one per "
                         "seed in --seeds' order (e.g. the MODEL folder of an earlier --output) "
                         "instead of training it again; each one's config.yaml must equal the "
                         "config this comparison would train at its seed. Repeat it for several "
                         "models; a reused model joins the table even if --models omits it")
-    parser.add_argument("--baseline-run", nargs="+", default=None, metavar="DIR",
+    parser.add_argument("--baseline-run", action=ConfigKeyEndsList, default=None, metavar="DIR",
                         help="the same as --reuse-run mask_rcnn DIR ...")
     parser.add_argument("opts", nargs=argparse.REMAINDER,
-                        help="config opts given to every model, e.g. MODEL.FCOS.NMS_TH 0.6")
+                        help="config overrides given to every model as KEY VALUE pairs, e.g. "
+                        "MODEL.FCOS.NMS_TH 0.6; last on the command line (they take the rest "
+                        "of it)")
+    return add_dataset_argument(
+        parser, help="Registered in every run; --train-dataset and --test-dataset choose them"
+    )
+
+
+def choose_datasets(parser: argparse.ArgumentParser, args, opts: List[str], work: str):
+    """
+    Check and register the --dataset datasets here (errors before anything trains) and set
+    ``args.datasets`` (the DatasetSpecs that every run registers) and ``args.class_opts``
+    ({model: its class-count keys set to the chosen datasets' class count}, empty when the
+    configs' datasets are used). Usage errors (exit 2) name the option at fault.
+    """
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from tensormask_proj.engine import register_command_line_datasets
+    from tensormask_proj.engine.config_checks import num_classes_keys
+
+    chosen = list(args.train_dataset or []) + ([args.test_dataset] if args.test_dataset else [])
+    for spec in args.dataset:
+        if spec.name not in chosen:
+            parser.error(
+                f"--dataset {spec.name}: neither --train-dataset nor --test-dataset names it"
+            )
+    args.datasets = [spec for spec in args.dataset if spec.registers]
+    args.class_opts = {model: [] for model in MODEL_CONFIGS}
+    if not chosen:
+        return
+    cfg = load_config(MODEL_CONFIGS["tensormask"], opts)  # (INPUT.MASK_FORMAT of every model)
+    try:
+        register_command_line_datasets(args.dataset, cfg, os.path.join(work, "checked_datasets"))
+    except (ValueError, FileNotFoundError) as e:  # (CocoDatasetError is a ValueError)
+        parser.error(str(e))
+    classes = {}
+    for name in chosen:
+        if name not in DatasetCatalog.list():
+            parser.error(
+                f"--train-dataset/--test-dataset {name}: not a registered dataset; register "
+                f"your own with --dataset {name} JSON IMAGE_DIR"
+            )
+        classes[name] = MetadataCatalog.get(name).get("thing_classes")
+    counts = {name: len(names) for name, names in classes.items() if names}
+    if len(set(counts.values())) > 1:
+        parser.error(
+            "the datasets chosen have different class counts: "
+            + ", ".join(f"{name} {count}" for name, count in counts.items())
+        )
+    if not counts:
+        return
+    num_classes = next(iter(counts.values()))
+    for model, config in MODEL_CONFIGS.items():
+        keys = num_classes_keys(load_config(config, opts))
+        args.class_opts[model] = [word for key in keys for word in (key, str(num_classes))]
+
+
+def main(argv=None) -> int:
+    parser = get_parser()
     args = parser.parse_args(argv)
     opts = list(args.opts)
     if "SEED" in opts[::2]:
@@ -345,6 +442,7 @@ def main(argv=None) -> int:
 
     work = args.output or tempfile.mkdtemp(prefix="learning_")
     os.makedirs(work, exist_ok=True)
+    choose_datasets(parser, args, opts, work)
     common = ["MODEL.DEVICE", args.device]
     if args.train_dataset:
         common += ["DATASETS.TRAIN", str(tuple(args.train_dataset))]

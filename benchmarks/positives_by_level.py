@@ -8,7 +8,14 @@ quick config's 16/24 px windows on P2 did with objects from 24 px (README, "Your
 Use it to check ``MODEL.ANCHOR_GENERATOR.SIZES`` against a dataset before training:
 
     python benchmarks/positives_by_level.py                     # the quick config, shapes_train
-    python benchmarks/positives_by_level.py --config-file CONFIG --dataset my_train [KEY VALUE ...]
+    python benchmarks/positives_by_level.py --dataset shapes_stress_train
+    python benchmarks/positives_by_level.py --config-file CONFIG \\
+        --dataset my_train my_data/train/annotations.json my_data/train/images \\
+        MODEL.TENSOR_MASK.NUM_CLASSES 3
+
+The dataset counted is the last ``--dataset`` given (``NAME`` for a registered dataset, ``NAME
+JSON IMAGE_DIR`` for your own COCO data, checked and registered as by ``train_net.py``), else the
+config's DATASETS.TRAIN[0].
 
 Images are taken at the config's first ``INPUT.MIN_SIZE_TRAIN`` (boxes scaled like
 detectron2's ResizeShortestEdge), padded to the backbone's size divisibility as in training;
@@ -18,6 +25,7 @@ import argparse
 import math
 import os
 import sys
+import tempfile
 
 import numpy as np
 import torch
@@ -25,9 +33,17 @@ import torch
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
+# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
+from tensormask_proj import get_project_cfg  # noqa: E402, I001
+
 from detectron2.data import DatasetCatalog  # noqa: E402
 
-from tensormask_proj import get_project_cfg  # noqa: E402
+from tensormask_proj.engine import (  # noqa: E402
+    add_dataset_argument,
+    chosen_dataset,
+    log_registrations,
+    register_command_line_datasets,
+)
 from tensormask_proj.modeling.tensormask import assign_windows  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(
@@ -78,11 +94,24 @@ def count_positives(cfg, dataset_dicts):
     return by_level, np.asarray(per_object)
 
 
-def main(argv=None) -> int:
+def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
-    parser.add_argument("--config-file", default=DEFAULT_CONFIG)
-    parser.add_argument("--dataset", help="registered dataset (default: DATASETS.TRAIN[0])")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    parser.add_argument(
+        "--config-file", default=DEFAULT_CONFIG, metavar="FILE",
+        help="a TensorMask config (default: the quick shapes config)",
+    )
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER,
+        help="config overrides as KEY VALUE pairs, e.g. MODEL.ANCHOR_GENERATOR.SIZES "
+        "\"[[24, 32], [48, 64]]\"; last on the command line (they take the rest of it)",
+    )
+    return add_dataset_argument(
+        parser, help="The dataset counted is the last --dataset's (default: DATASETS.TRAIN[0])"
+    )
+
+
+def main(argv=None) -> int:
+    parser = get_parser()
     args = parser.parse_args(argv)
     cfg = get_project_cfg()
     cfg.merge_from_file(args.config_file)
@@ -90,10 +119,17 @@ def main(argv=None) -> int:
     if cfg.MODEL.META_ARCHITECTURE != "TensorMask":
         parser.error(f"{args.config_file} is not a TensorMask config (MODEL.META_ARCHITECTURE "
                      f"{cfg.MODEL.META_ARCHITECTURE})")
-    name = args.dataset or cfg.DATASETS.TRAIN[0]
-    if name not in DatasetCatalog.list():
-        parser.error(f"dataset {name!r} is not registered")
-    by_level, per_object = count_positives(cfg, DatasetCatalog.get(name))
+    with tempfile.TemporaryDirectory(prefix="positives_by_level_") as cache_dir:
+        try:
+            log_registrations(register_command_line_datasets(args.dataset, cfg, cache_dir))
+        except (ValueError, FileNotFoundError) as e:  # (CocoDatasetError is a ValueError)
+            parser.error(str(e))
+        name = chosen_dataset(args.dataset, cfg.DATASETS.TRAIN[0] if cfg.DATASETS.TRAIN else None)
+        if name is None or name not in DatasetCatalog.list():
+            parser.error(f"DATASETS.TRAIN[0]: dataset {name!r} is not registered; choose one with "
+                         "--dataset NAME or --dataset NAME JSON IMAGE_DIR")
+        dicts = DatasetCatalog.get(name)
+    by_level, per_object = count_positives(cfg, dicts)
     sizes = cfg.MODEL.ANCHOR_GENERATOR.SIZES
     total = int(by_level.sum())
     print(f"{name}: {len(per_object)} objects, {total} positive windows, "

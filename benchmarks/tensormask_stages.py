@@ -7,6 +7,7 @@ warm-up; "rest" is the total minus the parts: pre-processing and mask pasting).
 
 Usage: python benchmarks/tensormask_stages.py [tensormask_sparse|tensormask_dense]
 """
+import argparse
 import os
 import sys
 import time
@@ -15,6 +16,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import inference as bench  # noqa: E402  (same models, image and neutralised box regressions)
+
+MODELS = ("tensormask_sparse", "tensormask_dense")
 
 
 def best_of(fn, repeats=3):
@@ -27,10 +30,20 @@ def best_of(fn, repeats=3):
     return min(times)
 
 
-def main():
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    parser.add_argument(
+        "model", nargs="?", choices=MODELS, default=MODELS[0],
+        help="sparse (the default: mask windows at the detections only) or dense mask windows",
+    )
+    return parser
+
+
+def main(argv=None):
+    name = get_parser().parse_args(argv).model
+    import tensormask_proj  # noqa: F401  (first: silences detectron2's FutureWarning)
     from detectron2.modeling import build_model
 
-    name = sys.argv[1] if len(sys.argv) > 1 else "tensormask_sparse"
     torch.manual_seed(0)
     model = build_model(bench.build_cfg(name, "cpu")).eval()
     bench.neutral_box_regression(model, name)

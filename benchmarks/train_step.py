@@ -49,10 +49,11 @@ class OpCounter(TorchDispatchMode):
 
 
 def build(config_file, device, amp):
+    from tensormask_proj import get_project_cfg  # (first: silences detectron2's FutureWarning)
+
     from detectron2.data import build_detection_train_loader
     from detectron2.modeling import build_model
 
-    from tensormask_proj import get_project_cfg
     from tensormask_proj.data import BlendMaskDatasetMapper, prepare_dataset
 
     cfg = get_project_cfg()
@@ -127,14 +128,24 @@ def profile_lines(cfg, model, optimizer, batches, rows=8):
     return lines
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("configs", nargs="*", default=DEFAULT_CONFIGS)
-    parser.add_argument("--iters", type=int, default=6)
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    parser.add_argument(
+        "configs", nargs="*", default=DEFAULT_CONFIGS, metavar="CONFIG",
+        help="config files to compare, the last one the reference (default: the TensorMask "
+        "quick config and its Mask R-CNN baseline)",
+    )
+    parser.add_argument(
+        "--iters", type=int, default=6, help="timed iterations, after 2 warm-up ones (default: 6)"
+    )
     parser.add_argument("--amp", action="store_true", help="SOLVER.AMP (bfloat16 on the CPU)")
     parser.add_argument("--top", type=int, default=12, help="most frequent ops to list")
     parser.add_argument("--profile", action="store_true", help="CPU time by op (torch.profiler)")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
     names = [os.path.splitext(os.path.basename(c))[0] for c in args.configs]
     from tensormask_proj.engine import has_native_bfloat16
 

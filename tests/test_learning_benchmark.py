@@ -1,22 +1,31 @@
 """
 benchmarks/learning.py: --reuse-run and --baseline-run (a finished run of a model stands in for
-training it again only if its saved config is the one the comparison would train) and --seeds
-(every model once per seed, ratios to Mask R-CNN of the same seed, mean rows), with train_net.py
-replaced by a fake that writes a run's files.
+training it again only if its saved config is the one the comparison would train), --seeds
+(every model once per seed, ratios to Mask R-CNN of the same seed, mean rows) and --dataset (a
+user's COCO data registered in every run, each model's class count set from it), with
+train_net.py replaced by a fake that writes a run's files; and one real run on a crafted dataset.
 """
 import contextlib
 import io
 import json
 import os
+import shutil
 import sys
 import tempfile
 import unittest
 from unittest import mock
 
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from data.coco_fixtures import annotation, coco_json, write_image
+from engine.workflow_helpers import TRAIN_NET, load_script
+
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
 
 import learning  # noqa: E402
+
+train_net = load_script(TRAIN_NET, "train_net")
 
 
 def _fake_run(run_dir, cfg, segm_ap):
@@ -74,11 +83,11 @@ FAKE_MASK_AP = {
 }  # fmt: skip
 
 
-def _fake_train_net(config_file, opts, output_dir, log_file, threads):
+def _fake_train_net(config_file, opts, output_dir, log_file, threads, datasets=()):
     """Stands in for learning.run_train_net: writes the run's config and metrics."""
     model = next(m for m, c in learning.MODEL_CONFIGS.items() if c == config_file)
     cfg = learning.load_config(config_file, opts + ["OUTPUT_DIR", output_dir])
-    _fake_run(output_dir, cfg, FAKE_MASK_AP[model, cfg.SEED])
+    _fake_run(output_dir, cfg, FAKE_MASK_AP.get((model, cfg.SEED), 55.0))
     with open(log_file, "w") as f:
         f.write("fake\n")
     return 100.0
@@ -117,8 +126,8 @@ class TestSeeds(unittest.TestCase):
         self.assertEqual(self._row(table, "mask_rcnn", "mean")[-1], "10.0")
 
     def test_one_seed_keeps_the_single_run_layout(self):
-        # (Opts come after an option of one value: --models would take "SEED" as a model.)
-        table = self._main("--models", "mask_rcnn", "blendmask", "--batch", "4", "SEED", "3")
+        # (The opts may follow a list-valued option: its values end at the first config key.)
+        table = self._main("--models", "mask_rcnn", "blendmask", "SEED", "3")
         self.assertTrue(os.path.isdir(os.path.join(self.tmp.name, "blendmask")))
         self.assertEqual(self._row(table, "blendmask", 3)[19], "1.02")
         self.assertNotRegex(table, r"\n\w+ +mean ")
@@ -162,7 +171,9 @@ class TestSeeds(unittest.TestCase):
     def test_bad_seed_and_reuse_arguments_are_refused_naming_the_option(self):
         d = self.tmp.name
         for argv, message in (
-            (["--seeds", "0", "--batch", "4", "SEED", "1"], "not also as SEED"),
+            (["--seeds", "0", "SEED", "1"], "not also as SEED"),
+            (["--seeds", "0", "x"], "argument --seeds: invalid int value in ['0', 'x']"),
+            (["--models", "mask"], "argument --models: invalid choice: 'mask' (choose from"),
             (["--seeds", "0", "0"], "each seed once"),
             (["--seeds", "0", "1", "--baseline-run", d], "--baseline-run: 1 runs for 2 seeds"),
             (["--seeds", "0", "1", "--reuse-run", "blendmask", d], "blendmask: 1 runs for 2"),
@@ -176,6 +187,125 @@ class TestSeeds(unittest.TestCase):
                 with self.assertRaises(SystemExit):
                     learning.main(["--output", d, *argv])
                 self.assertIn(message, err.getvalue())
+
+
+class TestDataset(unittest.TestCase):
+    """--dataset NAME JSON IMAGE_DIR: checked before anything trains, registered in every run,
+    chosen by --train-dataset / --test-dataset, each model's class count set from it."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="test_learning_dataset_")
+        cls.images = os.path.join(cls.tmp, "images")
+        os.makedirs(cls.images)
+        # 4 images, each with one object of each of the 2 classes ("blob", "bar").
+        images = [write_image(cls.images, f"{i}.jpg", "rgb", 64, 80) for i in range(4)]
+        anns = [
+            annotation(i, box=box, category_id=c)
+            for i in range(1, 5)
+            for box, c in (((8, 8, 24, 20), 1), ((40, 24, 30, 28), 3))
+        ]
+        cls.json = coco_json(os.path.join(cls.tmp, "mine.json"), images, anns)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def setUp(self):
+        self.out = tempfile.mkdtemp(dir=self.tmp)
+        self.addCleanup(self._unregister)
+
+    def _unregister(self):
+        for name in ("_learn_mine", "_learn_mine_val"):
+            if name in DatasetCatalog.list():
+                DatasetCatalog.remove(name)
+                MetadataCatalog.remove(name)
+
+    def _dataset_argv(self):
+        return [
+            "--dataset", "_learn_mine", self.json, self.images,
+            "--dataset", "_learn_mine_val", self.json, self.images,
+            "--train-dataset", "_learn_mine", "--test-dataset", "_learn_mine_val",
+        ]  # fmt: skip
+
+    def test_every_run_registers_the_dataset_with_its_class_count(self):
+        runs = []
+
+        def record(config_file, opts, output_dir, log_file, threads, datasets=()):
+            runs.append((config_file, opts, output_dir, list(datasets)))
+            return _fake_train_net(config_file, opts, output_dir, log_file, threads, datasets)
+
+        argv = ["--output", self.out, "--iters", "20", *self._dataset_argv(), "SEED", "3"]
+        with mock.patch.object(learning, "run_train_net", record):
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.assertEqual(learning.main(argv), 0)
+        class_keys = {
+            "mask_rcnn": ["MODEL.ROI_HEADS.NUM_CLASSES"],
+            "tensormask": ["MODEL.TENSOR_MASK.NUM_CLASSES"],
+            "blendmask": ["MODEL.FCOS.NUM_CLASSES", "MODEL.BASIS_MODULE.NUM_CLASSES"],
+        }
+        self.assertEqual(len(runs), 3)
+        for config_file, opts, output_dir, datasets in runs:
+            model = next(m for m, c in learning.MODEL_CONFIGS.items() if c == config_file)
+            self.assertEqual(
+                [tuple(spec) for spec in datasets],
+                [(name, self.json, self.images) for name in ("_learn_mine", "_learn_mine_val")],
+            )
+            pairs = dict(zip(opts[::2], opts[1::2]))
+            self.assertEqual(pairs["DATASETS.TRAIN"], "('_learn_mine',)")
+            self.assertEqual(pairs["DATASETS.TEST"], "('_learn_mine_val',)")
+            self.assertEqual(pairs["SEED"], "3")
+            for key in class_keys[model]:
+                self.assertEqual(pairs[key], "2", f"{model}: {key}")
+            # The command line of the run: train_net.py's own parser reads it back.
+            command = learning.train_net_command(config_file, opts, output_dir, datasets)
+            args = train_net.get_parser().parse_args(command[2:])
+            self.assertEqual(args.dataset, datasets)
+            self.assertEqual(args.opts, opts + ["OUTPUT_DIR", output_dir])
+
+    def test_errors_before_training(self):
+        d = self.out
+        missing = os.path.join(self.tmp, "missing.json")
+        for argv, message in (
+            (["--dataset", "_learn_mine", self.json, self.images],
+             "--dataset _learn_mine: neither --train-dataset nor --test-dataset names it"),
+            (["--train-dataset", "_learn_nowhere"],
+             "--train-dataset/--test-dataset _learn_nowhere: not a registered dataset"),
+            (["--dataset", "_learn_mine", missing, self.images, "--train-dataset", "_learn_mine"],
+             f"--dataset _learn_mine {missing} {self.images}: COCO annotations not found"),
+            (["--dataset", "_learn_mine", self.json, self.images, "--train-dataset", "_learn_mine",
+              "--test-dataset", "shapes_val"],
+             "the datasets chosen have different class counts: _learn_mine 2, shapes_val 6"),
+            (["--dataset", "_learn_mine", self.json],
+             "argument --dataset: expected NAME (a registered dataset) or NAME JSON IMAGE_DIR"),
+        ):  # fmt: skip
+            err = io.StringIO()
+            must_not_train = mock.Mock(side_effect=AssertionError("trained"))
+            with self.subTest(argv=argv), contextlib.redirect_stderr(err):
+                with mock.patch.object(learning, "run_train_net", must_not_train):
+                    with self.assertRaises(SystemExit):
+                        learning.main(["--output", d, *argv])
+                self.assertIn(message, err.getvalue())
+            self._unregister()
+
+    def test_a_real_run(self):
+        """TensorMask trained for 10 iterations by train_net.py on the crafted dataset, then
+        evaluated on it: the row has the dataset's COCO results."""
+        argv = ["--output", self.out, "--iters", "10", "--batch", "2", "--models", "tensormask"]
+        argv += self._dataset_argv() + [
+            "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "96",
+            "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "96",
+            "DATALOADER.NUM_WORKERS", "0", "MODEL.TENSOR_MASK.SCORE_THRESH_TEST", "0.0",
+        ]  # fmt: skip
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            self.assertEqual(learning.main(argv), 0)
+        row = next(line for line in out.getvalue().splitlines() if line.startswith("tensormask"))
+        self.assertEqual(row.split()[:3], ["tensormask", "0", "10"])
+        with open(os.path.join(self.out, "tensormask", "config.yaml")) as f:
+            saved = f.read()
+        self.assertIn("- _learn_mine_val", saved)
+        self.assertIn("NUM_CLASSES: 2", saved)
 
 
 if __name__ == "__main__":
