@@ -10,7 +10,11 @@ CUDA code compiles). Environment variables:
                                  (the `nvcc` on PATH may be a wrapper script in another prefix)
   TORCH_CUDA_ARCH_LIST           GPU architectures; default: the visible GPUs', else "8.0;9.0"
   MAX_JOBS                       parallel compile jobs (ninja)
-Install with `pip install --no-build-isolation -e .` (torch must already be installed).
+Install with `pip install --no-build-isolation -e .` (torch must already be installed: the build
+compiles against it). The runtime dependencies (INSTALL_REQUIRES) are declared with the lowest
+versions the code needs; requirements.txt pins the exact versions the project is tested with.
+detectron2 0.6 is a dependency too, but it is not on PyPI under its name: install it with
+`python tools/install_detectron2.py` (`make setup` does all of this).
 """
 import glob
 import os
@@ -23,6 +27,28 @@ from setuptools import find_packages, setup
 
 CSRC = os.path.join("tensormask_proj", "layers", "csrc")
 DEFAULT_CUDA_ARCH_LIST = "8.0;9.0"
+
+# Runtime dependencies, lower bounds only (exact, tested pins: requirements.txt). detectron2 0.6
+# is not among them: not on PyPI under its name (tools/install_detectron2.py installs it, and
+# importing tensormask_proj without it says so).
+INSTALL_REQUIRES = [
+    "torch>=2.4",  # torch.library.register_fake / register_autograd (the compiled ops)
+    "torchvision>=0.19",  # nms, roi_align (the version paired with torch 2.4)
+    "fvcore>=0.1.5,<0.1.6",  # the range detectron2 0.6 accepts
+    "iopath>=0.1.7,<0.1.10",  # the range detectron2 0.6 accepts
+    "pycocotools>=2.0.2",
+    "opencv-python-headless>=4.5",
+    "numpy>=1.24",
+    "Pillow>=10",
+    "matplotlib",  # the metrics.json plot
+    "tqdm",  # progress of the embedded dataset's generation
+    "tensorboard",  # detectron2's training event writer
+]
+EXTRAS_REQUIRE = {
+    # tools/export_model.py: onnx for the ONNX exporter, onnxruntime to run the exported model
+    "export": ["onnx>=1.15", "onnxruntime>=1.17"],
+    "test": ["pytest"],
+}
 
 
 def _toolkit_from_nvcc():
@@ -122,7 +148,19 @@ def _link_the_process_cxx_runtime():
     return ["-Wl,--push-state,--no-as-needed", loaded[0], "-Wl,--pop-state"]
 
 
+def _require_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise SystemExit(
+            "[setup.py] torch is not importable here: install torch first (pip install -r "
+            "requirements.txt), then build with `pip install --no-build-isolation -e .` (pip's "
+            "build isolation hides the torch installed in the environment)"
+        )
+
+
 def get_extensions():
+    _require_torch()
     with_cuda = _cuda_wanted()
     # Import only after CUDA_HOME is settled: torch.utils.cpp_extension reads it at import.
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
@@ -156,6 +194,8 @@ if __name__ == "__main__":
         description="TensorMask and BlendMask instance segmentation as a detectron2 project",
         packages=find_packages(exclude=("tests", "tests.*", "configs", "benchmarks")),
         python_requires=">=3.9",
+        install_requires=INSTALL_REQUIRES,
+        extras_require=EXTRAS_REQUIRE,
         ext_modules=ext_modules,
         cmdclass={"build_ext": BuildExtension},
     )

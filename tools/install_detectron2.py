@@ -1,24 +1,25 @@
 #!/usr/bin/env python
 """
-Install detectron2 into the running Python environment.
+Install detectron2 0.6, the release tensormask_proj is tested with, into the running Python
+environment.
 
-Users normally build detectron2 from its source repository, and that is what this script does
-when the repository is reachable (``--source git``, or ``auto`` when ``git ls-remote`` answers).
-When it is not (machines whose only registry is PyPI), it installs detectron2 0.6 from the
-registry's re-upload ``pb1-detectron2==0.6``: its Python files are byte-identical to the official
-``v0.6`` tag, but the sdist lacks ``detectron2/layers/csrc`` so pip cannot build it as it is.
-In that case this script:
+Both routes install the same release, with the same fixes:
 
-1. downloads the sdist from the package index pip is configured with and checks its sha256;
-2. applies the minimal compatibility fixes that upstream detectron2 made later for Pillow >= 10
-   and NumPy >= 1.24 (see ``PATCHES``; every one is listed in the README);
-3. adds ``detectron2/_C.py``, a stand-in for the compiled module that raises a clear error
-   naming the unavailable op (rotated boxes, deformable convolution, fast COCOeval) and how to
-   get it;
-4. pip-installs the ``detectron2`` Python package (no compilation), with detectron2's own
-   install requirements.
+* ``--source git`` (``auto`` picks it when ``git ls-remote`` answers): a shallow clone of the
+  source repository at the ``v0.6`` tag, built with its compiled ops (C++/CUDA) as users
+  normally build detectron2;
+* ``--source pypi`` (machines whose only registry is PyPI): the registry's re-upload
+  ``pb1-detectron2==0.6``, whose Python files are byte-identical to the ``v0.6`` tag but whose
+  sdist lacks ``detectron2/layers/csrc``, so pip cannot build it as it is. This route downloads
+  the sdist from the package index pip is configured with and checks its sha256, adds
+  ``detectron2/_C.py``, a stand-in for the compiled module that raises a clear error naming the
+  unavailable op (rotated boxes, deformable convolution, fast COCOeval) and how to get it, and
+  pip-installs the ``detectron2`` Python package (no compilation), with detectron2's own install
+  requirements. Nothing in tensormask_proj relies on detectron2's compiled ops.
 
-Nothing in tensormask_proj relies on detectron2's compiled ops.
+On both, before installing, the minimal compatibility fixes that upstream detectron2 made after
+0.6 for Pillow >= 10 and NumPy >= 1.24 are applied to the sources (see ``PATCHES``; every one is
+listed in the README).
 
 Usage: python tools/install_detectron2.py [--source auto|git|pypi] [--force]
 """
@@ -36,6 +37,8 @@ from html.parser import HTMLParser
 from urllib.parse import urljoin, urlparse
 
 D2_GIT_URL = "https://github.com/facebookresearch/detectron2.git"
+# The release tensormask_proj is tested with (the pb1-detectron2 0.6 sdist holds its Python files).
+D2_GIT_TAG = "v0.6"
 PB1_NAME = "pb1-detectron2"
 PB1_VERSION = "0.6"
 PB1_FILENAME = f"{PB1_NAME}-{PB1_VERSION}.tar.gz"
@@ -73,8 +76,8 @@ tools/install_detectron2.py because this detectron2 was installed without compil
 sources (they are missing from the registry's pb1-detectron2 0.6 sdist).
 
 Everything else in detectron2 works. Using one of the compiled ops raises an error that names
-it. To get them, build detectron2 from source:
-    pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'
+it. To get them, build detectron2 0.6 from source (needs access to github.com and a compiler):
+    python tools/install_detectron2.py --source git --force
 """
 
 _OPS = {
@@ -113,9 +116,9 @@ def __getattr__(name):
     raise CompiledOpUnavailable(
         f"detectron2._C.{name} is unavailable: {what} needs detectron2's compiled extension, and "
         "this detectron2 was installed without it (tensormask_proj's tools/install_detectron2.py,"
-        " from the pb1-detectron2 0.6 sdist that lacks the C++ sources). Build detectron2 from "
-        "source to get it: pip install --no-build-isolation "
-        "'git+https://github.com/facebookresearch/detectron2.git'"
+        " from the pb1-detectron2 0.6 sdist that lacks the C++ sources). Build detectron2 0.6 "
+        "from source to get it: python tools/install_detectron2.py --source git --force "
+        "(in tensormask_proj's repository)"
     )
 '''
 
@@ -174,9 +177,20 @@ def git_reachable(timeout=15):
     return r.returncode == 0
 
 
+def git(*args):
+    cmd = ["git", *args]
+    log(" ".join(cmd))
+    subprocess.check_call(cmd, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+
+
 def install_from_git():
-    # Builds detectron2's own C++/CUDA ops; needs torch already installed (no build isolation).
-    pip("install", "--no-build-isolation", f"git+{D2_GIT_URL}")
+    """Clone the v0.6 tag, apply PATCHES and build it (detectron2's own C++/CUDA ops; torch
+    must already be installed: no build isolation)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "detectron2")
+        git("clone", "--depth", "1", "--branch", D2_GIT_TAG, D2_GIT_URL, src)
+        apply_patches(src)
+        pip("install", "--no-build-isolation", src)
 
 
 class _LinkParser(HTMLParser):
@@ -284,17 +298,24 @@ def install_from_pypi_sdist():
         pip("install", "--no-build-isolation", src)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     parser.add_argument(
         "--source",
         choices=["auto", "git", "pypi"],
         default=os.environ.get("D2_SOURCE", "auto"),
-        help="git: build from the source repository; pypi: the pb1-detectron2 fallback; "
-        "auto: git when reachable (default, or $D2_SOURCE)",
+        help=f"git: build the {D2_GIT_TAG} tag of the source repository (with its compiled "
+        f"ops); pypi: the {PB1_NAME}=={PB1_VERSION} fallback (no compiled ops); auto: git when "
+        "the repository is reachable (default, or $D2_SOURCE)",
     )
-    parser.add_argument("--force", action="store_true", help="reinstall even if present")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--force", action="store_true", help="reinstall even if detectron2 is installed"
+    )
+    return parser
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
 
     found = installed_detectron2()
     if found and not args.force:
