@@ -16,8 +16,8 @@ The results are read back from each run's ``metrics.json``.
     python benchmarks/learning.py --dataset mine_train train.json images/ \\
         --dataset mine_val val.json images/ --train-dataset mine_train --test-dataset mine_val
     python benchmarks/learning.py --equal-time 300         # each model trains for ~300 s
-    python benchmarks/learning.py --models blendmask --baseline-run /tmp/learn/mask_rcnn
-    python benchmarks/learning.py --models mask_rcnn --reuse-run blendmask /tmp/learn/blendmask
+    python benchmarks/learning.py --models blendmask --baseline-run output/learning/mask_rcnn
+    python benchmarks/learning.py --models mask_rcnn --reuse-run blendmask output/learning/blendmask
     python benchmarks/learning.py --seeds 0 1 2             # each model once per seed, and means
 
 Your own COCO data: each ``--dataset NAME JSON IMAGE_DIR`` is checked here, before anything is
@@ -32,7 +32,7 @@ count of every model is set from its own seconds per iteration, measured first b
 timing run, and its LR steps are scaled with it.
 
 One run per model can mislead: from scratch on these few epochs, a model's mask AP moves by
-several points with ``SEED`` (BlendMask's quick config: 52.0 to 62.5 over SEED 0-3, MODEL_ZOO.md).
+several points with ``SEED`` (BlendMask's quick config: 52.0 to 62.5 over SEED 0-3, docs/tuning.md).
 ``--seeds`` trains every model at each seed, gives each run's ratio to Mask R-CNN's run of the
 same seed, and adds one row per model with the means over the seeds, the ratio of the means and
 the spread (highest minus lowest mask AP).

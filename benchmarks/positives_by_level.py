@@ -4,7 +4,7 @@ Where TensorMask's label assignment puts the positive windows of a dataset: coun
 level and window size, and per object. It prints figures; it is not a test.
 
 A level whose windows are never positive learns nothing but "background", which is what the
-quick config's 16/24 px windows on P2 did with objects from 24 px (README, "Your own data").
+quick config's 16/24 px windows on P2 did with objects from 24 px (docs/datasets.md, "Window sizes").
 Use it to check ``MODEL.ANCHOR_GENERATOR.SIZES`` against a dataset before training:
 
     python benchmarks/positives_by_level.py                     # the quick config, shapes_train

@@ -14,7 +14,7 @@ except ImportError as e:  # pragma: no cover (depends on the environment)
     raise ImportError(
         "tensormask_proj needs detectron2 0.6, which is not installed (it is not on PyPI under "
         "its name, so pip could not install it with this package). Install it with "
-        "`python tools/install_detectron2.py` from this repository (see README, 'Install')."
+        "`python tools/install_detectron2.py` from this repository (see docs/install.md)."
     ) from e
 
 # detectron2 0.6 and fvcore call torch.jit.script when their modules are imported

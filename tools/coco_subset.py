@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """
 Make a small COCO-format dataset out of a few images of a bigger one: a json and an image folder
-of its own, ready for ``--dataset NAME JSON IMAGE_DIR`` (README, "Your own data").
+of its own, ready for ``--dataset NAME JSON IMAGE_DIR`` (docs/datasets.md).
 
     python tools/coco_subset.py --dataset shapes_val --first 0 --num-images 16 \\
         --categories circle ring star --output my_data/train

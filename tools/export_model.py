@@ -12,7 +12,7 @@ The model is traced on ``--sample-image`` (default: the first image of the embed
 ``shapes_val`` dataset) after the config's test-time resize. The exported model takes one such
 image (Tensor[3, H, W] float32, INPUT.FORMAT channel order, any H and W) and returns
 (pred_boxes, pred_classes, pred_masks, scores, image_size); see tensormask_proj/export and the
-README section "Export" for loading it (TorchScript needs ``torch.ops.load_library`` on the
+docs/export.md for loading it (TorchScript needs ``torch.ops.load_library`` on the
 built tensormask_proj/_C*.so).
 """
 import argparse

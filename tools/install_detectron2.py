@@ -19,7 +19,7 @@ Both routes install the same release, with the same fixes:
 
 On both, before installing, the minimal compatibility fixes that upstream detectron2 made after
 0.6 for Pillow >= 10 and NumPy >= 1.24 are applied to the sources (see ``PATCHES``; every one is
-listed in the README).
+listed in docs/install.md).
 
 Usage: python tools/install_detectron2.py [--source auto|git|pypi] [--force]
 """
