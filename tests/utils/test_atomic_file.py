@@ -1,11 +1,18 @@
-"""atomic_write: all or nothing at the destination, no temporary file left behind."""
+"""atomic_write: all or nothing at the destination, no temporary file left behind; the temporary
+file of a writer killed with SIGKILL is removed by remove_stale_temporary_files, and nothing
+else is."""
 import os
+import signal
 import stat
+import subprocess
+import sys
 import tempfile
+import textwrap
 import unittest
 from unittest import mock
 
-from tensormask_proj.utils import atomic_write
+from tensormask_proj.utils import atomic_file, atomic_write
+from tensormask_proj.utils.atomic_file import remove_stale_temporary_files
 
 
 class TestAtomicWrite(unittest.TestCase):
@@ -78,6 +85,69 @@ class TestAtomicWrite(unittest.TestCase):
         with self.assertRaisesRegex(FileNotFoundError, "no_such_folder"):
             with atomic_write(missing):
                 pass
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    code = "import os; print(os.getpid())"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(proc.stdout)
+
+
+class TestRemoveStaleTemporaryFiles(unittest.TestCase):
+    def setUp(self):
+        self._tmp = tempfile.TemporaryDirectory()
+        self.dir = self._tmp.name
+
+    def tearDown(self):
+        self._tmp.cleanup()
+
+    def _touch(self, name, size=3):
+        with open(os.path.join(self.dir, name), "wb") as f:
+            f.write(b"x" * size)
+
+    def test_file_of_a_writer_killed_with_sigkill(self):
+        # A process writing a checkpoint-sized file through atomic_write, killed in the middle.
+        # (The module is run from its file: no need to import detectron2 in the child.)
+        code = textwrap.dedent(
+            f"""
+            import os, runpy, signal
+            atomic_write = runpy.run_path({atomic_file.__file__!r})["atomic_write"]
+            with atomic_write(os.path.join({self.dir!r}, "model_0000009.pth")) as f:
+                f.write(b"half a checkpoint" * 1000)
+                f.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            """
+        )
+        proc = subprocess.run([sys.executable, "-c", code])
+        self.assertEqual(proc.returncode, -signal.SIGKILL)
+        (left,) = os.listdir(self.dir)
+        self.assertRegex(left, r"^\.model_0000009\.pth\.\d+\.[0-9a-f]{8}\.tmp$")
+        self.assertEqual(remove_stale_temporary_files(self.dir), [os.path.join(self.dir, left)])
+        self.assertEqual(os.listdir(self.dir), [])
+
+    def test_only_stale_files_of_the_writer_pattern(self):
+        dead, alive = _dead_pid(), os.getppid()
+        stale = [f".model_0000009.pth.{dead}.0a1b2c3d.tmp", f".last_checkpoint.{dead}.12345678.tmp"]
+        stale.append(f".model_final.pth.{dead}.tmp")  # the name of older versions
+        kept = [
+            f".model_0000019.pth.{alive}.0a1b2c3d.tmp",  # a running writer's
+            f".model_0000029.pth.{os.getpid()}.0a1b2c3d.tmp",  # this process's
+            ".hidden.tmp",
+            f"model_0000009.pth.{dead}.tmp",  # not hidden
+            ".config.yaml.swp",
+            "model_0000009.pth",
+            "last_checkpoint",
+        ]
+        for name in stale + kept:
+            self._touch(name)
+        os.mkdir(os.path.join(self.dir, f".folder.{dead}.tmp"))
+        removed = remove_stale_temporary_files(self.dir)
+        self.assertEqual(sorted(removed), sorted(os.path.join(self.dir, n) for n in stale))
+        self.assertEqual(sorted(os.listdir(self.dir)), sorted(kept + [f".folder.{dead}.tmp"]))
+
+    def test_missing_folder(self):
+        self.assertEqual(remove_stale_temporary_files(os.path.join(self.dir, "nothing")), [])
 
 
 if __name__ == "__main__":
