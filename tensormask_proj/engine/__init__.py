@@ -4,7 +4,7 @@ never leaves a broken checkpoint, config checks with actionable errors, ``--data
 COCO datasets from the command line), a mapper wrapper whose errors name the image, the
 metrics.json plot, and bfloat16 mixed precision on the CPU.
 """
-from .checkpoint import AtomicDetectionCheckpointer, non_finite_tensors
+from .checkpoint import AtomicDetectionCheckpointer, CheckpointDiskFullError, non_finite_tensors
 from .cpu_autocast import (
     CPUAutocastTrainer,
     cpu_autocast,
@@ -34,6 +34,7 @@ from .plot_metrics import load_metrics, mean_losses, plot_metrics
 
 __all__ = [
     "AtomicDetectionCheckpointer",
+    "CheckpointDiskFullError",
     "non_finite_tensors",
     "CPUAutocastTrainer",
     "cpu_autocast",

@@ -1,8 +1,11 @@
 """
 AtomicDetectionCheckpointer: a checkpoint and its ``last_checkpoint`` tag are complete or
 absent, never half-written; a frozen checkpointer or a model with non-finite weights saves
-nothing and leaves the previous checkpoint tagged; a damaged file is named when loading.
+nothing and leaves the previous checkpoint tagged; a damaged file is named when loading; the
+temporary file of a killed save is removed at the next start; a full disk gives one error naming
+the output folder and the bytes needed; each save logs its size and time.
 """
+import errno
 import os
 import shutil
 import tempfile
@@ -12,7 +15,11 @@ from unittest import mock
 import torch
 from torch import nn
 
-from tensormask_proj.engine import AtomicDetectionCheckpointer, non_finite_tensors
+from tensormask_proj.engine import (
+    AtomicDetectionCheckpointer,
+    CheckpointDiskFullError,
+    non_finite_tensors,
+)
 
 
 class _TinyModel(nn.Module):
@@ -108,6 +115,85 @@ class TestAtomicDetectionCheckpointer(unittest.TestCase):
         with self.assertRaises(RuntimeError) as raised:
             AtomicDetectionCheckpointer(_TinyModel()).load(path)
         self.assertIn(f"Cannot read checkpoint {path}", str(raised.exception))
+
+    def test_stale_temporary_file_removed_at_next_start(self):
+        self.checkpointer.save("model_0000001")
+        # What a save killed with SIGKILL leaves (its pid is gone; see tests/utils).
+        stale = os.path.join(self.dir, ".model_0000003.pth.999999999.0a1b2c3d.tmp")
+        with open(stale, "wb") as f:
+            f.write(b"PK\x03\x04 half a zip")
+        with self.assertLogs(self.checkpointer.logger, "INFO") as logs:
+            AtomicDetectionCheckpointer(_TinyModel(), self.dir)
+        self.assertIn(f"Removed {stale}, left by a checkpoint save that was killed", logs.output[0])
+        self.assertEqual(self._listing(), ["last_checkpoint", "model_0000001.pth"])
+        # Only the process that saves (the main one) cleans up.
+        with open(stale, "wb") as f:
+            f.write(b"x")
+        AtomicDetectionCheckpointer(_TinyModel(), self.dir, save_to_disk=False)
+        self.assertTrue(os.path.exists(stale))
+
+    def _assert_disk_full(self, raised, name):
+        message = str(raised.exception)
+        self.assertIsInstance(raised.exception, OSError)
+        self.assertEqual(raised.exception.errno, errno.ENOSPC)
+        self.assertIn(f"Cannot save checkpoint {name}", message)
+        self.assertIn(f"the output folder {self.dir} is full", message)
+        # The weights' bytes (float32) are what the checkpoint needs, about.
+        needed = sum(v.numel() * v.element_size() for v in self.model.state_dict().values())
+        self.assertRegex(message, r"needs about ([\d,]+) bytes")
+        stated = int(message.split("needs about ")[1].split(" bytes")[0].replace(",", ""))
+        self.assertGreaterEqual(stated, needed)
+        self.assertLess(stated, needed + 1000)
+        self.assertIn("bytes free", message)
+        self.assertIn("--resume from the last checkpoint", message)
+        self.assertIsNone(raised.exception.__cause__)  # one error, not a chain of three
+        self.assertTrue(raised.exception.__suppress_context__)
+
+    def test_full_disk_gives_one_error_naming_folder_and_bytes(self):
+        self.checkpointer.save("model_0000001")
+
+        def torch_save_on_full_disk(obj, f):
+            # What torch.save raises when a write fails with ENOSPC (measured, torch 2.x): the
+            # OSError is the context of a RuntimeError of its zip writer.
+            try:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            except OSError:
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")
+
+        with mock.patch("torch.save", side_effect=torch_save_on_full_disk):
+            with self.assertRaises(CheckpointDiskFullError) as raised:
+                self.checkpointer.save("model_0000003")
+        self._assert_disk_full(raised, "model_0000003.pth")
+        self.assertIn("model_0000001.pth", str(raised.exception))
+        self.assertEqual(self._listing(), ["last_checkpoint", "model_0000001.pth"])
+
+        # Raw ENOSPC (from the fsync), and a disk that is simply too small for the checkpoint.
+        enospc = OSError(errno.ENOSPC, "No space left on device")
+        with mock.patch("os.fsync", side_effect=enospc):
+            with self.assertRaises(CheckpointDiskFullError) as raised:
+                self.checkpointer.save("model_0000005")
+        self._assert_disk_full(raised, "model_0000005.pth")
+        usage = mock.Mock(free=100)
+        with mock.patch("os.fsync", side_effect=OSError(errno.EIO, "I/O error")), mock.patch(
+            "shutil.disk_usage", return_value=usage
+        ):
+            with self.assertRaises(CheckpointDiskFullError) as raised:
+                self.checkpointer.save("model_0000007")
+        self.assertIn("100 bytes free", str(raised.exception))
+        self.assertEqual(self._listing(), ["last_checkpoint", "model_0000001.pth"])
+
+    def test_other_write_errors_are_not_disk_full(self):
+        with mock.patch("os.fsync", side_effect=OSError(errno.EIO, "Input/output error")):
+            with self.assertRaises(OSError) as raised:
+                self.checkpointer.save("model_0000001")
+        self.assertNotIsInstance(raised.exception, CheckpointDiskFullError)
+        self.assertEqual(raised.exception.errno, errno.EIO)
+
+    def test_each_save_logs_its_size_and_time(self):
+        with self.assertLogs(self.checkpointer.logger, "INFO") as logs:
+            self.checkpointer.save("model_0000001")
+        size = os.path.getsize(os.path.join(self.dir, "model_0000001.pth"))
+        self.assertRegex(logs.output[-1], rf"Saved model_0000001.pth: {size / 2**20:.1f} MB in \d")
 
 
 if __name__ == "__main__":
