@@ -29,7 +29,7 @@ from .config_checks import (
     check_num_classes,
     check_weights,
 )
-from .mapper_errors import DatasetMappingError, NamedErrorMapper
+from .mapper_errors import DatasetMappingError, NamedErrorMapper, UnreadableImageError
 from .plot_metrics import load_metrics, mean_losses, plot_metrics
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "register_command_line_datasets",
     "log_registrations",
     "DatasetMappingError",
+    "UnreadableImageError",
     "NamedErrorMapper",
     "load_metrics",
     "mean_losses",
