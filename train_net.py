@@ -11,10 +11,16 @@ Train and evaluate TensorMask or BlendMask with detectron2's DefaultTrainer.
         DATASETS.TEST "('mine_val',)" MODEL.TENSOR_MASK.NUM_CLASSES 3   # your own COCO data
 
 The meta-architecture comes from the config (MODEL.META_ARCHITECTURE); this script only
-overrides the trainer hooks that differ: the evaluator (COCOEvaluator), the loaders' mapper
-(BlendMask's adds the "basis_sem" target; errors name the image file), and a checkpointer that
-never leaves a half-written file and never overwrites the last good checkpoint once training
-has diverged (a non-finite loss stops training with a message naming that checkpoint).
+overrides the trainer hooks that differ:
+
+* the loaders: the training mapper (BlendMask's adds the "basis_sem" target; errors name the
+  image file), a training loader that ``--resume`` continues exactly (same weights as an
+  uninterrupted run with the same SEED) and that skips unreadable images (DATALOADER.BAD_IMAGES),
+  and a test loader and COCOEvaluator that leave unreadable images out;
+* the checkpoints: never half-written, never overwriting the last good one once training has
+  diverged (a non-finite loss stops training with a message naming it), holding the optimizer,
+  the data loader's position and the run's seed; training that stops on an error saves its last
+  finished iteration first and logs the --resume command.
 OUTPUT_DIR receives the checkpoints, metrics.json, tensorboard events, log.txt and
 metrics.png (losses and AP; also `python tools/plot_metrics.py OUTPUT_DIR`).
 """
@@ -26,19 +32,24 @@ import weakref
 import tensormask_proj  # noqa: F401, I001
 
 import detectron2.utils.comm as comm
-from detectron2.data import DatasetMapper, build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import DefaultTrainer, default_setup, launch
+from detectron2.data import DatasetMapper
+from detectron2.engine import DefaultTrainer, default_setup, hooks, launch
 from detectron2.engine import default_argument_parser as detectron2_argument_parser
-from detectron2.evaluation import COCOEvaluator, verify_results
+from detectron2.evaluation import verify_results
 from detectron2.utils.logger import setup_logger
 
 from tensormask_proj import get_project_cfg
 from tensormask_proj.data.dataset_mapper import build_train_mapper
+from tensormask_proj.data.resumable_train_loader import build_resumable_train_loader
 from tensormask_proj.engine import (
     AtomicDetectionCheckpointer,
     CPUAutocastTrainer,
+    CheckpointOnStop,
     NamedErrorMapper,
+    ReadableImagesCOCOEvaluator,
+    ReseedEachIteration,
     add_dataset_argument,
+    build_readable_test_loader,
     check_config,
     cpu_autocast,
     log_registrations,
@@ -83,35 +94,51 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
-        return COCOEvaluator(
+        # (COCO metrics over the images read: unreadable ones are left out, and listed.)
+        return ReadableImagesCOCOEvaluator(
             dataset_name, output_dir=output_folder, use_fast_impl=has_fast_coco_eval()
         )
 
     @classmethod
     def build_train_loader(cls, cfg):
-        # (BlendMask's mapper adds the "basis_sem" target.) Errors (a corrupt image, say) name
-        # the image file.
+        # (BlendMask's mapper adds the "basis_sem" target.) Errors (a bad annotation, say) name
+        # the image file; an unreadable image is skipped and replaced (DATALOADER.BAD_IMAGES).
+        # The loader's position and seed go into the checkpoints: --resume continues exactly.
         mapper = NamedErrorMapper(build_train_mapper(cfg))
-        return build_detection_train_loader(cfg, mapper=mapper)
+        return build_resumable_train_loader(cfg, mapper)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         mapper = NamedErrorMapper(DatasetMapper(cfg, is_train=False))
-        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
+        return build_readable_test_loader(cfg, dataset_name, mapper)
 
     def build_hooks(self):
         # Swap in the atomic checkpointer before the default hooks capture self.checkpointer.
         self.checkpointer = AtomicDetectionCheckpointer(
             self._trainer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
         )
-        return super().build_hooks()
+        ret = super().build_hooks()
+        max_to_keep = self.cfg.SOLVER.CHECKPOINT_MAX_TO_KEEP
+        for hook in ret:
+            if isinstance(hook, hooks.PeriodicCheckpointer) and max_to_keep > 0:
+                hook.max_to_keep = max_to_keep
+        loader = self._trainer.data_loader
+        # First: the seeds before anything of the iteration runs; the save of the last finished
+        # iteration before the other hooks' after_train (a final evaluation) when training fails.
+        return [
+            ReseedEachIteration(lambda: loader.seed),
+            CheckpointOnStop(self.checkpointer, self._trainer.optimizer),
+            *ret,
+        ]
 
     # detectron2 0.6 checkpoints only the outer trainer's state (iteration, hooks), not the
     # optimizer of the inner SimpleTrainer: --resume would restart SGD momentum from zero.
-    # Later detectron2 versions save it under "_trainer" the same way.
+    # Later detectron2 versions save it under "_trainer" the same way. The data loader's state
+    # (seed, batches consumed: self.iter + 1, unreadable images) makes --resume exact.
     def state_dict(self):
         ret = super().state_dict()
         ret["_trainer"] = self._trainer.state_dict()
+        ret["data_loader"] = self._trainer.data_loader.state_dict(self.iter + 1)
         return ret
 
     def load_state_dict(self, state_dict):
@@ -120,6 +147,18 @@ class Trainer(DefaultTrainer):
             self._trainer.load_state_dict(state_dict["_trainer"])
         else:
             logger.warning("The checkpoint holds no optimizer state: SGD momentum restarts at 0")
+        loader = self._trainer.data_loader
+        if "data_loader" in state_dict:
+            loader.load_state_dict(state_dict["data_loader"])
+        else:
+            # (Batch k of a new stream: the loader's batches stay the iterations' numbers.)
+            loader.start_batch = self.iter + 1
+            logger.warning(
+                "The checkpoint records no data loader state (it predates exact resume): the "
+                "data order and augmentations restart, as a new shuffled stream (data seed "
+                f"{loader.seed}) from batch {loader.start_batch}; the weights, optimizer and LR "
+                "schedule are restored. This run does not continue the interrupted one exactly."
+            )
 
     def run_step(self):
         try:

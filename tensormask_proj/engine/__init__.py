@@ -1,7 +1,9 @@
 """
 Training/inference workflow helpers used by ``train_net.py`` and ``demo.py``: a checkpointer that
-never leaves a broken checkpoint, config checks with actionable errors, ``--dataset`` (checked
-COCO datasets from the command line), a mapper wrapper whose errors name the image, the
+never leaves a broken checkpoint, a checkpoint of the last finished iteration when training
+stops on an error, per-iteration seeds for an exact ``--resume``, config checks with actionable
+errors, ``--dataset`` (checked COCO datasets from the command line), a mapper wrapper whose errors
+name the image (and tell unreadable images apart), evaluation without the unreadable images, the
 metrics.json plot, and bfloat16 mixed precision on the CPU.
 """
 from .checkpoint import AtomicDetectionCheckpointer, CheckpointDiskFullError, non_finite_tensors
@@ -29,13 +31,24 @@ from .config_checks import (
     check_num_classes,
     check_weights,
 )
+from .iteration_seed import ReseedEachIteration
 from .mapper_errors import DatasetMappingError, NamedErrorMapper, UnreadableImageError
 from .plot_metrics import load_metrics, mean_losses, plot_metrics
+from .stop_checkpoint import CheckpointOnStop, resume_command
+from .unreadable_test_images import (
+    MarkUnreadable,
+    ReadableImagesCOCOEvaluator,
+    SkipUnreadableImages,
+    build_readable_test_loader,
+)
 
 __all__ = [
     "AtomicDetectionCheckpointer",
     "CheckpointDiskFullError",
     "non_finite_tensors",
+    "CheckpointOnStop",
+    "resume_command",
+    "ReseedEachIteration",
     "CPUAutocastTrainer",
     "cpu_autocast",
     "uses_cpu_autocast",
@@ -57,6 +70,10 @@ __all__ = [
     "DatasetMappingError",
     "UnreadableImageError",
     "NamedErrorMapper",
+    "MarkUnreadable",
+    "SkipUnreadableImages",
+    "ReadableImagesCOCOEvaluator",
+    "build_readable_test_loader",
     "load_metrics",
     "mean_losses",
     "plot_metrics",

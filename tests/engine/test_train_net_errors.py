@@ -1,8 +1,9 @@
 """
 train_net.py's error paths and robustness, in process (fast): every bad input fails with an error
-naming the key or file; a non-finite loss stops training, leaves the last good checkpoint as
-``last_checkpoint``, and training resumes from it; the command line reaches detectron2's
-``launch`` (the DDP path) with the GPU/machine arguments.
+naming the key or file; a dataset whose images are all unreadable stops training with the files
+listed, and evaluation leaves them out, listed; a non-finite loss stops training, leaves the last
+good checkpoint as ``last_checkpoint``, and training resumes from it; the command line reaches
+detectron2's ``launch`` (the DDP path) with the GPU/machine arguments.
 """
 import glob
 import importlib
@@ -19,7 +20,8 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 from tensormask_proj.data.datasets import get_shapes_metadata
-from tensormask_proj.engine import CPUAutocastTrainer, DatasetMappingError, check_config
+from tensormask_proj.data.bad_images import BadImagesError
+from tensormask_proj.engine import CPUAutocastTrainer, check_config
 
 from .workflow_helpers import (
     BLENDMASK_CONFIG,
@@ -117,8 +119,9 @@ class TestSetupErrorsNameTheProblem(unittest.TestCase):
             train_net.setup(_args(BLENDMASK_CONFIG, "MODEL.DEVICE", "cuda", *self.out))
 
 
-class TestCorruptImagesAreNamed(unittest.TestCase):
-    """The train and test loaders of ``Trainer`` (the ones training and evaluation use)."""
+class TestCorruptImages(unittest.TestCase):
+    """The train and test loaders of ``Trainer`` (the ones training and evaluation use), on a
+    dataset of two images, both unreadable (tests/engine/test_unreadable_images.py: some)."""
 
     @classmethod
     def setUpClass(cls):
@@ -126,9 +129,8 @@ class TestCorruptImagesAreNamed(unittest.TestCase):
         split = TinySplit("_test_corrupt_src", 2, 12, os.path.join(cls.tmp, "datasets"))
         paths = register_in_process(split)
         unregister_in_process(split)
-        # Both images damaged differently, so whichever the sampler draws first is named with
-        # its own reason: a JPEG cut short (PIL: "image file is truncated", no file name) and a
-        # file that is no image at all.
+        # Damaged differently, each named with its own reason: a JPEG cut short (PIL: "image
+        # file is truncated", no file name) and a file that is no image at all.
         names = sorted(os.listdir(paths.image_root))
         cls.truncated, cls.garbage = (os.path.join(paths.image_root, n) for n in names)
         with open(cls.truncated, "rb") as f:
@@ -149,36 +151,41 @@ class TestCorruptImagesAreNamed(unittest.TestCase):
     def _cfg(self, config, *opts):
         return workflow_cfg(config, "DATASETS.TRAIN", f"('{self.name}',)", *opts)
 
-    def assertNamesTheBadFile(self, error):
-        message = str(error)
-        if self.truncated in message:
-            self.assertIn("truncated", message)
-        else:
-            self.assertIn(self.garbage, message)
-            self.assertIn("cannot identify image file", message)
+    def assertNamesBothFiles(self, message):
+        self.assertIn(f"{self.truncated} (image_id ", message)
+        self.assertIn("image file is truncated", message)
+        self.assertIn(f"{self.garbage} (image_id ", message)
+        self.assertIn("cannot identify image file", message)
+
+    def assertNamesTheTrainingImage(self, message):
+        # (Training keeps only the images with annotations: the truncated one.)
+        self.assertIn(f"{self.truncated} (image_id 1): OSError: image file is truncated", message)
 
     def test_train_loader_tensormask(self):
+        # Unreadable images are skipped and replaced; when nothing can be read, training stops
+        # with the files and their errors.
         loader = train_net.Trainer.build_train_loader(self._cfg(TENSORMASK_CONFIG))
-        with self.assertRaises(DatasetMappingError) as raised:
+        with self.assertRaises(BadImagesError) as raised:
             next(iter(loader))
-        self.assertNamesTheBadFile(raised.exception)
+        self.assertIn("none of 20 images drawn in a row", str(raised.exception))
+        self.assertNamesTheTrainingImage(str(raised.exception))
 
     def test_train_loader_blendmask_in_a_worker_process(self):
-        # The error crosses the DataLoader's process boundary as text: the name must survive.
+        # The error crosses the DataLoader's process boundary as text: the names must survive.
         loader = train_net.Trainer.build_train_loader(
             self._cfg(BLENDMASK_CONFIG, "DATALOADER.NUM_WORKERS", "1")
         )
-        with self.assertRaises(DatasetMappingError) as raised:
+        with self.assertRaises(BadImagesError) as raised:
             next(iter(loader))
-        self.assertNamesTheBadFile(raised.exception)
+        self.assertNamesTheTrainingImage(str(raised.exception))
 
-    def test_test_loader(self):
+    def test_test_loader_leaves_them_out_and_lists_them(self):
         loader = train_net.Trainer.build_test_loader(self._cfg(TENSORMASK_CONFIG), self.name)
-        with self.assertRaises(DatasetMappingError) as raised:
-            next(iter(loader))
-        # The test loader goes in dataset order: the first image is the truncated one.
-        self.assertIn(self.truncated, str(raised.exception))
-        self.assertIn("truncated", str(raised.exception))
+        with self.assertLogs("tensormask_proj.engine.unreadable_test_images", "WARNING") as logs:
+            self.assertEqual(list(loader), [])
+        self.assertEqual(len(logs.output), 3)  # one per image, then the summary
+        self.assertIn("left out 2 unreadable images", logs.output[-1])
+        self.assertNamesBothFiles("\n".join(logs.output))
 
 
 class TestNonFiniteLossStopsTraining(unittest.TestCase):
@@ -254,6 +261,10 @@ class TestNonFiniteLossStopsTraining(unittest.TestCase):
         self.assertIn("Training stopped: the loss is not finite", message)
         self.assertIn(good, message)
         self.assertTrue(trainer.checkpointer.frozen)
+        # As any error that stops training: a note naming the checkpoint and the command.
+        (note,) = raised.exception.__notes__
+        self.assertIn(f"The last finished iteration, 3, is saved in {good}", note)
+        self.assertIn("Resume with: ", note)
 
         # Nothing was written after the NaN: the last checkpoint is the iteration-3 one.
         self.assertEqual(last_checkpoint(self.out), good)
