@@ -1,4 +1,4 @@
-from .swap_align2nat import SwapAlign2Nat, swap_align2nat
+from .swap_align2nat import KERNEL_CHOICES, SwapAlign2Nat, swap_align2nat, use_kernels
 from .swap_align2nat_at import swap_align2nat_at
 from .swap_align2nat_reference import swap_align2nat_at_reference, swap_align2nat_reference
 
@@ -8,4 +8,6 @@ __all__ = [
     "swap_align2nat_at",
     "swap_align2nat_reference",
     "swap_align2nat_at_reference",
+    "use_kernels",
+    "KERNEL_CHOICES",
 ]

@@ -34,7 +34,13 @@ op, so official checkpoints reproduce their outputs; this implementation adds a 
 float16/bfloat16, a deterministic backward, and registration with the PyTorch dispatcher
 (``torch.ops.tensormask_proj.swap_align2nat``) with a fake kernel, so ``torch.compile``,
 ``torch.library.opcheck`` and autograd work.
+
+Kernels (``csrc/``, see ``docs/swap_align2nat.md``): every CUDA kernel is an element function
+shared with the CPU (``csrc/swap_align2nat_elements.h``). The CPU runs faster CPU-only kernels by
+default; :func:`use_kernels` selects the shared ones, which is how the CPU tests check the CUDA
+kernels' arithmetic and indexing.
 """
+import contextlib
 import math
 
 import torch
@@ -42,9 +48,38 @@ from torch import nn
 
 from .. import _ext
 
-__all__ = ["swap_align2nat", "SwapAlign2Nat"]
+__all__ = ["swap_align2nat", "SwapAlign2Nat", "use_kernels", "KERNEL_CHOICES"]
 
 _LIB = "tensormask_proj"
+
+# Kernel choices of use_kernels (KernelChoice in csrc/swap_align2nat.h).
+KERNEL_CHOICES = ("default", "shared", "tiled")
+
+
+@contextlib.contextmanager
+def use_kernels(name: str):
+    """
+    Run the kernels ``name`` of ``swap_align2nat`` and ``swap_align2nat_at`` inside the ``with``
+    block, for the whole process (tests and benchmarks; not thread-safe against other callers):
+
+    * ``"default"``: on the CPU, the CPU-only kernels (the dense op's row kernels and
+      ``swap_align2nat_at``'s scatter backward), faster there; on CUDA, the shared element
+      functions;
+    * ``"shared"``: the shared element functions on both devices, i.e. on the CPU exactly the
+      CUDA kernels' arithmetic and indexing;
+    * ``"tiled"``: as ``"shared"``, with the tiled dense forward.
+
+    All choices compute the same values (the tiled forward is bit-identical to the shared one;
+    the others agree to rounding) and deterministic gradients.
+    """
+    if name not in KERNEL_CHOICES:
+        raise ValueError(f"use_kernels: unknown kernels {name!r}, expected one of {KERNEL_CHOICES}")
+    _ext.assert_has_ops()
+    previous = torch.ops.tensormask_proj._set_kernels(name)
+    try:
+        yield
+    finally:
+        torch.ops.tensormask_proj._set_kernels(previous)
 
 
 def check_args(x: torch.Tensor, lambda_val, op: str = "swap_align2nat") -> int:

@@ -17,9 +17,12 @@ With ``rows = y * lambda`` and ``cols = x * lambda`` window k equals
 allowed, which lets a caller pass a crop of a larger map (with its centres shifted by the crop's
 origin) as long as the crop holds every row and column of the map that the windows read: the op
 reads ``pad_val`` outside x, which must then also be outside the full map. The geometry, the pad
-semantics and the dtypes are those of :func:`swap_align2nat` (module docstring there); the CPU and
-CUDA kernels share it (``csrc/swap_align2nat.h``, ``geometry::visit_natural_cell``). The backward
-is the exact adjoint and deterministic on both devices (no atomics).
+semantics and the dtypes are those of :func:`swap_align2nat` (module docstring there). Requests
+may repeat a centre; their gradients add up. The CPU and CUDA kernels run the same element
+functions (``csrc/swap_align2nat_elements.h``): the backward gathers, per element of the map,
+over the requests sorted into buckets by centre, so its cost grows with the map, not with
+(map x requests), and it is deterministic on both devices (no atomics). By default the CPU
+runs a deterministic scatter instead, cheaper there (:func:`use_kernels`).
 """
 import torch
 

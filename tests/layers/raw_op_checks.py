@@ -16,26 +16,29 @@ _CHILD = textwrap.dedent(
     import tensormask_proj.layers  # loads the ops and their Python registrations
     ops = torch.ops.tensormask_proj
     results = []
-    for expr in json.loads(sys.argv[1]):
-        try:
-            eval(expr)
-            results.append(["no error", ""])
-        except Exception as e:
-            results.append([type(e).__name__, str(e).splitlines()[0] if str(e) else ""])
+    for kernels in json.loads(sys.argv[2]):
+        ops._set_kernels(kernels)
+        for expr in json.loads(sys.argv[1]):
+            try:
+                eval(expr)
+                results.append(["no error", ""])
+            except Exception as e:
+                results.append([type(e).__name__, str(e).splitlines()[0] if str(e) else ""])
     print(json.dumps(results))
     """
 )
 
 
-def raw_op_errors(test, device, cases):
+def raw_op_errors(test, device, cases, kernels=("default",)):
     """
-    Run every ``(expression, message regex)`` of ``cases`` in one child process, where the
-    expression may use ``ops`` (``torch.ops.tensormask_proj``), ``torch`` and ``dev`` (the
-    device string), and check that each raised a RuntimeError matching its regex.
+    Run every ``(expression, message regex)`` of ``cases`` with each kernel choice of
+    ``kernels`` (see ``tensormask_proj.layers.use_kernels``) in one child process, where the
+    expression may use ``ops`` (``torch.ops.tensormask_proj``), ``torch`` and ``dev`` (the device
+    string), and check that each raised a RuntimeError matching its regex.
     """
     exprs = [f"(lambda dev: {expr})({device!r})" for expr, _ in cases]
     proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, json.dumps(exprs)],
+        [sys.executable, "-c", _CHILD, json.dumps(exprs), json.dumps(list(kernels))],
         capture_output=True,
         text=True,
         timeout=300,
@@ -47,7 +50,8 @@ def raw_op_errors(test, device, cases):
         f"{proc.stderr[-3000:]}",
     )
     results = json.loads(proc.stdout.strip().splitlines()[-1])
-    for (expr, pattern), (kind, message) in zip(cases, results):
-        with test.subTest(expr=expr):
+    expected = [(name, expr, pattern) for name in kernels for expr, pattern in cases]
+    for (name, expr, pattern), (kind, message) in zip(expected, results):
+        with test.subTest(kernels=name, expr=expr):
             test.assertEqual(kind, "RuntimeError", f"{expr}: {kind}: {message}")
             test.assertRegex(message, pattern)

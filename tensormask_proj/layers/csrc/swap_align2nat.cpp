@@ -2,8 +2,14 @@
 // cpu/*_kernel.cpp and cuda/*_kernel.cu; the fake (meta) kernels and
 // the autograd formula are registered from Python next to the wrapper
 // (tensormask_proj/layers/swap_align2nat.py).
-#include <Python.h>
+#include <Python.h> // first, as Python's documentation asks
+
+#include "swap_align2nat.h"
+
 #include <torch/library.h>
+
+#include <atomic>
+#include <string>
 
 // Loading the shared library as the Python module tensormask_proj._C runs the registrations
 // below; the module itself has no Python-visible functions.
@@ -20,6 +26,35 @@ PyObject* PyInit__C(void) {
 }
 }
 
+namespace tensormask_proj {
+namespace {
+
+std::atomic<int> selected_kernels{static_cast<int>(KernelChoice::kDefault)};
+
+constexpr const char* kKernelNames[] = {"default", "shared", "tiled"};
+
+// Selects the kernels by name for the whole process and returns the previous name.
+std::string set_kernels(const std::string& name) {
+  for (int k = 0; k < 3; ++k) {
+    if (name == kKernelNames[k]) {
+      return kKernelNames[selected_kernels.exchange(k)];
+    }
+  }
+  TORCH_CHECK(
+      false,
+      "_set_kernels: unknown kernels '",
+      name,
+      "', expected 'default', 'shared' or 'tiled'");
+}
+
+} // namespace
+
+KernelChoice kernel_choice() {
+  return static_cast<KernelChoice>(selected_kernels.load());
+}
+
+} // namespace tensormask_proj
+
 TORCH_LIBRARY(tensormask_proj, m) {
   m.def("swap_align2nat(Tensor x, int lambda_val, float pad_val) -> Tensor");
   // Adjoint of swap_align2nat with respect to x; input_size is x's shape (N, C, H, W).
@@ -34,4 +69,7 @@ TORCH_LIBRARY(tensormask_proj, m) {
   m.def(
       "swap_align2nat_at_backward(Tensor grad_output, Tensor image_ids, Tensor rows, "
       "Tensor cols, int lambda_val, SymInt[] input_size) -> Tensor");
+  // Which kernels the ops run (KernelChoice in swap_align2nat.h): "default", "shared" or
+  // "tiled"; returns the previous choice. For tests and benchmarks.
+  m.def("_set_kernels(str name) -> str", &tensormask_proj::set_kernels);
 }

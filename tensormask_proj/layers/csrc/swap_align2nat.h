@@ -1,5 +1,5 @@
 // swap_align2nat: kernel declarations, input checks and the geometry shared by the CPU and CUDA
-// kernels.
+// kernels (the kernels' element functions are in swap_align2nat_elements.h).
 //
 // Notation (see tensormask_proj/layers/swap_align2nat.py for the full description):
 //   input  X: (N, Vin*Vin, Hin, Win)   aligned representation, window unit = lambda * spatial unit
@@ -13,9 +13,9 @@
 // Because lambda is an integer, the spatial coordinates are either exact integers (Vout odd) or
 // exact half-integers (Vout even), and their integer part is y*lambda + (v - Vout/2). The spatial
 // interpolation is therefore either the identity or a fixed 2x2 box average, the same for every
-// output element. Both kernels rely on this: the spatial part reads a "Q" map, which is X itself
-// (Vout odd) or X box-filtered over 2x2 with pad outside (Vout even), and the window part is a
-// 2x2 bilinear interpolation over (v', u') with per-channel weights.
+// output element. Every kernel relies on this: the spatial part reads a "Q" map, which is X
+// itself (Vout odd) or X box-filtered over 2x2 with pad outside (Vout even), and the window part
+// is a 2x2 bilinear interpolation over (v', u') with per-channel weights.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -32,6 +32,20 @@ at::Tensor swap_align2nat_backward_cpu(
     const at::Tensor& grad_output,
     int64_t lambda_val,
     c10::IntArrayRef input_size);
+
+// Which kernels the ops run, for the whole process; set from Python with
+// torch.ops.tensormask_proj._set_kernels(name) (tensormask_proj.layers.use_kernels), which the
+// tests and the benchmark use.
+//   kDefault  CPU: the CPU-only kernels, faster on a CPU: the dense op's row kernels
+//             (cpu/swap_align2nat_kernel.cpp) and swap_align2nat_at's scatter backward
+//             (cpu/swap_align2nat_at_kernel.cpp); swap_align2nat_at's forward is shared.
+//             CUDA: the shared element functions, one output element per index.
+//   kShared   the shared element functions (swap_align2nat_elements.h) on both devices: on the
+//             CPU this runs exactly the CUDA kernels' arithmetic and indexing.
+//   kTiled    as kShared, but the dense forward is the tiled kernel (DenseForwardTiles; the CPU
+//             runs its tiles one after another).
+enum class KernelChoice : int { kDefault = 0, kShared = 1, kTiled = 2 };
+KernelChoice kernel_choice();
 
 // Checks shared by every kernel; messages name the offending value and the op `op`. Returns the
 // window size Vin.
@@ -127,6 +141,12 @@ C10_HOST_DEVICE inline int64_t floor_div(int64_t a, int64_t b) {
   return (q * b > a) ? q - 1 : q;
 }
 
+// a mod b in [0, b) for b > 0 and any sign of a.
+C10_HOST_DEVICE inline int64_t positive_mod(int64_t a, int64_t b) {
+  const int64_t m = a % b;
+  return m < 0 ? m + b : m;
+}
+
 // The two window-axis corners of output window cell `v`: cell v reads input cells v0 and v0 + 1
 // with weights w0 and w1 (w0 + w1 == 1). acc_t is float for float/half/bfloat16 inputs and double
 // for double: float32 reproduces the reference CUDA kernel bit for bit.
@@ -156,10 +176,10 @@ C10_HOST_DEVICE inline int64_t spatial_offset(int64_t v, int64_t v_out) {
 // Output window cells v in [begin, end) whose lower corner v0 equals `corner`. v0 is
 // non-decreasing in v: v0(v) = floor((v + 0.5) / lambda - 0.5) == corner exactly when
 // lambda * (2 corner + 1) <= 2 v + 1 < lambda * (2 corner + 3), a range of lambda cells found in
-// closed form (the CUDA backward calls this per element, so a search over ~3 lambda cells was
-// its main cost at large lambda). The bounds are then checked with exactly the arithmetic of
-// window_corners() and moved if the float rounding ever disagreed (it cannot for windows
-// shorter than 2^20 cells), so that the backward stays the exact adjoint of the forward.
+// closed form (called per task by the CPU row kernels and per tile by the tiled forward). The
+// bounds are then checked with exactly the arithmetic of window_corners() and moved if the float
+// rounding ever disagreed (it cannot for windows shorter than 2^20 cells), so that the backward
+// stays the exact adjoint of the forward.
 template <typename acc_t>
 C10_HOST_DEVICE inline void cells_with_lower_corner(
     int64_t corner,
@@ -183,58 +203,23 @@ C10_HOST_DEVICE inline void cells_with_lower_corner(
   *end = first_at_least(corner + 1);
 }
 
-// Visits the multilinear corners read by cell (v, u) of the natural window centred at row
-// `center_row`, column `center_col` of the aligned grid (height x width, Vin x Vin windows). The
-// dense op's output position (y, x) is the window centred at (y * lambda, x * lambda).
-// `visit(inside, plane, row, col, weight)` is called for every corner with a non-zero window
-// weight: `plane` = vi * Vin + uj is the input channel; `inside` is false when the corner lies
-// outside the input in any axis (window axes included), where the op reads pad (row, col and
-// plane are then meaningless). The weights of one cell sum to 1.
-template <typename acc_t, typename Visit>
-C10_HOST_DEVICE inline void visit_natural_cell(
-    int64_t v,
-    int64_t u,
-    int64_t center_row,
-    int64_t center_col,
-    int64_t v_in,
+// The window cell v == t (mod lambda), 0 <= t < lambda, whose window corner `a` (0: lower,
+// 1: upper) is input window cell `vi`, i.e. v0(v) == vi - a; -1 when it lies outside
+// [0, v_out). Closed form: v0(t + m * lambda) = floor((2t + 1 - lambda) / (2 lambda)) + m, and
+// (2t + 1 - lambda) / (2 lambda) lies in (-1/2, 1/2), so v0 = m - 1 when 2t + 1 < lambda and m
+// otherwise. Each residue class holds exactly one cell per corner, which is what bounds the
+// backward kernels' work per element. Callers still check window_corners(v).v0 (they need its
+// weights anyway), so a float rounding of window_corners could only drop a term, never add a
+// wrong one (it cannot happen for windows shorter than 2^20 cells).
+C10_HOST_DEVICE inline int64_t cell_in_class_with_corner(
+    int64_t t,
+    int64_t vi,
+    int a,
     int64_t lambda_val,
-    int64_t height,
-    int64_t width,
-    const Visit& visit) {
-  const int64_t v_out = v_in * lambda_val;
-  const auto wv = window_corners<acc_t>(v, lambda_val);
-  const auto wu = window_corners<acc_t>(u, lambda_val);
-  const int64_t row0 = center_row + spatial_offset(v, v_out);
-  const int64_t col0 = center_col + spatial_offset(u, v_out);
-  // Integer spatial coordinates (Vout odd) read one position; half-integers (Vout even) the 2x2
-  // block starting at (row0, col0) with weight 1/4 each.
-  const int spatial = v_out % 2 == 0 ? 2 : 1;
-  const acc_t spatial_weight = spatial == 2 ? acc_t(0.25) : acc_t(1);
-  for (int a = 0; a < 2; ++a) {
-    const acc_t w_a = a ? wv.w1 : wv.w0;
-    const int64_t vi = wv.v0 + a;
-    if (w_a == acc_t(0)) {
-      continue;
-    }
-    for (int b = 0; b < 2; ++b) {
-      const acc_t w_b = b ? wu.w1 : wu.w0;
-      const int64_t uj = wu.v0 + b;
-      if (w_b == acc_t(0)) {
-        continue;
-      }
-      const bool window_inside = vi >= 0 && vi < v_in && uj >= 0 && uj < v_in;
-      const acc_t weight = w_a * w_b * spatial_weight;
-      for (int dr = 0; dr < spatial; ++dr) {
-        const int64_t row = row0 + dr;
-        for (int dc = 0; dc < spatial; ++dc) {
-          const int64_t col = col0 + dc;
-          const bool inside =
-              window_inside && row >= 0 && row < height && col >= 0 && col < width;
-          visit(inside, vi * v_in + uj, row, col, weight);
-        }
-      }
-    }
-  }
+    int64_t v_out) {
+  const int64_t m = vi - a + (2 * t + 1 < lambda_val ? 1 : 0);
+  const int64_t v = t + m * lambda_val;
+  return (v >= 0 && v < v_out) ? v : -1;
 }
 
 } // namespace geometry

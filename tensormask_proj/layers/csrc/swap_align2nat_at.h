@@ -4,11 +4,13 @@
 //   output: (n, Vout, Vout), Vout = lambda * Vin; output k is the natural window centred at row
 //   rows[k], column cols[k] of x[image_ids[k]] (on x's grid). With rows = y * lambda and
 //   cols = x * lambda it equals swap_align2nat(x, lambda, pad)[image_ids[k], :, y, x]; any other
-//   centre is allowed too, so a caller may pass a crop of the map with shifted centres.
-// The geometry is geometry::visit_natural_cell (swap_align2nat.h), shared by both kernels.
+//   centre is allowed too, so a caller may pass a crop of the map with shifted centres. Requests
+//   may repeat a centre (their gradients add up).
+// The kernels are AtForward and AtGradQ (+ BoxAdjoint) of swap_align2nat_elements.h, shared by
+// both devices; this header declares the host code around them.
 #pragma once
 
-#include "swap_align2nat.h"
+#include "swap_align2nat_elements.h"
 
 namespace tensormask_proj {
 
@@ -26,6 +28,39 @@ at::Tensor swap_align2nat_at_backward_cpu(
     const at::Tensor& cols,
     int64_t lambda_val,
     c10::IntArrayRef input_size);
+
+// Raises, naming the first offending request, when an image id is outside [0, batch). Runs on
+// the ids' device (one device synchronisation on CUDA): kernels index the map with the ids.
+void check_image_ids(const char* op, const at::Tensor& image_ids, int64_t batch);
+
+// The requests of one backward call sorted into buckets by exact window centre, for AtGradQ
+// (see elements::RequestBucketsView for the layout). Built with torch ops on the requests'
+// device: a stable sort of the bucket keys (`order`: request index at each sorted position),
+// then searchsorted for the bucket offsets, so that the order within a bucket is the request
+// order (deterministic on both devices). Memory: one int64 offset per possible centre,
+// batch * (Hq + Vout - 1) * (Wq + Vout - 1), about (H + Vout) * (W + Vout) / (Vin^2 H W) of the
+// gradient map.
+struct RequestBuckets {
+  at::Tensor offsets, order, residues;
+  int64_t row_origin, rows, col_origin, cols;
+
+  elements::RequestBucketsView view() const {
+    return {
+        offsets.const_data_ptr<int64_t>(),
+        residues.const_data_ptr<int64_t>(),
+        residues.numel(),
+        row_origin,
+        rows,
+        col_origin,
+        cols};
+  }
+};
+
+RequestBuckets bucket_requests(
+    const at::Tensor& image_ids,
+    const at::Tensor& rows,
+    const at::Tensor& cols,
+    const elements::DenseShape<int64_t>& s);
 
 // Checks of the request tensors, shared by every kernel: 1-D int64 tensors of one length n on
 // the device of `x`. Returns n.

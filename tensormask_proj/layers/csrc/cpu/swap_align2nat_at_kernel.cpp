@@ -1,97 +1,33 @@
 // CPU kernels of swap_align2nat_at (natural windows at requested positions; see
 // swap_align2nat_at.h).
 //
-// Forward: tasks own requests; every window cell is the weighted sum of the corners visited by
-// geometry::visit_natural_cell. Backward: the adjoint, deterministic: a task owns one image's
-// gradient and adds its requests' contributions in request order, so the summation order never
-// depends on the thread count.
-#include "../swap_align2nat_at.h"
+// Forward: the shared element function AtForward (swap_align2nat_elements.h), called for every
+// index in at::parallel_for; the CUDA kernel runs the same function.
+//
+// Backward, two implementations chosen by kernel_choice() (swap_align2nat.h):
+//  * the shared gather AtGradQ + BoxAdjoint (KernelChoice::kShared / kTiled), what the CUDA
+//    kernel runs: a few bucket lookups per element of the map whatever the number of requests,
+//    cheap on a GPU but tens of nanoseconds per element on a CPU core;
+//  * by default, a scatter written for the CPU: about 4 n Vout^2 multiply-adds plus one pass
+//    over the map. A task owns one plane (image, vi, uj) of the map's gradient and adds the
+//    requests of that image in request order into its own Q-gradient buffer, then applies the
+//    adjoint of Q: no two tasks write the same memory, and the result does not depend on the
+//    thread count.
+// The tests run every case with both.
+#include "../swap_align2nat_drivers.h"
+#include "q_adjoint.h"
+#include "run_elements.h"
 
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <vector>
 
 namespace tensormask_proj {
 namespace {
 
-// Image ids index the map: checked before any parallel region (an error must not be raised
-// from inside one).
-void check_image_ids(const char* op, const at::Tensor& image_ids, int64_t batch) {
-  const int64_t* ids = image_ids.const_data_ptr<int64_t>();
-  for (int64_t k = 0; k < image_ids.numel(); ++k) {
-    TORCH_CHECK(
-        ids[k] >= 0 && ids[k] < batch,
-        op,
-        ": image_ids[",
-        k,
-        "] = ",
-        ids[k],
-        " is out of range for a map of ",
-        batch,
-        " images");
-  }
-}
-
-} // namespace
-
-at::Tensor swap_align2nat_at_forward_cpu(
-    const at::Tensor& x_in,
-    const at::Tensor& image_ids_in,
-    const at::Tensor& rows_in,
-    const at::Tensor& cols_in,
-    int64_t lambda_val,
-    double pad_val) {
-  constexpr const char* op = "swap_align2nat_at";
-  const int64_t v_in = check_swap_align2nat_input(x_in, lambda_val, op);
-  const int64_t n = check_swap_align2nat_at_requests(op, x_in, image_ids_in, rows_in, cols_in);
-  const int64_t v_out = v_in * lambda_val;
-  auto y = at::empty({n, v_out, v_out}, x_in.options());
-  if (y.numel() == 0) {
-    return y;
-  }
-  const at::Tensor image_ids = image_ids_in.contiguous();
-  const at::Tensor rows = rows_in.contiguous();
-  const at::Tensor cols = cols_in.contiguous();
-  const int64_t batch = x_in.size(0), height = x_in.size(2), width = x_in.size(3);
-  check_image_ids(op, image_ids, batch);
-  const at::Tensor x = x_in.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), op, [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const acc_t pad = static_cast<acc_t>(pad_val);
-    const scalar_t* x_data = x.const_data_ptr<scalar_t>();
-    scalar_t* y_data = y.mutable_data_ptr<scalar_t>();
-    const int64_t* ids = image_ids.const_data_ptr<int64_t>();
-    const int64_t* row_data = rows.const_data_ptr<int64_t>();
-    const int64_t* col_data = cols.const_data_ptr<int64_t>();
-    const int64_t image_numel = v_in * v_in * height * width;
-    const int64_t grain = std::max<int64_t>(1, 4096 / (v_out * v_out));
-    at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
-      for (int64_t k = begin; k < end; ++k) {
-        const scalar_t* image = x_data + ids[k] * image_numel;
-        scalar_t* window = y_data + k * v_out * v_out;
-        for (int64_t v = 0; v < v_out; ++v) {
-          for (int64_t u = 0; u < v_out; ++u) {
-            acc_t value = 0;
-            geometry::visit_natural_cell<acc_t>(
-                v, u, row_data[k], col_data[k], v_in, lambda_val, height, width,
-                [&](bool inside, int64_t plane, int64_t row, int64_t col, acc_t weight) {
-                  value += weight *
-                      (inside ? static_cast<acc_t>(image[(plane * height + row) * width + col])
-                              : pad);
-                });
-            window[v * v_out + u] = static_cast<scalar_t>(value);
-          }
-        }
-      }
-    });
-  });
-  return y;
-}
-
-at::Tensor swap_align2nat_at_backward_cpu(
+at::Tensor backward_scatter(
     const at::Tensor& grad_output_in,
     const at::Tensor& image_ids_in,
     const at::Tensor& rows_in,
@@ -100,58 +36,115 @@ at::Tensor swap_align2nat_at_backward_cpu(
     c10::IntArrayRef input_size) {
   constexpr const char* op = "swap_align2nat_at_backward";
   check_swap_align2nat_input_size(input_size, op);
-  // Accumulated in the op math type (float for half/bfloat16), cast at the end.
-  const auto acc_type = at::toOpMathType(grad_output_in.scalar_type());
-  auto grad_acc = at::zeros(input_size, grad_output_in.options().dtype(acc_type));
+  auto grad_input = at::empty(input_size, grad_output_in.options());
   const int64_t v_in = check_swap_align2nat_at_backward(
-      grad_output_in, grad_acc, image_ids_in, rows_in, cols_in, lambda_val);
-  const int64_t n = image_ids_in.size(0);
-  const int64_t v_out = v_in * lambda_val;
-  const int64_t batch = input_size[0], height = input_size[2], width = input_size[3];
-  if (grad_acc.numel() == 0 || n == 0) {
-    return grad_acc.to(grad_output_in.scalar_type());
+      grad_output_in, grad_input, image_ids_in, rows_in, cols_in, lambda_val);
+  if (grad_input.numel() == 0 || image_ids_in.numel() == 0) {
+    return grad_input.zero_();
   }
+  const int64_t batch = input_size[0], height = input_size[2], width = input_size[3];
   const at::Tensor image_ids = image_ids_in.contiguous();
+  check_image_ids(op, image_ids, batch);
   const at::Tensor rows = rows_in.contiguous();
   const at::Tensor cols = cols_in.contiguous();
-  check_image_ids(op, image_ids, batch);
   const at::Tensor grad_output = grad_output_in.contiguous();
+  // The requests of image b are by_image[image_begin[b]:image_begin[b + 1]], in request order.
+  const auto sorted = image_ids.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false);
+  const at::Tensor& by_image = std::get<1>(sorted);
+  const at::Tensor image_begin =
+      at::searchsorted(std::get<0>(sorted), at::arange(batch + 1, image_ids.options()));
+  const auto s = elements::make_shape<int64_t>(batch, v_in, lambda_val, height, width);
+  const int64_t v_out = s.v_out, half = s.half();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(), op, [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* g_data = grad_output.const_data_ptr<scalar_t>();
-    acc_t* gx_data = grad_acc.mutable_data_ptr<acc_t>();
-    const int64_t* ids = image_ids.const_data_ptr<int64_t>();
+    // Window cells whose lower corner is c, for c in [-1, Vin - 1], and every cell's weights.
+    std::vector<int64_t> cells_begin(v_in + 1), cells_end(v_in + 1);
+    for (int64_t c = -1; c < v_in; ++c) {
+      geometry::cells_with_lower_corner<acc_t>(
+          c, lambda_val, v_out, &cells_begin[c + 1], &cells_end[c + 1]);
+    }
+    std::vector<acc_t> w0(v_out), w1(v_out);
+    for (int64_t v = 0; v < v_out; ++v) {
+      const auto corners = geometry::window_corners<acc_t>(v, lambda_val);
+      w0[v] = corners.w0;
+      w1[v] = corners.w1;
+    }
+    const scalar_t* grad_y = grad_output.const_data_ptr<scalar_t>();
+    scalar_t* grad_x = grad_input.mutable_data_ptr<scalar_t>();
+    const int64_t* order = by_image.const_data_ptr<int64_t>();
+    const int64_t* begin_of = image_begin.const_data_ptr<int64_t>();
     const int64_t* row_data = rows.const_data_ptr<int64_t>();
     const int64_t* col_data = cols.const_data_ptr<int64_t>();
-    const int64_t image_numel = v_in * v_in * height * width;
-    at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        acc_t* image = gx_data + b * image_numel;
-        for (int64_t k = 0; k < n; ++k) {
-          if (ids[k] != b) {
-            continue;
-          }
-          const scalar_t* window = g_data + k * v_out * v_out;
-          for (int64_t v = 0; v < v_out; ++v) {
-            for (int64_t u = 0; u < v_out; ++u) {
-              const acc_t g = static_cast<acc_t>(window[v * v_out + u]);
-              if (g == acc_t(0)) {
+    // A task: one plane of the map, and about 4 lambda^2 cells of each request of its image.
+    const int64_t task_work = s.q_h * s.q_w + 4 * lambda_val * lambda_val * image_ids.numel() / batch;
+    at::parallel_for(0, batch * v_in * v_in, grain_for(task_work), [&](int64_t task_begin, int64_t task_end) {
+      std::vector<acc_t> grad_q(s.q_h * s.q_w);
+      for (int64_t p = task_begin; p < task_end; ++p) {
+        const int64_t image = p / (v_in * v_in);
+        const int64_t vi = (p / v_in) % v_in;
+        const int64_t uj = p % v_in;
+        std::fill(grad_q.begin(), grad_q.end(), acc_t(0));
+        for (int64_t j = begin_of[image]; j < begin_of[image + 1]; ++j) {
+          const int64_t k = order[j];
+          const scalar_t* window = grad_y + k * v_out * v_out;
+          // Cell (v, u) reads Q at row rows[k] + v - half, column cols[k] + u - half; the
+          // cells reading plane (vi, uj) have window corners vi - a and uj - b.
+          const int64_t q_row0 = row_data[k] - half - s.q_origin;
+          const int64_t q_col0 = col_data[k] - half - s.q_origin;
+          for (int a = 0; a < 2; ++a) {
+            const int64_t v_first = std::max(cells_begin[vi - a + 1], -q_row0);
+            const int64_t v_last = std::min(cells_end[vi - a + 1], s.q_h - q_row0);
+            for (int64_t v = v_first; v < v_last; ++v) {
+              const acc_t w_a = a ? w1[v] : w0[v];
+              if (w_a == acc_t(0)) {
                 continue;
               }
-              geometry::visit_natural_cell<acc_t>(
-                  v, u, row_data[k], col_data[k], v_in, lambda_val, height, width,
-                  [&](bool inside, int64_t plane, int64_t row, int64_t col, acc_t weight) {
-                    if (inside) {
-                      image[(plane * height + row) * width + col] += weight * g;
-                    }
-                  });
+              acc_t* q_row = grad_q.data() + (q_row0 + v) * s.q_w;
+              const scalar_t* window_row = window + v * v_out;
+              for (int b = 0; b < 2; ++b) {
+                const int64_t u_first = std::max(cells_begin[uj - b + 1], -q_col0);
+                const int64_t u_last = std::min(cells_end[uj - b + 1], s.q_w - q_col0);
+                const acc_t* w_b = b ? w1.data() : w0.data();
+                for (int64_t u = u_first; u < u_last; ++u) {
+                  if (w_b[u] != acc_t(0)) {
+                    q_row[q_col0 + u] += w_a * w_b[u] * static_cast<acc_t>(window_row[u]);
+                  }
+                }
+              }
             }
           }
         }
+        q_adjoint_plane(grad_q.data(), grad_x + p * height * width, height, width, s.box());
       }
     });
   });
-  return grad_acc.to(grad_output_in.scalar_type());
+  return grad_input;
+}
+
+} // namespace
+
+at::Tensor swap_align2nat_at_forward_cpu(
+    const at::Tensor& x,
+    const at::Tensor& image_ids,
+    const at::Tensor& rows,
+    const at::Tensor& cols,
+    int64_t lambda_val,
+    double pad_val) {
+  return drivers::at_forward(CpuRunner{}, x, image_ids, rows, cols, lambda_val, pad_val);
+}
+
+at::Tensor swap_align2nat_at_backward_cpu(
+    const at::Tensor& grad_output,
+    const at::Tensor& image_ids,
+    const at::Tensor& rows,
+    const at::Tensor& cols,
+    int64_t lambda_val,
+    c10::IntArrayRef input_size) {
+  if (kernel_choice() == KernelChoice::kDefault) {
+    return backward_scatter(grad_output, image_ids, rows, cols, lambda_val, input_size);
+  }
+  return drivers::at_backward(
+      CpuRunner{}, grad_output, image_ids, rows, cols, lambda_val, input_size);
 }
 
 TORCH_LIBRARY_IMPL(tensormask_proj, CPU, m) {

@@ -1,16 +1,21 @@
 // CPU kernels of swap_align2nat (forward and backward), multithreaded with at::parallel_for.
 //
-// Cost is proportional to the output size whatever lambda: the spatial interpolation is folded
-// into a "Q" map of the input's size (see swap_align2nat.h), so each output element is a 4-term
-// weighted sum of Q, and no up-sampled intermediate is ever materialised. A task owns output
-// window rows (n, v), whose output planes (v, u) are contiguous in memory and read neighbouring
-// columns of the same Q rows. When Q is a box average, the rows are grouped by the two input
-// window rows they read, and a task computes Q for just those (a few MB that stay in cache)
-// instead of the whole map.
-//
-// The backward is deterministic: each task owns one input plane and gathers (as a scatter into
-// its own buffer) the contributions of the at most 4 * (lambda + 1)^2 output planes that read it.
-#include "../swap_align2nat.h"
+// Two implementations, chosen by kernel_choice() (swap_align2nat.h):
+//  * the shared element functions (swap_align2nat_elements.h through the drivers of
+//    swap_align2nat_drivers.h), exactly what the CUDA kernels run: KernelChoice::kShared and
+//    kTiled. The tests run every case with them, so that CPU test runs check the CUDA code.
+//  * row kernels, faster on a CPU, used by default (below). Their cost is proportional to the
+//    output size whatever lambda: the spatial interpolation is folded into a "Q" map of the
+//    input's size, so each output element is a 4-term weighted sum of Q, and no up-sampled
+//    intermediate is ever materialised. A task owns output window rows (n, v), whose output
+//    planes (v, u) are contiguous in memory and read neighbouring columns of the same Q rows.
+//    When Q is a box average, the rows are grouped by the two input window rows they read, and a
+//    task computes Q for just those (a few MB that stay in cache) instead of the whole map. The
+//    backward is deterministic: each task owns one input plane and gathers (as a scatter into its
+//    own buffer) the contributions of the at most 4 * (lambda + 1)^2 output planes that read it.
+#include "../swap_align2nat_drivers.h"
+#include "q_adjoint.h"
+#include "run_elements.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -210,9 +215,7 @@ void forward_window_row(
   }
 }
 
-} // namespace
-
-at::Tensor swap_align2nat_forward_cpu(const at::Tensor& x_in, int64_t lambda_val, double pad_val) {
+at::Tensor forward_rows(const at::Tensor& x_in, int64_t lambda_val, double pad_val) {
   const int64_t v_in = check_swap_align2nat_input(x_in, lambda_val);
   const auto sizes = swap_align2nat_sizes(x_in.sizes(), v_in, lambda_val);
   const int64_t batch = sizes.batch, h_in = sizes.h_in, w_in = sizes.w_in;
@@ -254,7 +257,9 @@ at::Tensor swap_align2nat_forward_cpu(const at::Tensor& x_in, int64_t lambda_val
         // stay in cache, then every output row of the group. Q is never materialised whole.
         const int64_t groups = v_in + 1; // c in [-1, v_in - 1]
         const int64_t q_plane = (h_in + 1) * (w_in + 1);
-        at::parallel_for(0, batch * groups, 1, [&](int64_t begin, int64_t end) {
+        // A task: Q of two window rows, then about lambda output window rows.
+        const int64_t task_work = 2 * v_in * q_plane + lambda_val * v_out * h_out * w_out;
+        at::parallel_for(0, batch * groups, grain_for(task_work), [&](int64_t begin, int64_t end) {
           std::vector<acc_t> column_sums;
           std::vector<acc_t> q_window_rows(2 * v_in * q_plane);
           for (int64_t task = begin; task < end; ++task) {
@@ -291,7 +296,7 @@ at::Tensor swap_align2nat_forward_cpu(const at::Tensor& x_in, int64_t lambda_val
   return y;
 }
 
-at::Tensor swap_align2nat_backward_cpu(
+at::Tensor backward_rows(
     const at::Tensor& grad_output_in,
     int64_t lambda_val,
     c10::IntArrayRef input_size) {
@@ -314,7 +319,9 @@ at::Tensor swap_align2nat_backward_cpu(
         const scalar_t* gy = grad_output.const_data_ptr<scalar_t>();
         scalar_t* gx = grad_input.mutable_data_ptr<scalar_t>();
         const int64_t out_plane = h_out * w_out;
-        at::parallel_for(0, batch * v_in * v_in, 1, [&](int64_t begin, int64_t end) {
+        // A task: one input plane, read by about 4 lambda^2 output planes.
+        const int64_t task_work = q_rows.size * q_cols.size + 4 * v_out * v_out * out_plane / (v_in * v_in);
+        at::parallel_for(0, batch * v_in * v_in, grain_for(task_work), [&](int64_t begin, int64_t end) {
           std::vector<acc_t> gq(q_rows.size * q_cols.size);
           for (int64_t p = begin; p < end; ++p) {
             const int64_t n = p / (v_in * v_in);
@@ -364,25 +371,35 @@ at::Tensor swap_align2nat_backward_cpu(
                 }
               }
             }
-            // Adjoint of Q: identity, or the 2x2 box average (Q buffer row/col = X row/col + 1).
-            scalar_t* gx_plane = gx + p * h_in * w_in;
-            const int64_t qw = q_cols.size;
-            for (int64_t r = 0; r < h_in; ++r) {
-              for (int64_t c = 0; c < w_in; ++c) {
-                acc_t g;
-                if (box) {
-                  const acc_t* q0 = gq.data() + r * qw + c;
-                  g = acc_t(0.25) * (q0[0] + q0[1] + q0[qw] + q0[qw + 1]);
-                } else {
-                  g = gq[r * qw + c];
-                }
-                gx_plane[r * w_in + c] = static_cast<scalar_t>(g);
-              }
-            }
+            q_adjoint_plane(gq.data(), gx + p * h_in * w_in, h_in, w_in, box);
           }
         });
       });
   return grad_input;
+}
+
+} // namespace
+
+at::Tensor swap_align2nat_forward_cpu(const at::Tensor& x, int64_t lambda_val, double pad_val) {
+  switch (kernel_choice()) {
+    case KernelChoice::kDefault:
+      return forward_rows(x, lambda_val, pad_val);
+    case KernelChoice::kShared:
+      return drivers::dense_forward(CpuRunner{}, x, lambda_val, pad_val, /*tiled=*/false);
+    case KernelChoice::kTiled:
+      return drivers::dense_forward(CpuRunner{}, x, lambda_val, pad_val, /*tiled=*/true);
+  }
+  TORCH_CHECK(false, "swap_align2nat: unknown kernel choice");
+}
+
+at::Tensor swap_align2nat_backward_cpu(
+    const at::Tensor& grad_output,
+    int64_t lambda_val,
+    c10::IntArrayRef input_size) {
+  if (kernel_choice() == KernelChoice::kDefault) {
+    return backward_rows(grad_output, lambda_val, input_size);
+  }
+  return drivers::dense_backward(CpuRunner{}, grad_output, lambda_val, input_size);
 }
 
 TORCH_LIBRARY_IMPL(tensormask_proj, CPU, m) {
