@@ -9,7 +9,8 @@ of both models made small by `workflow_opts` (160 px images, batch 2, score thre
   final evaluation prediction for prediction, and ``TEST.EXPECTED_RESULTS`` set to the training
   run's APs passes ``verify_results``.
 * TensorMask: a run killed with SIGKILL after its first checkpoint resumes with ``--resume`` at
-  the saved iteration + 1, with the optimizer and LR schedule restored, and finishes MAX_ITER;
+  the saved iteration + 1, with the optimizer, LR schedule and data loader restored, finishes
+  MAX_ITER, and ends with the weights of an uninterrupted run of the same SEED, bit for bit;
   ``--eval-only`` of the final checkpoint reproduces its final evaluation, and a wrong
   ``TEST.EXPECTED_RESULTS`` fails the run (exit status 1).
 
@@ -175,14 +176,17 @@ class TestTensorMaskKillResume(unittest.TestCase):
     def setUpClass(cls):
         cls.out = os.path.join(_TMP, "tensormask")
         cls.args = ["--config-file", TENSORMASK_CONFIG] + _opts(TENSORMASK_CONFIG)
-        cls.args += cfg_opts(
-            {"SOLVER.MAX_ITER": cls.MAX_ITER, "SOLVER.CHECKPOINT_PERIOD": 2, "OUTPUT_DIR": cls.out}
-        )
+        run = {"SOLVER.MAX_ITER": cls.MAX_ITER, "SOLVER.CHECKPOINT_PERIOD": 2, "SEED": 0}
+        cls.args += cfg_opts({**run, "OUTPUT_DIR": cls.out})
         cls.killed_log, cls.killed_returncode = cls._run_and_kill_after_first_checkpoint()
         cls.saved = last_checkpoint(cls.out)
         cls.saved_iteration = load_checkpoint(cls.saved)["iteration"]
         cls.final_existed_after_kill = os.path.exists(os.path.join(cls.out, "model_final.pth"))
         cls.resumed = run_train_net(["--resume"] + cls.args, list(_SPLITS.values()))
+        # The same command, never interrupted (evaluation, which changes no weight, left out).
+        cls.uninterrupted_out = os.path.join(_TMP, "tensormask_uninterrupted")
+        opts = {"OUTPUT_DIR": cls.uninterrupted_out, "DATASETS.TEST": "()"}
+        cls.uninterrupted = run_train_net(cls.args + cfg_opts(opts), list(_SPLITS.values()))
 
     @classmethod
     def _run_and_kill_after_first_checkpoint(cls):
@@ -230,6 +234,23 @@ class TestTensorMaskKillResume(unittest.TestCase):
         self.assertEqual(final["iteration"], self.MAX_ITER - 1)
         self.assertEqual(last_checkpoint(self.out), os.path.join(self.out, "model_final.pth"))
         self.assertIn("copypaste: Task: segm", log)
+
+    def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(self):
+        import torch
+
+        self.assertEqual(self.resumed.returncode, 0, tail(self.resumed.stdout))
+        self.assertEqual(self.uninterrupted.returncode, 0, tail(self.uninterrupted.stdout))
+        self.assertIn(
+            f"Data loader state restored: seed 0, continuing at batch {self.saved_iteration + 1}",
+            self.resumed.stdout,
+        )
+        expected = load_checkpoint(os.path.join(self.uninterrupted_out, "model_final.pth"))
+        resumed = load_checkpoint(os.path.join(self.out, "model_final.pth"))
+        self.assertEqual(sorted(resumed["model"]), sorted(expected["model"]))
+        differing = [
+            k for k, v in expected["model"].items() if not torch.equal(v, resumed["model"][k])
+        ]
+        self.assertEqual(differing, [], "tensors that differ from the uninterrupted run's")
 
     def test_resume_restores_the_lr_schedule(self):
         # The lr logged at the last iteration is the one after MAX_ITER - 1 scheduler steps
