@@ -152,7 +152,7 @@ class Trainer(DefaultTrainer):
             loader.load_state_dict(state_dict["data_loader"])
         else:
             # (Batch k of a new stream: the loader's batches stay the iterations' numbers.)
-            loader.start_batch = self.iter + 1
+            loader.skip_to(self.iter + 1)
             logger.warning(
                 "The checkpoint records no data loader state (it predates exact resume): the "
                 "data order and augmentations restart, as a new shuffled stream (data seed "

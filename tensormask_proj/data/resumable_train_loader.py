@@ -260,6 +260,11 @@ class ResumableTrainLoader:
             "bad_images": bad_images,
         }
 
+    def skip_to(self, batches: int) -> None:
+        """Start (at the first ``next``) after ``batches`` batches of the stream."""
+        self.start_batch = self.consumed = batches
+        self._bad_images_before_last = None
+
     def load_state_dict(self, state: Dict) -> None:
         """Continue after ``state["batches"]`` batches of the stream of ``state["seed"]``."""
         if state.get("version") != STATE_VERSION:
@@ -278,7 +283,7 @@ class ResumableTrainLoader:
                 "would have (resume is not exact)."
             )
         self.seed = int(state["seed"])
-        self.start_batch = int(state["batches"])
+        self.skip_to(int(state["batches"]))
         self.bad_images.load_state_dict(state["bad_images"])
         logger.info(
             f"Data loader state restored: seed {self.seed}, continuing at batch "

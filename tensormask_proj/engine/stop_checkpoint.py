@@ -86,8 +86,9 @@ class CheckpointOnStop(HookBase):
         name = f"{self.file_prefix}_{finished:07d}"
         if self._step_began_at == trainer.iter:
             return (
-                "It failed after the optimizer step began, so no consistent state could be "
-                f"saved; the last checkpoint is {last or 'none'}."
+                f"It failed after the optimizer step of iteration {trainer.iter} began (in the "
+                "step, or in a hook after it): the state is not that of a finished iteration, "
+                f"so nothing was saved; the last checkpoint is {last or 'none'}."
             )
         if finished < trainer.start_iter:
             return f"No iteration finished in this run; the last checkpoint is {last or 'none'}."

@@ -134,6 +134,7 @@ class TestResumableTrainLoader(unittest.TestCase):
                 resumed = _loader(num_workers=num_workers)
                 resumed.seed = 12345  # a fresh run's seed: the checkpoint's must win
                 resumed.load_state_dict(state)
+                self.assertEqual(resumed.state_dict(4), state)  # (before any batch, too)
                 self.assertEqual(_take(resumed, 5), uninterrupted[4:])
 
     def test_mapping_leaves_the_training_process_random_stream_alone(self):
