@@ -10,7 +10,7 @@ batches (lists of mapped dicts, grouped by aspect ratio, from the same infinite 
 * **Batching is decided on indices, before any image is read.** The aspect-ratio group of an
   image is known from its dataset dict ("width", "height"), so the batch stream is a cheap
   function of the sampler's seed: resuming at batch ``k`` replays the index stream up to ``k``
-  without decoding anything (about a second per million samples).
+  without decoding anything (about a second per million samples, measured on a 2-core EPYC).
 * **Every sample is mapped under its own seed**, derived from the run's seed and the sample's
   position in the stream (:mod:`.seeds`). The augmentation of a sample is the same in an
   uninterrupted run and a resumed one, with or without DataLoader workers, whatever their
@@ -50,7 +50,8 @@ __all__ = ["IndexBatches", "ResumableTrainLoader", "build_resumable_train_loader
 logger = logging.getLogger(__name__)
 
 STATE_VERSION = 1
-# A sample whose image and this many replacements in a row cannot be read stops training.
+# A sample for which this many images in a row (its own, then replacements) cannot be read stops
+# training: the dataset, or the disk it is on, is not usable.
 MAX_ATTEMPTS = 20
 
 # (position in the global sampler stream, dataset index)
@@ -176,6 +177,7 @@ class ResumableTrainLoader:
         seed: the run's seed (the sampler's, and the root of the samples' seeds).
         aspect_ratio_grouping, num_workers: DATALOADER.ASPECT_RATIO_GROUPING / NUM_WORKERS.
         bad_images: the account of unreadable images.
+        sampler_name: DATALOADER.SAMPLER_TRAIN (recorded: a resumed run with another warns).
     """
 
     def __init__(
