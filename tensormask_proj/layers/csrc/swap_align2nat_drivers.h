@@ -114,9 +114,13 @@ at::Tensor dense_forward(
           const auto s = shape_of<index_t>(sizes, lambda_val);
           const scalar_t* x_data = x.const_data_ptr<scalar_t>();
           scalar_t* y_data = y.mutable_data_ptr<scalar_t>();
-          if (tiled) {
-            run.tiles(elements::make_dense_forward_tiles(
-                x_data, y_data, table_data<acc_t>(window), s, pad));
+          const auto tiles =
+              elements::make_dense_forward_tiles(x_data, y_data, table_data<acc_t>(window), s, pad);
+          // A tile's stage must fit the 48 KB of shared memory a CUDA block gets without
+          // opting in; it does up to lambda = 1024 (double) and is checked on both devices alike.
+          const bool stage_fits = 4 * tiles.stage_capacity * sizeof(acc_t) <= 48 * 1024;
+          if (tiled && stage_fits) {
+            run.tiles(tiles);
           } else {
             run.elements(
                 static_cast<index_t>(y.numel()),
@@ -189,17 +193,21 @@ at::Tensor at_forward(
   const at::Tensor cols = cols_in.contiguous();
   check_image_ids(op, image_ids, x_in.size(0));
   const at::Tensor x = x_in.contiguous();
-  const auto s = at_shape<int64_t>(x.sizes(), v_in, lambda_val);
+  const int64_t largest = std::max(
+      {y.numel(), x.numel(), x.size(2) + 3 * v_out + 8, x.size(3) + 3 * v_out + 8});
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), op, [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const at::Tensor window = window_table<acc_t>(run, v_out, lambda_val, x);
-    run.elements(
-        y.numel(),
-        elements::AtForward<scalar_t>{
-            x.const_data_ptr<scalar_t>(), image_ids.const_data_ptr<int64_t>(),
-            rows.const_data_ptr<int64_t>(), cols.const_data_ptr<int64_t>(),
-            y.mutable_data_ptr<scalar_t>(), table_data<acc_t>(window), s,
-            static_cast<acc_t>(pad_val)});
+    with_index_type(largest, [&](auto index_zero) {
+      using index_t = decltype(index_zero);
+      run.elements(
+          static_cast<index_t>(y.numel()),
+          elements::AtForward<scalar_t, index_t>{
+              x.const_data_ptr<scalar_t>(), image_ids.const_data_ptr<int64_t>(),
+              rows.const_data_ptr<int64_t>(), cols.const_data_ptr<int64_t>(),
+              y.mutable_data_ptr<scalar_t>(), table_data<acc_t>(window),
+              at_shape<index_t>(x.sizes(), v_in, lambda_val), static_cast<acc_t>(pad_val)});
+    });
   });
   return y;
 }

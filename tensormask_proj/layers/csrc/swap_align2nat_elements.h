@@ -464,10 +464,18 @@ struct BoxAdjoint {
 
 // ---- swap_align2nat_at ---------------------------------------------------------------------
 // Requests: window k is centred at (rows[k], cols[k]) of image image_ids[k] (image ids are
-// checked on the host before any kernel runs).
+// checked on the host before any kernel runs); centres may lie anywhere.
 
-// y[i], i over (n, Vout, Vout): cell (v, u) of window k. int64 indices: centres may lie anywhere.
-template <typename scalar_t>
+// A window centre moved to at most Vout + 2 rows (or columns) outside the map of `size`: a
+// window centred that far reads pad only, as it did, and the centre now fits the index type.
+C10_HOST_DEVICE inline int64_t clamp_centre(int64_t centre, int64_t size, int64_t v_out) {
+  const int64_t low = -(v_out + 2), high = size + v_out + 2;
+  return centre < low ? low : (centre > high ? high : centre);
+}
+
+// y[i], i over (n, Vout, Vout): cell (v, u) of window k. index_t is int32 when the map, the
+// windows and the map's size plus two windows all have fewer than 2^31 elements.
+template <typename scalar_t, typename index_t>
 struct AtForward {
   using acc_t = at::opmath_type<scalar_t>;
   const scalar_t* x;
@@ -476,17 +484,17 @@ struct AtForward {
   const int64_t* cols;
   scalar_t* y;
   WindowTable<acc_t> window;
-  DenseShape<int64_t> s; // h_out, w_out unused
+  DenseShape<index_t> s; // h_out, w_out unused
   acc_t pad;
 
-  C10_HOST_DEVICE void operator()(int64_t i) const {
-    int64_t u, v;
-    const int64_t k = s.by_v_out.divmod(s.by_v_out.divmod(i, &u), &v);
-    const scalar_t* image = x + image_ids[k] * s.image_numel();
-    const int64_t r0 = rows[k] + v - s.half();
-    const int64_t c0 = cols[k] + u - s.half();
+  C10_HOST_DEVICE void operator()(index_t i) const {
+    index_t u, v;
+    const index_t k = s.by_v_out.divmod(s.by_v_out.divmod(i, &u), &v);
+    const scalar_t* image = x + static_cast<index_t>(image_ids[k]) * s.image_numel();
+    const index_t r0 = static_cast<index_t>(clamp_centre(rows[k], s.h_in, s.v_out)) + v - s.half();
+    const index_t c0 = static_cast<index_t>(clamp_centre(cols[k], s.w_in, s.v_out)) + u - s.half();
     y[i] = static_cast<scalar_t>(
-        blend_window_corners<acc_t>(window, v, u, s, pad, [&](int, int, int64_t vi, int64_t uj) {
+        blend_window_corners<acc_t>(window, v, u, s, pad, [&](int, int, index_t vi, index_t uj) {
           return q_value<acc_t>(image + (vi * s.v_in + uj) * s.plane_numel(), r0, c0, s, pad);
         }));
   }
