@@ -122,9 +122,11 @@ def rle_compressed(height: int, width: int, box) -> Dict:
 def write_odd_dataset(root: str) -> str:
     """
     A dataset of every oddity that trains (after its checks) under ``root``: returns its json
-    path (images in root/images). 6 images, 13 annotations of which 4 are skipped (two without
-    a usable mask, a box wholly outside, a zero-area box) and 1 clipped; RLE masks (so
-    INPUT.MASK_FORMAT bitmask), 2 classes, a crowd region.
+    path (images in root/images). 6 images, 16 annotations of which 4 are skipped (two without
+    a usable mask, a box wholly outside, a zero-area box) and 4 fixed (a box clipped, a
+    collinear polygon dropped beside a valid one, a box of negative width taken from its
+    polygon, a polygon reaching x = 1e7 clipped); RLE masks (so INPUT.MASK_FORMAT bitmask), 2
+    classes, a crowd region.
     """
     images_dir = os.path.join(root, "images")
     os.makedirs(images_dir)
@@ -144,8 +146,14 @@ def write_odd_dataset(root: str) -> str:
         annotation(2, segmentation=[]),  # skipped
         annotation(3, segmentation=rle_uncompressed(48, 64, (16, 12, 32, 24))),
         annotation(3, box=(50, 30, 30, 30)),  # partly outside: clipped
+        # A collinear polygon beside a valid one: dropped, the annotation kept.
+        annotation(3, segmentation=[[10, 8, 22, 8, 22, 18, 10, 18], [10, 10, 20, 20, 30, 30]]),
         annotation(4, box=(16, 12, 32, 24)),
         annotation(4, box=(70, 10, 5, 5)),  # wholly outside: skipped
+        # Negative width: the box is taken from the polygon.
+        annotation(4, bbox=[40, 20, -10, 6], segmentation=[[30, 20, 40, 20, 40, 26, 30, 26]]),
+        # Far coordinates: clipped before rasterisation.
+        annotation(4, box=(40, 30, 24, 10), segmentation=[[40, 30, 1e7, 30, 1e7, 40, 40, 40]]),
         annotation(5, box=(8, 16, 32, 32), category_id=3),
         annotation(5, box=(8, 16, 0, 32)),  # zero area: skipped
         annotation(5, box=(20, 40, 10, 10), iscrowd=1),

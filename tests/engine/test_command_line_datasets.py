@@ -3,11 +3,13 @@ Your own COCO data from the command line (``--dataset NAME JSON IMAGE_DIR``), in
 
 * one crafted dataset holding every accepted oddity of issue 11 (grayscale, RGBA and 16-bit RGB
   PNGs, an EXIF-rotated JPEG, a 1x1 px image, compressed and uncompressed RLE masks, polygons of
-  fewer than 3 points, an empty segmentation, boxes partly and wholly outside the image, a
-  zero-area box, a crowd region) goes through both models' training mappers image by image,
+  fewer than 3 points, a collinear polygon beside a valid one, a polygon reaching x = 1e7, an
+  empty segmentation, boxes partly and wholly outside the image, a zero-area box, a box of
+  negative width, a crowd region) goes through both models' training mappers image by image,
   and trains 2 iterations then evaluates with ``train_net.main`` for both models;
 * the errors come from ``setup``, before training: a wrong class count (naming both numbers and
-  the keys) and a bad annotation (naming file, image id and annotation id; nothing written);
+  the keys), a bad annotation (naming file, image id and annotation id; nothing written) and a
+  dataset whose every annotation is skipped (instead of detectron2's "No valid data found");
 * the flag itself: ``--dataset NAME`` (a registered dataset) or ``NAME JSON IMAGE_DIR``,
   repeatable, config overrides right after it; errors naming the problem.
 """
@@ -23,7 +25,7 @@ import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import read_image
 
-from data.coco_fixtures import OddDatasetTestCase, picture
+from data.coco_fixtures import OddDatasetTestCase, annotation, coco_json, picture
 from tensormask_proj.data.coco_checks import CocoDatasetError
 from tensormask_proj.data.dataset_mapper import build_train_mapper
 from tensormask_proj.engine import (
@@ -58,8 +60,8 @@ NUM_CLASSES_OPTS = {
 class OwnDataset(OddDatasetTestCase):
     NAME = NAME
 
-    def args(self, config, out, *opts):
-        argv = ["--config-file", config, "--dataset", NAME, self.json, self.images]
+    def args(self, config, out, *opts, json_file=None):
+        argv = ["--config-file", config, "--dataset", NAME, json_file or self.json, self.images]
         argv += workflow_opts(config) + ["OUTPUT_DIR", out]
         argv += cfg_opts({"DATASETS.TRAIN": f"('{NAME}',)", "DATASETS.TEST": f"('{NAME}',)"})
         return train_net.default_argument_parser().parse_args(argv + list(opts))
@@ -72,8 +74,8 @@ class TestOwnDatasetTrains(OwnDataset):
         register_command_line_datasets([(NAME, self.json, self.images)], cfg, cache)
         mapper = build_train_mapper(cfg)
         dicts = DatasetCatalog.get(NAME)
-        # 13 annotations - 4 skipped; the crowd region stays in the dicts, not in instances.
-        self.assertEqual(sum(len(d["annotations"]) for d in dicts), 9)
+        # 16 annotations - 4 skipped; the crowd region stays in the dicts, not in instances.
+        self.assertEqual(sum(len(d["annotations"]) for d in dicts), 12)
         by_file = {}
         for d in dicts:
             out = mapper(d)
@@ -92,6 +94,12 @@ class TestOwnDatasetTrains(OwnDataset):
         self.assertGreater(exif_image.shape[1], exif_image.shape[2])
         self.assertEqual(len(by_file["tiny.png"][0]["instances"]), 1)
         self.assertEqual(len(by_file["rgb.jpg"][0]["instances"]), 2)
+        # The polygon that reached x = 1e7, clipped, gives the mask of its part in the image:
+        # the box (40, 30, 24, 10) of the 64 x 48 image, resized with it.
+        instances = by_file["rgb16.png"][0]["instances"]
+        scale = instances.image_size[1] / 64
+        areas = instances.gt_masks.tensor.flatten(1).sum(1).float() / scale**2
+        self.assertTrue(any(abs(a - 24 * 10) < 24 + 10 for a in areas.tolist()), areas)
 
     def train_and_evaluate(self, config):
         out = os.path.join(self.tmp, os.path.basename(config) + "_out")
@@ -105,10 +113,13 @@ class TestOwnDatasetTrains(OwnDataset):
         self.assertIn("skipped 1 annotation(s): box wholly outside its image", log)
         self.assertIn("skipped 1 annotation(s): zero-area box", log)
         self.assertIn("fixed 1 annotation(s): box clipped", log)
+        self.assertIn("fixed 1 annotation(s): box of negative width or height replaced", log)
+        self.assertIn("fixed 1 annotation(s): degenerate polygons", log)
+        self.assertIn("fixed 1 annotation(s): polygons reaching more than one image size", log)
         checked = os.path.join(out, "checked_datasets", f"{NAME}.json")
         self.assertEqual(MetadataCatalog.get(NAME).json_file, checked)
         with open(checked) as f:
-            self.assertEqual(len(json.load(f)["annotations"]), 9)
+            self.assertEqual(len(json.load(f)["annotations"]), 12)
         # Evaluated on the checked annotations: both tasks, finite APs.
         (record,) = evaluation_records(read_metrics(out))
         for key in ("bbox/AP", "segm/AP"):
@@ -160,6 +171,22 @@ class TestErrorsBeforeTraining(OwnDataset):
         self.assertIn("annotation id 104 of image id 2 (file ", message)
         self.assertIn(os.path.join(self.images, "gray.png"), message)
         self.assertIn("INPUT.MASK_FORMAT bitmask", message)
+        self.assertFalse(os.path.exists(out))  # nothing written
+
+    def test_every_annotation_skipped(self):
+        # detectron2 would log the skips, then stop with a bare "No valid data found".
+        out = os.path.join(self.tmp, "all_skipped")
+        images = [{"id": 1, "file_name": "rgb.jpg", "height": 48, "width": 64}]
+        collinear = [[10, 10, 20, 20, 30, 30]]
+        anns = [annotation(1, segmentation=collinear), annotation(1, bbox=[1, 1, 0, 0])]
+        json_file = coco_json(os.path.join(self.tmp, "all_skipped.json"), images, anns)
+        opts = cfg_opts({**NUM_CLASSES_OPTS[TENSORMASK_CONFIG], "INPUT.MASK_FORMAT": "bitmask"})
+        with self.assertRaises(CocoDatasetError) as raised:
+            train_net.setup(self.args(TENSORMASK_CONFIG, out, *opts, json_file=json_file))
+        message = str(raised.exception)
+        self.assertIn(f"{json_file}: none of its 2 annotations is left to train on", message)
+        self.assertIn("skipped 1 annotation(s): every polygon degenerate", message)
+        self.assertIn("skipped 1 annotation(s): zero-area box", message)
         self.assertFalse(os.path.exists(out))  # nothing written
 
 
