@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """
 Benchmark of the swap_align2nat and swap_align2nat_at ops, on the CPU and, where a GPU is
-visible, on CUDA. Two sections (--sections), each timed in interleaved rounds (machines here are
-noisy: compare the ratios, not the absolute times), median and best of the rounds:
+visible, on CUDA, in three parts (--sections). The first two are timed in interleaved rounds
+(machines here are noisy: compare the ratios, not the absolute times), median and best:
 
 bipyramid: the 12 tensors of the official TensorMask bipyramid head at an 800x1088 (padded)
   input, window sizes 11 and 15, lambda = 1, 2, 4, 8, 16, 32, each on the 200x272 P2 grid:
