@@ -17,13 +17,16 @@
 //                     (When Vout is odd, Q is X and the GradQ kernels write dL/dX directly.)
 //   AtForward         the windows of swap_align2nat_at (n, Vout, Vout): as DenseForward.
 //   AtGradQ           dL/dQ of swap_align2nat_at, a gather over requests sorted into buckets by
-//                     exact window centre (RequestBucketsView). Per element: 4 bucket lookups per
-//                     distinct centre residue (row mod lambda, col mod lambda) among the requests,
-//                     plus one multiply-add per (request, window cell) that reads the element.
+//                     exact window centre (RequestBucketsView). Per element: at most 4 bucket
+//                     lookups per distinct centre residue (row mod lambda, col mod lambda) among
+//                     the requests (2 when the centre row holds no request), plus one
+//                     multiply-add per (request, window cell) that reads the element.
 //                     TensorMask's requests sit on one lattice of step lambda (centres y * lambda,
 //                     x * lambda of a crop), so there is one residue and the work per element is
 //                     that of DenseGradQ whatever the number of requests; in general the residues
 //                     are at most min(n, lambda^2).
+//   FillWindowTable   each window cell's corners and weights (geometry::window_corners), read by
+//                     the kernels above instead of a float division and a floor per cell.
 // All backward kernels gather in a fixed order, without atomics: their results are deterministic
 // and independent of the launch configuration or thread count.
 #pragma once
