@@ -26,16 +26,14 @@ from detectron2.engine import HookBase
 from detectron2.utils.env import seed_all_rng
 
 from .workflow_helpers import (
-    TENSORMASK_CONFIG,
     TRAIN_NET,
     TinySplit,
-    cfg_opts,
     last_checkpoint,
     load_checkpoint,
     load_script,
     register_in_process,
+    tiny_training_cfg,
     unregister_in_process,
-    workflow_cfg,
 )
 
 train_net = load_script(TRAIN_NET, "train_net")
@@ -96,19 +94,9 @@ class TestExactResume(unittest.TestCase):
 
     @classmethod
     def _cfg(cls, out, *opts):
-        small = {
-            "DATASETS.TRAIN": f"('{cls.split.name}',)",
-            "DATASETS.TEST": "()",
-            "INPUT.MIN_SIZE_TRAIN": "(64,)",
-            "INPUT.MAX_SIZE_TRAIN": 96,
-            "SOLVER.MAX_ITER": MAX_ITER,
-            "SOLVER.CHECKPOINT_PERIOD": 2,
-            "SEED": 0,
-            "OUTPUT_DIR": os.path.join(cls.tmp, out),
-        }
-        cfg = workflow_cfg(TENSORMASK_CONFIG, *cfg_opts(small), *opts)
-        cfg.freeze()
-        return cfg
+        return tiny_training_cfg(
+            cls.split, os.path.join(cls.tmp, out), MAX_ITER, 2, *opts
+        )
 
     @classmethod
     def _train(cls, out, *opts, resume=False, fail_at=None, error=None):

@@ -34,6 +34,7 @@ from .workflow_helpers import (
     cfg_opts,
     load_script,
     register_in_process,
+    tiny_training_cfg,
     unregister_in_process,
     workflow_cfg,
 )
@@ -90,19 +91,9 @@ class TestUnreadableTrainingImages(unittest.TestCase):
 
     @classmethod
     def _cfg(cls, out, *opts):
-        small = {
-            "DATASETS.TRAIN": f"('{cls.split.name}',)",
-            "DATASETS.TEST": "()",
-            "INPUT.MIN_SIZE_TRAIN": "(64,)",
-            "INPUT.MAX_SIZE_TRAIN": 96,
-            "SOLVER.MAX_ITER": MAX_ITER,
-            "SOLVER.CHECKPOINT_PERIOD": 100,
-            "SEED": 0,
-            "OUTPUT_DIR": os.path.join(cls.tmp, out),
-        }
-        cfg = workflow_cfg(TENSORMASK_CONFIG, *cfg_opts(small), *opts)
-        cfg.freeze()
-        return cfg
+        return tiny_training_cfg(
+            cls.split, os.path.join(cls.tmp, out), MAX_ITER, 100, *opts
+        )
 
     def _trainer(self, cfg, resume=False):
         seed_all_rng(cfg.SEED)

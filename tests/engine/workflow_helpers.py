@@ -106,6 +106,26 @@ def workflow_cfg(config: str, *opts: str):
     return cfg
 
 
+def tiny_training_cfg(
+    split: TinySplit, output_dir: str, max_iter: int, checkpoint_period: int, *opts: str
+):
+    """A frozen TensorMask quick-config cfg that trains ``max_iter`` iterations at `SEED 0` on
+    ``split`` with 64 px images and no evaluation, for tests of the training loop itself."""
+    small = {
+        "DATASETS.TRAIN": f"('{split.name}',)",
+        "DATASETS.TEST": "()",
+        "INPUT.MIN_SIZE_TRAIN": "(64,)",
+        "INPUT.MAX_SIZE_TRAIN": 96,
+        "SOLVER.MAX_ITER": max_iter,
+        "SOLVER.CHECKPOINT_PERIOD": checkpoint_period,
+        "SEED": 0,
+        "OUTPUT_DIR": output_dir,
+    }
+    cfg = workflow_cfg(TENSORMASK_CONFIG, *cfg_opts(small), *opts)
+    cfg.freeze()
+    return cfg
+
+
 def subprocess_env() -> Dict[str, str]:
     env = dict(os.environ)
     env.update(
