@@ -45,8 +45,13 @@ def shortened_schedule_opts(config_file, iters):
     return ["SOLVER.MAX_ITER", iters, "SOLVER.STEPS", steps, "SOLVER.WARMUP_ITERS", warmup]
 
 
-def assert_every_config_builds(test, config_files, meta_architecture: str):
-    """Each of ``config_files`` loads and builds a ``meta_architecture`` model on the CPU."""
+def assert_every_config_builds(test, config_files, meta_architecture: str, batch=None):
+    """
+    Each of ``config_files`` loads and builds a ``meta_architecture`` model on the CPU. With
+    ``batch`` (training inputs), each also trains on it: one forward and backward, after which
+    every trainable parameter has a gradient. A parameter outside the loss's graph would make
+    DistributedDataParallel stop at the second iteration.
+    """
     test.assertGreater(len(config_files), 0)
     for path in config_files:
         with test.subTest(config=os.path.relpath(path, CONFIG_DIR)):
@@ -55,6 +60,14 @@ def assert_every_config_builds(test, config_files, meta_architecture: str):
             model = build_model(cfg)
             test.assertEqual(type(model).__name__, meta_architecture)
             test.assertEqual(model.device, torch.device("cpu"))
+            if batch is None:
+                continue
+            model.train()
+            with EventStorage():
+                losses = model(batch)
+            sum(losses.values()).backward()
+            unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+            test.assertEqual(unused, [], "parameters outside the loss's graph")
 
 
 def make_instances(image_size, boxes, classes, bitmask=False, shape="rectangle"):

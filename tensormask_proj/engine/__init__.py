@@ -1,5 +1,6 @@
 """
-Training/inference workflow helpers used by ``train_net.py`` and ``demo.py``: a checkpointer that
+The training engine of ``train_net.py`` (:class:`Trainer`, :func:`launch` for several processes on
+any device) and the workflow helpers it and ``demo.py`` use: a checkpointer that
 never leaves a broken checkpoint, a checkpoint of the last finished iteration when training
 stops on an error, per-iteration seeds for an exact ``--resume``, config checks with actionable
 errors, ``--dataset`` (checked COCO datasets from the command line), a mapper wrapper whose errors
@@ -32,9 +33,11 @@ from .config_checks import (
     check_weights,
 )
 from .iteration_seed import ReseedEachIteration
+from .launch import distributed_backend, launch, started_by_torchrun
 from .mapper_errors import DatasetMappingError, NamedErrorMapper, UnreadableImageError
 from .plot_metrics import load_metrics, mean_losses, plot_metrics
 from .stop_checkpoint import CheckpointOnStop, resume_command
+from .trainer import Trainer, wrap_for_processes
 from .unreadable_test_images import (
     MarkUnreadable,
     ReadableImagesCOCOEvaluator,
@@ -43,6 +46,11 @@ from .unreadable_test_images import (
 )
 
 __all__ = [
+    "Trainer",
+    "wrap_for_processes",
+    "launch",
+    "distributed_backend",
+    "started_by_torchrun",
     "AtomicDetectionCheckpointer",
     "CheckpointDiskFullError",
     "non_finite_tensors",

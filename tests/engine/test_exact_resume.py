@@ -167,7 +167,7 @@ class TestExactResume(unittest.TestCase):
             f.write("model_0000001.pth")
         cfg = self._cfg("old", "SOLVER.MAX_ITER", "3")
         trainer = train_net.Trainer(cfg)
-        with self.assertLogs("tensormask_proj.train_net", "WARNING") as logs:
+        with self.assertLogs("tensormask_proj.engine.trainer", "WARNING") as logs:
             trainer.resume_or_load(resume=True)
         self.assertIn("records no data loader state", logs.output[0])
         self.assertIn("the data order and augmentations restart", logs.output[0])

@@ -22,6 +22,9 @@ from detectron2.data.datasets import register_coco_instances
 from tensormask_proj.data.datasets import get_shapes_metadata
 from tensormask_proj.data.bad_images import BadImagesError
 from tensormask_proj.engine import CPUAutocastTrainer, check_config
+from tensormask_proj.engine.trainer import check_sync_batchnorm
+
+from project_testing import CONFIG_DIR
 
 from .workflow_helpers import (
     BLENDMASK_CONFIG,
@@ -295,14 +298,17 @@ class TestNonFiniteLossStopsTraining(unittest.TestCase):
 
 
 class TestLaunchWiring(unittest.TestCase):
-    """Multi-GPU/multi-machine training cannot run here; its entry point is detectron2's
-    ``launch``, which must receive the command line's numbers and train_net's ``main``."""
+    """The command line's process and machine numbers, and the device of the config, reach
+    ``tensormask_proj.engine.launch`` with train_net's ``main`` (the launcher itself runs in
+    tests/engine/test_distributed.py)."""
 
     def test_command_line_reaches_launch(self):
         argv = [TRAIN_NET, "--config-file", TENSORMASK_CONFIG, "--num-gpus", "8"]
         argv += ["--num-machines", "2", "--machine-rank", "1", "--dist-url", "tcp://10.0.0.1:23456"]
         argv += ["SOLVER.IMS_PER_BATCH", "64"]
-        with mock.patch("detectron2.engine.launch") as launch, mock.patch.object(sys, "argv", argv):
+        with mock.patch("tensormask_proj.engine.launch") as launch, mock.patch.object(
+            sys, "argv", argv
+        ):
             module_globals = runpy.run_path(TRAIN_NET, run_name="__main__")
         launch.assert_called_once()
         (main, num_gpus), kwargs = launch.call_args
@@ -311,9 +317,20 @@ class TestLaunchWiring(unittest.TestCase):
         self.assertEqual(kwargs["num_machines"], 2)
         self.assertEqual(kwargs["machine_rank"], 1)
         self.assertEqual(kwargs["dist_url"], "tcp://10.0.0.1:23456")
+        self.assertEqual(kwargs["device"], "cpu")  # the quick config's MODEL.DEVICE: gloo
         (args,) = kwargs["args"]
         self.assertEqual(args.config_file, TENSORMASK_CONFIG)
         self.assertEqual(args.opts, ["SOLVER.IMS_PER_BATCH", "64"])
+
+    def test_sync_batchnorm_on_cpu_processes_is_refused(self):
+        cfg = train_net.get_project_cfg()
+        cfg.merge_from_file(os.path.join(CONFIG_DIR, "BlendMask", "RT_R_50_4x_syncbn_shtw.yaml"))
+        cfg.MODEL.DEVICE = "cpu"
+        model = train_net.Trainer.build_model(cfg)
+        with self.assertRaisesRegex(ValueError, r"SyncBatchNorm layers \(backbone.*'SyncBN'.*"
+                                    "several processes on the CPU.*'naiveSyncBN'"):
+            check_sync_batchnorm(model, "cpu")
+        check_sync_batchnorm(model, "cuda")
 
 
 if __name__ == "__main__":

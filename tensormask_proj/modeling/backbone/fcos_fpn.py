@@ -6,35 +6,14 @@ is read from ``MODEL.FCOS.TOP_LEVELS`` (AdelaiDet's convention).
 Parameter names are detectron2's (``bottom_up.*``, ``fpn_lateral{i}``, ``fpn_output{i}``,
 ``top_block.p6``, ``top_block.p7``), so AdelaiDet checkpoints load unchanged.
 """
-import fvcore.nn.weight_init as weight_init
-from torch import nn
-
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone import FPN, build_resnet_backbone
 from detectron2.modeling.backbone.fpn import LastLevelP6P7
 
-__all__ = ["LastLevelP6", "build_fcos_resnet_fpn_backbone"]
+from .top_block import LastLevelP6
 
-
-class LastLevelP6(nn.Module):
-    """
-    Extra FPN level P6 = conv3x3/stride 2 of ``in_feature``; used when only one extra level is
-    wanted (AdelaiDet's TOP_LEVELS=1, e.g. the "550" configs). The two-level variant is
-    detectron2's :class:`LastLevelP6P7`.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, in_feature: str = "p5"):
-        super().__init__()
-        # detectron2's FPN reads these two attributes from its top block.
-        self.num_levels = 1
-        self.in_feature = in_feature
-        self.p6 = nn.Conv2d(in_channels, out_channels, 3, 2, 1)
-        weight_init.c2_xavier_fill(self.p6)
-
-    def forward(self, x):
-        """x: (N, C, H, W) -> [p6 (N, out_channels, ceil(H/2), ceil(W/2))]"""
-        return [self.p6(x)]
+__all__ = ["build_fcos_resnet_fpn_backbone"]
 
 
 def _build_top_block(top_levels: int, channels: int):

@@ -11,7 +11,7 @@ from tensormask_proj.config import add_blendmask_config
 
 from project_testing import assert_every_config_builds
 
-from .blendmask_testing import CONFIG_DIR, FIXTURE_DIR, blendmask_cfg
+from .blendmask_testing import CONFIG_DIR, FIXTURE_DIR, blendmask_cfg, regular_and_empty_batch
 
 # Spec section 2: AdelaiDet's defaults.
 EXPECTED_DEFAULTS = {
@@ -93,7 +93,7 @@ class TestConfigFiles(unittest.TestCase):
                          "550_R_50_3x.yaml", "RT_R_50_4x_syncbn_shtw.yaml"):  # fmt: skip
             self.assertIn(required, names)
         self.assertTrue(any(n.startswith("blendmask_") for n in names))
-        assert_every_config_builds(self, files, "BlendMask")
+        assert_every_config_builds(self, files, "BlendMask", regular_and_empty_batch())
 
     def test_state_dict_matches_adelaidet(self):
         for config_name, listing in STATE_DICT_LISTINGS:

@@ -8,7 +8,7 @@ from detectron2.config import get_cfg
 from tensormask_proj.config import add_tensormask_config
 
 from project_testing import assert_every_config_builds
-from .tensormask_testing import CONFIG_DIR, tensormask_cfg
+from .tensormask_testing import CONFIG_DIR, regular_and_empty_batch, tensormask_cfg
 
 CONFIG_FILES = sorted(
     glob.glob(os.path.join(CONFIG_DIR, "TensorMask", "**", "*.yaml"), recursive=True)
@@ -69,7 +69,7 @@ class TestConfigFiles(unittest.TestCase):
         self.assertGreaterEqual(len(names), 27)
 
     def test_every_file_loads_and_builds(self):
-        assert_every_config_builds(self, CONFIG_FILES, "TensorMask")
+        assert_every_config_builds(self, CONFIG_FILES, "TensorMask", regular_and_empty_batch())
 
     def test_official_values(self):
         cfg = tensormask_cfg(os.path.join(CONFIG_DIR, "TensorMask", "tensormask_R_50_FPN_6x.yaml"))
