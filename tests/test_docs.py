@@ -51,6 +51,10 @@ OUTSIDE_FLAGS = {
     "--no-deps",  # pip install --no-deps (make build)
     "--upgrade",  # pip install --upgrade pip
     "--nproc_per_node",  # torchrun
+    "--nnodes",  # torchrun
+    "--node_rank",  # torchrun
+    "--master_addr",  # torchrun
+    "--master_port",  # torchrun
     "--durations",  # pytest (pytest.ini)
     "--dryrun",  # nvcc --dryrun (how setup.py finds the CUDA toolkit)
 }
@@ -381,7 +385,7 @@ def _command_of(words: List[str], scripts: List[str]) -> Optional[Tuple[str, Lis
     i = 0
     while i < len(words) and (_ASSIGNMENT.match(words[i]) or words[i] in _SHELL_PREFIXES):
         i += 1
-    if i < len(words) and words[i] == "torchrun":
+    if i < len(words) and os.path.basename(words[i]) == "torchrun":
         i += 1
         while i < len(words) and _clean(words[i]) not in scripts:
             i += 1
