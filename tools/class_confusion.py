@@ -34,7 +34,6 @@ import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
-from detectron2.data import build_detection_test_loader
 from detectron2.modeling import build_model
 from detectron2.structures import BoxMode
 from detectron2.utils.logger import setup_logger
@@ -42,6 +41,7 @@ from detectron2.utils.logger import setup_logger
 from tensormask_proj import get_project_cfg
 from tensormask_proj.engine import (
     NamedErrorMapper,
+    build_readable_test_loader,
     add_dataset_argument,
     check_num_classes,
     check_weights,
@@ -134,8 +134,10 @@ def main(argv=None) -> ClassConfusion:
         records = {r["image_id"]: r for r in DatasetCatalog.get(split)}
         mapper = NamedErrorMapper(DatasetMapper(cfg, is_train=False))
         confusion = ClassConfusion(class_names, iou_threshold=args.iou)
+        # (Unreadable images are left out of the counts and listed, as in train_net's evaluation.)
+        loader = build_readable_test_loader(cfg, split, mapper)
         with torch.no_grad(), cpu_autocast(cfg):
-            for batch in build_detection_test_loader(cfg, split, mapper=mapper):
+            for batch in loader:
                 for inputs, outputs in zip(batch, model(batch)):
                     record = records[inputs["image_id"]]
                     instances = outputs["instances"].to("cpu")
@@ -154,7 +156,8 @@ def main(argv=None) -> ClassConfusion:
                         instances.scores.float().numpy(),
                         instances.pred_classes.numpy(),
                     )
-    print(f"{split}: {len(records)} images, {cfg.MODEL.WEIGHTS}")
+    left_out = f", {len(loader.unreadable)} unreadable left out" if loader.unreadable else ""
+    print(f"{split}: {len(records)} images{left_out}, {cfg.MODEL.WEIGHTS}")
     print(confusion.format())
     return confusion
 

@@ -3,6 +3,8 @@ ClassConfusion on hand-made masks (every count and AP known in advance), and
 tools/class_confusion.py end to end on a tiny shapes split: its class-aware AP equals
 COCOEvaluator's on the same model's predictions.
 """
+import contextlib
+import io
 import os
 import shutil
 import tempfile
@@ -200,6 +202,30 @@ class TestClassConfusionTool(unittest.TestCase):
             + workflow_opts(TENSORMASK_CONFIG)
             + ["MODEL.WEIGHTS", self.weights]
         )
+
+    def test_unreadable_image_is_left_out(self):
+        # A copy of the split whose first image keeps its JPEG header but loses the end of
+        # its data: it passes the dataset checks, then cannot be decoded.
+        paths = register_in_process(self.split)
+        images = os.path.join(self.tmp, "damaged_images")
+        shutil.copytree(paths.image_root, images)
+        records = DatasetCatalog.get(self.split.name)
+        damaged = os.path.join(images, os.path.basename(records[0]["file_name"]))
+        with open(damaged, "r+b") as f:
+            f.truncate(os.path.getsize(damaged) * 2 // 3)
+        argv = ["--config-file", TENSORMASK_CONFIG]
+        argv += ["--dataset", "_test_confusion_damaged", paths.json_file, images]
+        argv += workflow_opts(TENSORMASK_CONFIG) + ["MODEL.WEIGHTS", self.weights]
+        tool = load_script(TOOL, "class_confusion_tool")
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            confusion = tool.main(argv)
+        readable = sum(
+            1 for r in records[1:] for a in r["annotations"] if not a.get("iscrowd", 0)
+        )
+        self.assertGreater(readable, 0)
+        self.assertEqual(int(confusion.matrix.sum()), readable)
+        self.assertIn("3 images, 1 unreadable left out", printed.getvalue())
 
     def test_matches_coco_evaluator(self):
         tool = load_script(TOOL, "class_confusion_tool")
