@@ -13,6 +13,7 @@ import os
 import torch
 
 from detectron2.modeling import build_model
+from detectron2.structures import Boxes, pairwise_iou
 
 from project_testing import CONFIG_DIR, project_cfg
 from modeling.tensormask.tensormask_testing import HEAD_VARIANTS, QUICK_CONFIG
@@ -33,6 +34,12 @@ BLENDMASK_CONFIG = os.path.join(
 BOX_TOL = 1e-3  # px
 SCORE_TOL = 1e-5
 MASK_PIXEL_FRACTION = 3e-3  # of all the reference's mask pixels in the image
+# A detection whose IoU with a higher-scoring one of its class is within this of the NMS
+# threshold is kept or suppressed by the rounding (measured: IoU 0.499995 against 0.5 for the
+# test TensorMask, whose near-uniform scores make many overlapping windows): the exported model
+# may drop it and keep the next candidate instead. At most MAX_NMS_TIES per image.
+NMS_TIE_IOU = 1e-4
+MAX_NMS_TIES = 2
 
 
 def lively_tensormask(variant: str):
@@ -61,18 +68,36 @@ def lively_blendmask(opts=()):
     return cfg, model
 
 
-def assert_same_detections(test, reference, outputs, names):
+def nms_threshold(cfg) -> float:
+    """The IoU threshold of the final NMS of ``cfg``'s model."""
+    if cfg.MODEL.META_ARCHITECTURE == "TensorMask":
+        return cfg.MODEL.TENSOR_MASK.NMS_THRESH_TEST
+    return cfg.MODEL.FCOS.NMS_TH
+
+
+def _on_nms_threshold(box, score, label, boxes, scores, labels, nms_thresh) -> bool:
+    """Whether ``box`` overlaps a higher-scoring box of its class by the NMS threshold, up to
+    NMS_TIE_IOU: whether NMS keeps it depends on the rounding."""
+    above = (labels == label) & (scores >= score - SCORE_TOL)
+    if not bool(above.any()):
+        return False
+    ious = pairwise_iou(Boxes(box[None]), Boxes(boxes[above]))[0]
+    return bool(((ious - nms_thresh).abs() <= NMS_TIE_IOU).any())
+
+
+def assert_same_detections(test, reference, outputs, names, nms_thresh=None):
     """
     The exported model's flattened ``outputs`` (named ``names``) hold the detections of the
     PyTorch model's ``reference`` Instances, within the tolerances above. Detections are matched
     by class, box and score rather than by rank, because two detections whose scores differ by
-    less than the rounding may be ranked either way.
+    less than the rounding may be ranked either way. With ``nms_thresh``, up to MAX_NMS_TIES
+    reference detections that lie on the NMS threshold (see NMS_TIE_IOU) may lack a counterpart.
     """
     out = dict(zip(names, [torch.as_tensor(o) for o in outputs]))
     test.assertEqual(len(out["scores"]), len(reference), "number of detections")
     ref_boxes = reference.pred_boxes.tensor
     unused = torch.ones(len(reference), dtype=torch.bool)
-    mismatched_pixels = 0
+    mismatched_pixels, ties = 0, 0
     for i in range(len(reference)):
         close = (
             unused
@@ -81,6 +106,13 @@ def assert_same_detections(test, reference, outputs, names):
             & ((out["pred_boxes"] - ref_boxes[i]).abs().amax(dim=1) <= BOX_TOL)
         )
         matches = torch.nonzero(close).flatten()
+        if len(matches) == 0 and nms_thresh is not None and ties < MAX_NMS_TIES:
+            if _on_nms_threshold(
+                ref_boxes[i], reference.scores[i], reference.pred_classes[i],
+                out["pred_boxes"], out["scores"], out["pred_classes"], nms_thresh,
+            ):  # fmt: skip
+                ties += 1
+                continue
         test.assertGreater(
             len(matches), 0,
             f"detection {i} (class {int(reference.pred_classes[i])}, score "

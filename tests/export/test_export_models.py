@@ -18,6 +18,7 @@ from .export_testing import (
     assert_same_detections,
     lively_blendmask,
     lively_tensormask,
+    nms_threshold,
 )
 
 # Traced on validation image 0, checked on these (widths 204..240 px after the resize).
@@ -45,7 +46,9 @@ class ExportedModelTest(unittest.TestCase):
                 onnx_outputs = session.run(None, {"image": image.numpy()})
                 for runtime, outputs in (("torchscript", traced_outputs), ("onnx", onnx_outputs)):
                     with self.subTest(runtime=runtime, image=index):
-                        assert_same_detections(self, reference, outputs, names)
+                        assert_same_detections(
+                            self, reference, outputs, names, nms_threshold(cfg)
+                        )
                 references.append(reference)
         return references
 
