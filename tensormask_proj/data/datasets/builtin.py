@@ -8,10 +8,13 @@ Registered names (on import of ``tensormask_proj``, under ``$DETECTRON2_DATASETS
     shapes_val            100 images, seed 202, style "default"   <root>/shapes/val
     shapes_stress_train   400 images, seed 101, style "stress"    <root>/shapes/stress_train
     shapes_stress_val     100 images, seed 202, style "stress"    <root>/shapes/stress_val
+    shapes_small_train    400 images, seed 101, style "small"     <root>/shapes/small_train
+    shapes_small_val      100 images, seed 202, style "small"     <root>/shapes/small_val
 
 (json files: <root>/shapes/annotations/instances_<dir>.json). The default splits are the ones
 the quick configs, tests and the main job use; the stress splits are the original, much harder
-set (see shape_style).
+set; the small splits have the default classes as dense scenes of 8-40 px objects, for
+measuring how the models learn small objects (see shape_style).
 
 A split is generated the first time it is used: ``DatasetCatalog.get(name)``, reading
 ``MetadataCatalog.get(name).json_file`` (which COCOEvaluator does), or ``prepare_dataset(name)``.
@@ -43,6 +46,8 @@ SHAPES_SPLITS: Dict[str, ShapesSplit] = {
     "shapes_val": ShapesSplit(dirname="val", num_images=100, seed=202),
     "shapes_stress_train": ShapesSplit("stress_train", num_images=400, seed=101, style="stress"),
     "shapes_stress_val": ShapesSplit("stress_val", num_images=100, seed=202, style="stress"),
+    "shapes_small_train": ShapesSplit("small_train", num_images=400, seed=101, style="small"),
+    "shapes_small_val": ShapesSplit("small_val", num_images=100, seed=202, style="small"),
 }
 
 # name -> (split, root) of every shapes dataset registered in this process.

@@ -150,7 +150,8 @@ def sample_scene(
     rng: np.random.Generator, height: int, width: int, background: np.ndarray, style: SceneStyle
 ):
     """
-    Random objects for one image, back to front: sizes log-uniform in
+    Random objects for one image, back to front: [style.min_objects, style.max_objects] of
+    them (none with style.empty_image_prob), sizes log-uniform in
     [style.min_object_size, style.max_object_size_fraction * min(H, W)], random class, rotation and position
     (fully inside the image), mostly large objects behind small ones (a noisy depth order, so
     small objects are occluded too), fills contrasting with what lies around them.
@@ -158,8 +159,12 @@ def sample_scene(
     Returns:
         list[SceneObject] back to front (before hidden objects are removed).
     """
+    # With min_objects 1 (the default and stress styles) this is the draw made before
+    # min_objects existed: their images are unchanged.
     num = (
-        0 if rng.random() < style.empty_image_prob else int(rng.integers(1, style.max_objects + 1))
+        0
+        if rng.random() < style.empty_image_prob
+        else int(rng.integers(style.min_objects, style.max_objects + 1))
     )
     max_size = style.max_object_size_fraction * min(height, width)
     shapes = []
