@@ -26,6 +26,7 @@ import os
 import tensormask_proj  # noqa: F401, I001
 
 import detectron2.utils.comm as comm
+from detectron2.data import DatasetCatalog
 from detectron2.engine import default_setup
 from detectron2.engine import default_argument_parser as detectron2_argument_parser
 from detectron2.evaluation import verify_results
@@ -37,6 +38,7 @@ from tensormask_proj.engine import (
     Trainer,
     add_dataset_argument,
     check_config,
+    fit_sizes_to_data,
     launch,
     log_registrations,
     plot_metrics,
@@ -81,10 +83,17 @@ def setup(args):
     # --dataset: checked (a bad annotation stops here, named) and registered in every process.
     registrations = register_command_line_datasets(args.dataset, cfg)
     check_config(cfg, eval_only=args.eval_only)
+    fitted = None
+    if cfg.MODEL.FIT_SIZES_TO_DATA:
+        # Before default_setup, which saves the config (with the fitted sizes) to OUTPUT_DIR.
+        training_set = [d for name in cfg.DATASETS.TRAIN for d in DatasetCatalog.get(name)]
+        cfg, fitted = fit_sizes_to_data(cfg, training_set)
     default_setup(cfg, args)
     # default_setup logs "detectron2" and "fvcore"; this project's loggers too (console, log.txt).
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="tensormask_proj")
     log_registrations(registrations)
+    if fitted:
+        logger.info(fitted)
     return cfg
 
 

@@ -1,9 +1,9 @@
 """
 Keys of ``train_net.py``'s training loop (checkpoints, unreadable images), shared by all models.
 
-Two keys are added under detectron2's existing nodes of the cfg passed in (detectron2's global
-defaults are never modified), next to the keys they go with: SOLVER.CHECKPOINT_PERIOD and
-DATALOADER.*.
+The keys are added under detectron2's existing nodes of the cfg passed in (detectron2's global
+defaults are never modified), next to the keys they go with: SOLVER.CHECKPOINT_PERIOD,
+DATALOADER.* and MODEL.*.
 """
 from detectron2.config import CfgNode as CN
 
@@ -26,4 +26,11 @@ def add_training_config(cfg):
     cfg.DATALOADER.BAD_IMAGES = CN()
     cfg.DATALOADER.BAD_IMAGES.MAX_FRACTION = 0.01
     cfg.DATALOADER.BAD_IMAGES.TOLERATED_FILES = 10
+
+    # Before the model is built, set the object sizes of each pyramid level from the boxes of
+    # DATASETS.TRAIN at the training resize: TensorMask's MODEL.ANCHOR_GENERATOR.SIZES (scaled
+    # until every object gets a positive window), BlendMask's MODEL.FCOS.SIZES_OF_INTEREST (one
+    # quantile of the object sizes per level). The values used are logged and saved in
+    # OUTPUT_DIR/config.yaml. tools/fit_sizes.py prints them without training.
+    cfg.MODEL.FIT_SIZES_TO_DATA = False
     return cfg

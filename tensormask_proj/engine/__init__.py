@@ -36,6 +36,13 @@ from .iteration_seed import ReseedEachIteration
 from .launch import distributed_backend, launch, started_by_torchrun
 from .mapper_errors import DatasetMappingError, NamedErrorMapper, UnreadableImageError
 from .plot_metrics import load_metrics, mean_losses, plot_metrics
+from .size_fitting import (
+    count_positive_windows,
+    fit_sizes_of_interest,
+    fit_sizes_to_data,
+    fit_window_sizes,
+    warn_unassigned_objects,
+)
 from .stop_checkpoint import CheckpointOnStop, resume_command
 from .trainer import Trainer, wrap_for_processes
 from .unreadable_test_images import (
@@ -46,6 +53,11 @@ from .unreadable_test_images import (
 )
 
 __all__ = [
+    "count_positive_windows",
+    "fit_window_sizes",
+    "fit_sizes_of_interest",
+    "fit_sizes_to_data",
+    "warn_unassigned_objects",
     "Trainer",
     "wrap_for_processes",
     "launch",

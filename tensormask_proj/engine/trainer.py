@@ -33,6 +33,7 @@ from .checkpoint import AtomicDetectionCheckpointer
 from .cpu_autocast import CPUAutocastTrainer, cpu_autocast, requests_cpu_amp, uses_cpu_autocast
 from .iteration_seed import ReseedEachIteration
 from .mapper_errors import NamedErrorMapper
+from .size_fitting import warn_unassigned_objects
 from .stop_checkpoint import CheckpointOnStop
 from .unreadable_test_images import ReadableImagesCOCOEvaluator, build_readable_test_loader
 
@@ -148,7 +149,10 @@ class Trainer(DefaultTrainer):
         # the image file; an unreadable image is skipped and replaced (DATALOADER.BAD_IMAGES).
         # The loader's position and seed go into the checkpoints: --resume continues exactly.
         mapper = NamedErrorMapper(build_train_mapper(cfg))
-        return build_resumable_train_loader(cfg, mapper)
+        loader = build_resumable_train_loader(cfg, mapper)
+        if comm.is_main_process():  # (TensorMask: objects that no window would learn)
+            warn_unassigned_objects(cfg, loader.dataset)
+        return loader
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
