@@ -50,6 +50,17 @@ EXTRAS_REQUIRE = {
     "test": ["pytest"],
 }
 
+# Data files shipped inside the package: the built-in microcontroller dataset (its images,
+# COCO json files, licence and README), registered on import from the package's own folder.
+PACKAGE_DATA = {
+    "tensormask_proj.data.datasets": [
+        "microcontroller/*.json",
+        "microcontroller/images/*.jpg",
+        "microcontroller/LICENSE",
+        "microcontroller/README.md",
+    ],
+}
+
 
 def _toolkit_from_nvcc():
     """The toolkit directory of the `nvcc` on PATH, as nvcc itself reports it.
@@ -193,6 +204,7 @@ if __name__ == "__main__":
         version="0.1.0",
         description="TensorMask and BlendMask instance segmentation as a detectron2 project",
         packages=find_packages(exclude=("tests", "tests.*", "configs", "benchmarks")),
+        package_data=PACKAGE_DATA,
         python_requires=">=3.9",
         install_requires=INSTALL_REQUIRES,
         extras_require=EXTRAS_REQUIRE,

@@ -1,8 +1,9 @@
 """
-Registration of the embedded "shapes" dataset with detectron2.
+Registration of the project's built-in datasets with detectron2: the embedded "shapes" dataset
+and the "microcontroller" photos shipped with the package (``microcontroller``).
 
-Registered names (on import of ``tensormask_proj``, under ``$DETECTRON2_DATASETS``, default
-``./datasets``):
+Registered names (on import of ``tensormask_proj``); shapes, under ``$DETECTRON2_DATASETS``,
+default ``./datasets``:
 
     shapes_train          400 images, seed 101, style "default"   <root>/shapes/train
     shapes_val            100 images, seed 202, style "default"   <root>/shapes/val
@@ -18,6 +19,14 @@ measuring how the models learn small objects (see shape_style).
 
 A split is generated the first time it is used: ``DatasetCatalog.get(name)``, reading
 ``MetadataCatalog.get(name).json_file`` (which COCOEvaluator does), or ``prepare_dataset(name)``.
+
+microcontroller, in the package (``tensormask_proj/data/datasets/microcontroller/``; real
+photos, 4 classes with the non-contiguous json category ids 1, 3, 4, 5):
+
+    microcontroller_train   119 images, 143 instances   microcontroller/train.json
+    microcontroller_val      30 images,  35 instances   microcontroller/val.json
+
+Nothing to generate: ``prepare_dataset`` returns their paths.
 """
 import os
 from typing import Dict, List, Tuple
@@ -26,6 +35,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.catalog import Metadata
 from detectron2.data.datasets.coco import load_coco_json
 
+from .microcontroller import MICROCONTROLLER_SPLITS, microcontroller_files
+from .microcontroller import register_all_microcontroller
 from .shape_geometry import SHAPE_COLORS
 from .shape_style import SCENE_STYLES
 from .shapes import ShapesPaths, ShapesSplit, prepare_split, shapes_paths
@@ -86,8 +97,12 @@ def prepare_dataset(name: str, progress: bool = True) -> ShapesPaths:
     """
     Generate the registered shapes dataset ``name`` if it is not complete on disk; return its
     paths (``image_root``, ``json_file``). Idempotent; cheap when the split already exists.
-    Call it before anything reads the json file directly.
+    Call it before anything reads the json file directly. The microcontroller splits are
+    shipped with the package: their paths are returned, nothing is generated.
     """
+    if name in MICROCONTROLLER_SPLITS:
+        json_file, image_root = microcontroller_files(name)
+        return ShapesPaths(image_root=image_root, json_file=json_file)
     if name not in _REGISTERED:
         raise KeyError(
             f"'{name}' is not a registered shapes dataset; registered: {sorted(_REGISTERED)}"
@@ -143,3 +158,4 @@ def default_datasets_root() -> str:
 if __name__.endswith(".builtin"):
     # Registration on import, like detectron2.data.datasets.builtin.
     register_all_shapes(default_datasets_root())
+    register_all_microcontroller()
