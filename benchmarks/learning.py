@@ -19,6 +19,8 @@ The results are read back from each run's ``metrics.json``.
     python benchmarks/learning.py --models blendmask --baseline-run output/learning/mask_rcnn
     python benchmarks/learning.py --models mask_rcnn --reuse-run blendmask output/learning/blendmask
     python benchmarks/learning.py --seeds 0 1 2             # each model once per seed, and means
+    python benchmarks/learning.py --fit-sizes --train-dataset shapes_small_train \
+        --test-dataset shapes_small_val                     # sizes per level fitted to the data
 
 Your own COCO data: each ``--dataset NAME JSON IMAGE_DIR`` is checked here, before anything is
 trained, and registered in every run (``train_net.py --dataset``); ``--train-dataset`` and
@@ -346,6 +348,9 @@ def get_parser() -> argparse.ArgumentParser:
                         f"{DEFAULT_BATCH})")
     parser.add_argument("--equal-time", type=float, default=None, metavar="SECONDS",
                         help="train each model for about SECONDS instead of --iters iterations")
+    parser.add_argument("--fit-sizes", action="store_true",
+                        help="TensorMask and BlendMask fit their sizes per level to the training "
+                        "set (MODEL.FIT_SIZES_TO_DATA True); Mask R-CNN keeps its anchors")
     parser.add_argument("--device", default="cpu", help="MODEL.DEVICE (cpu, cuda)")
     parser.add_argument("--threads", type=int, default=None,
                         help="OMP_NUM_THREADS of the runs (default: torch's own choice)")
@@ -443,6 +448,9 @@ def main(argv=None) -> int:
     work = args.output or tempfile.mkdtemp(prefix="learning_")
     os.makedirs(work, exist_ok=True)
     choose_datasets(parser, args, opts, work)
+    if args.fit_sizes:
+        for model in ("tensormask", "blendmask"):
+            args.class_opts[model] += ["MODEL.FIT_SIZES_TO_DATA", "True"]
     common = ["MODEL.DEVICE", args.device]
     if args.train_dataset:
         common += ["DATASETS.TRAIN", str(tuple(args.train_dataset))]
@@ -473,7 +481,9 @@ def main(argv=None) -> int:
         f"torch {torch.__version__}, device {args.device}, "
         f"{args.threads or torch.get_num_threads()} threads, batch {args.batch}, "
         + (f"equal time {args.equal_time:.0f} s" if args.equal_time else f"{args.iters} iterations")
-        + f", seeds {' '.join(map(str, args.seeds))}, runs in {work}"
+        + f", seeds {' '.join(map(str, args.seeds))}"
+        + (", sizes fitted to the data" if args.fit_sizes else "")
+        + f", runs in {work}"
     )
     print("COCO AP (0-100); s/it: median seconds per training iteration; wall: whole train_net.py "
           "run incl. evaluation; x: ratio of AP to Mask R-CNN's at the same seed (mean rows: "

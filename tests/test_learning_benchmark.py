@@ -263,6 +263,24 @@ class TestDataset(unittest.TestCase):
             self.assertEqual(args.dataset, datasets)
             self.assertEqual(args.opts, opts + ["OUTPUT_DIR", output_dir])
 
+    def test_fit_sizes_for_the_one_stage_models_only(self):
+        runs = []
+
+        def record(config_file, opts, output_dir, log_file, threads, datasets=()):
+            runs.append((config_file, opts))
+            return _fake_train_net(config_file, opts, output_dir, log_file, threads, datasets)
+
+        argv = ["--output", self.out, "--iters", "20", "--fit-sizes", *self._dataset_argv()]
+        with mock.patch.object(learning, "run_train_net", record):
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                self.assertEqual(learning.main(argv), 0)
+        self.assertIn("sizes fitted to the data", printed.getvalue())
+        for config_file, opts in runs:
+            model = next(m for m, c in learning.MODEL_CONFIGS.items() if c == config_file)
+            fitted = dict(zip(opts[::2], opts[1::2])).get("MODEL.FIT_SIZES_TO_DATA")
+            self.assertEqual(fitted, None if model == "mask_rcnn" else "True", model)
+
     def test_errors_before_training(self):
         d = self.out
         missing = os.path.join(self.tmp, "missing.json")
