@@ -55,7 +55,7 @@ class TestParsers(unittest.TestCase):
                 self.assertIn("--output", options)
         for script in ("train_net.py", "demo.py", "tools/class_confusion.py",
                        "tools/coco_subset.py", "tools/visualize_data.py",
-                       "benchmarks/learning.py", "benchmarks/positives_by_level.py"):  # fmt: skip
+                       "benchmarks/learning.py", "tools/fit_sizes.py"):  # fmt: skip
             with self.subTest(script=script):
                 parser = _load_script(script).get_parser()
                 dataset = next(a for a in parser._actions if "--dataset" in a.option_strings)
