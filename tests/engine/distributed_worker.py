@@ -62,3 +62,24 @@ def train_and_record(cfg, splits: List[TinySplit], result_dir: str) -> None:
     }
     with open(os.path.join(result_dir, f"rank{comm.get_rank()}.json"), "w") as f:
         json.dump(result, f)
+
+
+def record_ranks(result_dir: str) -> None:
+    """Write ``ranks{R}.json``: this process's global and local rank and sizes, as detectron2's
+    comm reads them, and the sum over all processes of (rank + 1) (a collective that works)."""
+    import torch
+    import torch.distributed as dist
+
+    total = torch.tensor([comm.get_rank() + 1.0])
+    dist.all_reduce(total)
+    result = {
+        "rank": comm.get_rank(),
+        "world_size": comm.get_world_size(),
+        "local_rank": comm.get_local_rank(),
+        "local_size": comm.get_local_size(),
+        "backend": dist.get_backend(),
+        "sum": float(total),
+        "gathered": comm.all_gather(comm.get_rank()),
+    }
+    with open(os.path.join(result_dir, f"ranks{comm.get_rank()}.json"), "w") as f:
+        json.dump(result, f)

@@ -9,6 +9,8 @@ Several training processes on the CPU (gloo), for both quick configs, on a tiny 
   train_net.py`` (BlendMask), with a final evaluation: it runs once, on rank 0's results
   gathered with rank 1's (its predictions cover every evaluation image, of which each rank
   read a part);
+* two "machines" of 2 processes on this host, through the machine flags and through torchrun:
+  the global and local ranks and sizes detectron2's comm reports, and collectives over all;
 * the launcher's refusals: torchrun with --num-gpus, CUDA processes without GPUs,
   ``--dist-url auto`` across machines.
 """
@@ -205,6 +207,85 @@ class TestTorchrun(_CommandLineMixin, unittest.TestCase):
         launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
         out, run = _command_line_run(launcher + [TRAIN_NET], BLENDMASK_CONFIG, "torchrun")
         self._check_trained_and_evaluated_once(out, run, _SPLITS["val"])
+
+
+def _ranks_command(result_dir: str, launch_args: str) -> list:
+    """A process that calls launch(record_ranks, ...) with ``launch_args`` (Python keywords)."""
+    code = (
+        "from tensormask_proj.engine import launch\n"
+        "from engine.distributed_worker import record_ranks\n"
+        f"launch(record_ranks, args=({result_dir!r},), device='cpu', {launch_args})\n"
+    )
+    return [sys.executable, "-c", code]
+
+
+class TestMachines(unittest.TestCase):
+    """Two "machines" of 2 processes each, on this host: the global and local ranks and sizes
+    that detectron2's comm reports, and a collective over all 4 processes. Through the machine
+    flags (two launches) and through torchrun (two nodes)."""
+
+    def _check(self, result_dir):
+        ranks = []
+        for rank in range(4):
+            with open(os.path.join(result_dir, f"ranks{rank}.json")) as f:
+                ranks.append(json.load(f))
+        for rank, r in enumerate(ranks):
+            self.assertEqual(r["rank"], rank)
+            self.assertEqual((r["world_size"], r["local_size"]), (4, 2))
+            self.assertEqual(r["local_rank"], rank % 2)
+            self.assertEqual(r["backend"], "gloo")
+            self.assertEqual(r["sum"], 1 + 2 + 3 + 4)
+            self.assertEqual(r["gathered"], [0, 1, 2, 3])
+
+    def _run_all(self, commands, envs):
+        procs = [
+            subprocess.Popen(c, cwd=REPO_ROOT, env=e, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+            for c, e in zip(commands, envs)
+        ]  # fmt: skip
+        for proc in procs:
+            out, _ = proc.communicate(timeout=300)
+            self.assertEqual(proc.returncode, 0, tail(out))
+
+    def test_two_machines_through_the_flags(self):
+        out = tempfile.mkdtemp(dir=_TMP)
+        url = f"tcp://127.0.0.1:{_free_port()}"
+        commands = [
+            _ranks_command(out, f"num_processes_per_machine=2, num_machines=2, "
+                                f"machine_rank={machine}, dist_url={url!r}")
+            for machine in (0, 1)
+        ]  # fmt: skip
+        self._run_all(commands, [_env()] * 2)
+        self._check(out)
+
+    def test_two_nodes_through_torchrun(self):
+        out = tempfile.mkdtemp(dir=_TMP)
+        port = _free_port()
+        script = os.path.join(out, "ranks.py")
+        with open(script, "w") as f:
+            f.write(_ranks_command(out, "num_processes_per_machine=1")[2])
+        commands = [
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank",
+             str(node), "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+             "--master_port", str(port), script]
+            for node in (0, 1)
+        ]  # fmt: skip
+        self._run_all(commands, [_env()] * 2)
+        self._check(out)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _env():
+    env = subprocess_env()
+    env["PYTHONPATH"] = os.pathsep.join([os.path.join(REPO_ROOT, "tests"), env["PYTHONPATH"]])
+    return env
 
 
 def _never_called():
