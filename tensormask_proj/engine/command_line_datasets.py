@@ -5,7 +5,7 @@ and ``benchmarks/*.py``, that chooses or registers a dataset:
 * ``--dataset NAME JSON IMAGE_DIR`` registers a COCO-format instances dataset under NAME, after
   the project's checks (:func:`~tensormask_proj.data.coco_datasets.register_coco_dataset`);
 * ``--dataset NAME`` names a dataset that is already registered (detectron2's built-in ones such
-  as ``coco_2017_val`` and this project's ``shapes_train``, ``shapes_val``, ...).
+  as ``coco_2017_val`` and this project's ``shapes_train``, ``microcontroller_val``, ...).
 
 Repeatable. A script that works on one dataset uses the last ``--dataset`` given
 (:func:`chosen_dataset`), else the dataset its config names. In a script whose config overrides
@@ -31,7 +31,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from ..config import get_project_cfg
 from ..data.coco_checks import CocoCheck
 from ..data.coco_datasets import describe_registration, register_coco_dataset
-from ..data.datasets import SHAPES_SPLITS, prepare_dataset
+from ..data.datasets import MICROCONTROLLER_SPLITS, SHAPES_SPLITS, prepare_dataset
 
 __all__ = [
     "DatasetSpec",
@@ -224,7 +224,7 @@ def _as_spec(spec) -> DatasetSpec:
 def _unknown_dataset(name: str) -> ValueError:
     registered = DatasetCatalog.list()
     close = difflib.get_close_matches(name, registered, n=3)
-    ours = list(SHAPES_SPLITS)
+    ours = [*SHAPES_SPLITS, *MICROCONTROLLER_SPLITS]
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     return ValueError(
         f"--dataset {name}: no dataset named '{name}' is registered.{hint} Give "

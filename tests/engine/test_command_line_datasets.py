@@ -256,6 +256,8 @@ class TestDatasetArgument(unittest.TestCase):
             "shapes_val",
         ):
             register_command_line_datasets([("shapes_vall",)], cfg)
+        with self.assertRaisesRegex(ValueError, "this project's shapes_train, .*microcontroller_val"):
+            register_command_line_datasets([("no_such_data",)], cfg)
         with self.assertRaisesRegex(
             FileNotFoundError, "--dataset mine no.json images: COCO annotations not found: no.json"
         ):
