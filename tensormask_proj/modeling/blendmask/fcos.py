@@ -141,8 +141,12 @@ class FCOS(nn.Module):
         self.box_quality = box_quality
         self.loss_normalizer_cls = loss_normalizer_cls
         self.loss_weight_cls = loss_weight_cls
-        # The EMA of the number of positives for "moving_fg"; AdelaiDet starts it at 100.
-        self.moving_num_pos = 100.0
+        if loss_normalizer_cls == "moving_fg":
+            # The EMA of the number of positives; AdelaiDet starts it at 100. A buffer, so that
+            # checkpoints keep it and --resume continues it (AdelaiDet keeps a float: its
+            # checkpoints lack the key, and it restarts at 100). Only this setting has it, so the
+            # state-dict names of the other settings stay AdelaiDet's.
+            self.register_buffer("moving_num_pos", torch.tensor(100.0))
         # Inference parameters
         self.thresh_with_ctr = thresh_with_ctr
         self.one_class_per_location = one_class_per_location
@@ -315,8 +319,8 @@ class FCOS(nn.Module):
             cls_normalizer = num_pos_avg
         elif self.loss_normalizer_cls == "moving_fg":
             # The EMA damps the per-batch fluctuation of #positives at small batch sizes.
-            self.moving_num_pos = 0.9 * self.moving_num_pos + 0.1 * num_pos_avg
-            cls_normalizer = self.moving_num_pos
+            self.moving_num_pos.mul_(0.9).add_(0.1 * num_pos_avg)
+            cls_normalizer = float(self.moving_num_pos)
         else:
             cls_normalizer = float(pos_mask.numel())
 

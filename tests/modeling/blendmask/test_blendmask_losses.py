@@ -127,6 +127,31 @@ class TestFCOSLosses(unittest.TestCase):
         sum(losses.values()).backward()  # all predictions stay connected to the graph
         self.assertIsNotNone(head.outputs[1][0].grad)
 
+    def test_moving_fg_normaliser_is_checkpointed(self):
+        # No positives: the EMA moves from AdelaiDet's 100 towards max(0, 1) = 1.
+        logit = math.log(0.01 / 0.99)
+        outputs = (
+            [torch.full((1, 2, 2, 2), logit)],
+            [torch.ones(1, 4, 2, 2)],
+            [torch.zeros(1, 1, 2, 2)],
+            [torch.zeros(1, 8, 2, 2)],
+        )
+        gt = Instances((16, 16), gt_boxes=Boxes(torch.zeros(0, 4)))
+        gt.gt_classes = torch.zeros(0, dtype=torch.long)
+        fcos = self._fcos(_FixedHead(outputs), loss_normalizer_cls="moving_fg").train()
+        for _ in range(2):
+            _, losses = fcos(None, {"p3": torch.zeros(1, 8, 2, 2)}, [gt])
+        ema = 0.9 * (0.9 * 100 + 0.1) + 0.1
+        self.assertAlmostEqual(float(fcos.moving_num_pos), ema, places=4)
+        expected = 8 * 0.75 * 1e-4 * -math.log(0.99) / ema
+        self.assertAlmostEqual(losses["loss_fcos_cls"].item(), expected, places=9)
+        # In the state dict, so a checkpoint (and --resume) continues the EMA.
+        resumed = self._fcos(_FixedHead(outputs), loss_normalizer_cls="moving_fg")
+        resumed.load_state_dict(fcos.state_dict())
+        self.assertAlmostEqual(float(resumed.moving_num_pos), ema, places=4)
+        # The other settings keep AdelaiDet's state-dict names.
+        self.assertNotIn("moving_num_pos", self._fcos(_FixedHead(outputs)).state_dict())
+
     def test_one_positive(self):
         # One 2x2 level of stride 8 (locations (4|12, 4|12)), gt [0, 0, 16, 16] of class 1.
         # Centre (8, 8), radius 12: all four locations are inside; max distance 12 is in range.
