@@ -11,7 +11,6 @@ import io
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import unittest
@@ -30,12 +29,11 @@ from data.coco_fixtures import annotation, coco_json, write_image
 from engine.workflow_helpers import (
     BLENDMASK_CONFIG,
     DEMO,
-    REPO_ROOT,
     TENSORMASK_CONFIG,
     TinySplit,
     load_script,
     register_in_process,
-    subprocess_env,
+    run_command,
     tail,
     unregister_in_process,
     workflow_cfg,
@@ -111,15 +109,9 @@ class TestDemoWritesPictures(unittest.TestCase):
     def test_command_line_tensormask_folder(self):
         output = os.path.join(_TMP, "vis_tensormask")
         weights = _WEIGHTS[TENSORMASK_CONFIG]
-        run = subprocess.run(
+        run = run_command(
             [sys.executable, DEMO]
-            + _argv(TENSORMASK_CONFIG, [_IMAGES], output, "MODEL.WEIGHTS", weights),
-            cwd=REPO_ROOT,
-            env=subprocess_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=300,
+            + _argv(TENSORMASK_CONFIG, [_IMAGES], output, "MODEL.WEIGHTS", weights)
         )
         self.assertEqual(run.returncode, 0, tail(run.stdout))
         self._assert_pictures(output, _images())

@@ -22,11 +22,12 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 import unittest
 
 from engine.workflow_helpers import (
+    create_tiny_splits,
+    remove_tiny_splits,
     BLENDMASK_CONFIG,
     REPO_ROOT,
     TENSORMASK_CONFIG,
@@ -38,14 +39,11 @@ from engine.workflow_helpers import (
     load_predictions,
     load_script,
     read_metrics,
-    register_in_process,
     run_train_net,
     subprocess_env,
     tail,
-    tiny_splits,
     train_net_command,
     training_records,
-    unregister_in_process,
     workflow_cfg,
     workflow_opts,
 )
@@ -56,16 +54,11 @@ _SPLITS = None
 
 def setUpModule():
     global _TMP, _SPLITS
-    _TMP = tempfile.mkdtemp(prefix="test_train_net_")
-    _SPLITS = tiny_splits(os.path.join(_TMP, "datasets"))
-    for split in _SPLITS.values():  # generate once, before the subprocesses read them
-        register_in_process(split)
+    _TMP, _SPLITS = create_tiny_splits("test_train_net_")
 
 
 def tearDownModule():
-    for split in _SPLITS.values():
-        unregister_in_process(split)
-    shutil.rmtree(_TMP, ignore_errors=True)
+    remove_tiny_splits(_TMP, _SPLITS)
 
 
 def _opts(config):

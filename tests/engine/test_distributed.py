@@ -9,14 +9,13 @@ Several training processes on the CPU (gloo), for both quick configs, on a tiny 
   train_net.py`` (BlendMask), with a final evaluation: it runs once, on rank 0's results
   gathered with rank 1's (its predictions cover every evaluation image, of which each rank
   read a part);
-* two "machines" of 2 processes on this host, through the machine flags and through torchrun:
-  the global and local ranks and sizes detectron2's comm reports, and collectives over all;
+* two "machines" of 2 processes on this host, through the machine flags: the global and local
+  ranks and sizes detectron2's comm reports, and collectives over all;
 * the launcher's refusals: torchrun with --num-gpus, CUDA processes without GPUs,
   ``--dist-url auto`` across machines.
 """
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,9 @@ from tensormask_proj.engine import launch
 
 from .distributed_worker import train_and_record
 from .workflow_helpers import (
+    create_tiny_splits,
+    remove_tiny_splits,
+    run_command,
     BLENDMASK_CONFIG,
     REPO_ROOT,
     TENSORMASK_CONFIG,
@@ -41,8 +43,6 @@ from .workflow_helpers import (
     register_in_process,
     subprocess_env,
     tail,
-    tiny_splits,
-    unregister_in_process,
     workflow_cfg,
     workflow_opts,
 )
@@ -64,16 +64,11 @@ _SPLITS = None
 
 def setUpModule():
     global _TMP, _SPLITS
-    _TMP = tempfile.mkdtemp(prefix="test_distributed_")
-    _SPLITS = tiny_splits(os.path.join(_TMP, "datasets"))
-    for split in _SPLITS.values():  # generate once, before the processes read them
-        register_in_process(split)
+    _TMP, _SPLITS = create_tiny_splits("test_distributed_")
 
 
 def tearDownModule():
-    for split in _SPLITS.values():
-        unregister_in_process(split)
-    shutil.rmtree(_TMP, ignore_errors=True)
+    remove_tiny_splits(_TMP, _SPLITS)
 
 
 def _tiny_cfg(config: str, output_dir: str):
@@ -168,16 +163,7 @@ def _command_line_run(launcher, config: str, name: str):
     # (The datasets are registered in every process by --dataset, as a user's own would be.)
     args = ["--config-file", config] + _dataset_args(train) + _dataset_args(val)
     args += workflow_opts(config) + cfg_opts(opts)
-    run = subprocess.run(
-        launcher + args,
-        cwd=REPO_ROOT,
-        env=subprocess_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=600,
-    )
-    return out, run
+    return out, run_command(launcher + args, timeout=600)
 
 
 class _CommandLineMixin:
@@ -220,9 +206,9 @@ def _ranks_command(result_dir: str, launch_args: str) -> list:
 
 
 class TestMachines(unittest.TestCase):
-    """Two "machines" of 2 processes each, on this host: the global and local ranks and sizes
-    that detectron2's comm reports, and a collective over all 4 processes. Through the machine
-    flags (two launches) and through torchrun (two nodes)."""
+    """Two "machines" of 2 processes each, on this host, through the machine flags (two
+    launches): the global and local ranks and sizes that detectron2's comm reports, and
+    collectives over all 4 processes."""
 
     def _check(self, result_dir):
         ranks = []
@@ -254,21 +240,6 @@ class TestMachines(unittest.TestCase):
             _ranks_command(out, f"num_processes_per_machine=2, num_machines=2, "
                                 f"machine_rank={machine}, dist_url={url!r}")
             for machine in (0, 1)
-        ]  # fmt: skip
-        self._run_all(commands, [_env()] * 2)
-        self._check(out)
-
-    def test_two_nodes_through_torchrun(self):
-        out = tempfile.mkdtemp(dir=_TMP)
-        port = _free_port()
-        script = os.path.join(out, "ranks.py")
-        with open(script, "w") as f:
-            f.write(_ranks_command(out, "num_processes_per_machine=1")[2])
-        commands = [
-            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank",
-             str(node), "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-             "--master_port", str(port), script]
-            for node in (0, 1)
         ]  # fmt: skip
         self._run_all(commands, [_env()] * 2)
         self._check(out)

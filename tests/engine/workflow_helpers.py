@@ -9,8 +9,10 @@ each so that a whole train + evaluate cycle takes seconds.
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from typing import Dict, List, NamedTuple
 
 from project_testing import CONFIG_DIR, REPO_ROOT
@@ -156,10 +158,11 @@ def train_net_command(args: List[str], splits: List[TinySplit]) -> List[str]:
     return [sys.executable, "-c", code] + list(args)
 
 
-def run_train_net(args: List[str], splits: List[TinySplit], timeout: float = 300):
-    """Run train_net.py to completion; returns the CompletedProcess (stdout+stderr merged)."""
+def run_command(command: List[str], timeout: float = 300):
+    """Run ``command`` in the repository root with :func:`subprocess_env`, to completion;
+    returns the CompletedProcess (stdout and stderr merged, as text)."""
     return subprocess.run(
-        train_net_command(args, splits),
+        command,
         cwd=REPO_ROOT,
         env=subprocess_env(),
         stdout=subprocess.PIPE,
@@ -167,6 +170,27 @@ def run_train_net(args: List[str], splits: List[TinySplit], timeout: float = 300
         text=True,
         timeout=timeout,
     )
+
+
+def run_train_net(args: List[str], splits: List[TinySplit], timeout: float = 300):
+    """Run train_net.py to completion; returns the CompletedProcess (stdout+stderr merged)."""
+    return run_command(train_net_command(args, splits), timeout)
+
+
+def create_tiny_splits(prefix: str):
+    """A new temporary folder and the :func:`tiny_splits` under it, generated and registered
+    in this process (before any subprocess reads them); undo with :func:`remove_tiny_splits`."""
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    splits = tiny_splits(os.path.join(tmp, "datasets"))
+    for split in splits.values():
+        register_in_process(split)
+    return tmp, splits
+
+
+def remove_tiny_splits(tmp: str, splits: Dict[str, TinySplit]) -> None:
+    for split in splits.values():
+        unregister_in_process(split)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_script(path: str, module_name: str):

@@ -44,7 +44,7 @@ lines, illumination and noise). Three styles are registered:
             np.median(per_image[1:]), per_image[1:].mean(), per_image[1:].max())
       EOF
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, Tuple
 
 from .shape_geometry import SHAPE_OUTLINES, check_min_triangle_angle
@@ -125,35 +125,37 @@ class SceneStyle:
             )
 
 
+_DEFAULT = SceneStyle(
+    classes=DEFAULT_CLASSES,
+    # 45 degrees (generator version 6; 30 before): at small sizes a 30-degree triangle is a
+    # sliver that the one-stage models called "bar" (11 and 10 of 40 triangles of
+    # shapes_val in version 5, tools/class_confusion.py); the bar's aspect ratio is 2.9-4.
+    min_triangle_angle=45.0,
+    image_height=192,
+    image_width_range=(192, 256),
+    # 24 px: TensorMask's finest windows (stride 4) give such an object a 6x6 mask; a
+    # 16 px one would get 4x4 cells, too coarse for the outline that decides its class.
+    min_object_size=24.0,
+    max_object_size_fraction=0.66,
+    min_objects=1,
+    max_objects=4,
+    empty_image_prob=0.02,
+    crowd_prob=0.03,
+    min_visible_fraction=0.7,
+    min_visible_area=40.0,
+    fill_pattern_probs=(0.6, 0.4, 0.0, 0.0, 0.0),
+    background_pattern_probs=(0.5, 0.5, 0.0, 0.0, 0.0),
+    fill_color_variation=20.0,
+    min_fill_contrast=110.0,
+    background_contrast=(10.0, 50.0),
+    background_tint=(10.0, 30.0),
+    max_clutter_lines=1,
+    illumination_gain=0.1,
+    noise_sigma=(0.0, 2.0),
+)
+
 SCENE_STYLES: Dict[str, SceneStyle] = {
-    "default": SceneStyle(
-        classes=DEFAULT_CLASSES,
-        # 45 degrees (generator version 6; 30 before): at small sizes a 30-degree triangle is a
-        # sliver that the one-stage models called "bar" (11 and 10 of 40 triangles of
-        # shapes_val in version 5, tools/class_confusion.py); the bar's aspect ratio is 2.9-4.
-        min_triangle_angle=45.0,
-        image_height=192,
-        image_width_range=(192, 256),
-        # 24 px: TensorMask's finest windows (stride 4) give such an object a 6x6 mask; a
-        # 16 px one would get 4x4 cells, too coarse for the outline that decides its class.
-        min_object_size=24.0,
-        max_object_size_fraction=0.66,
-        min_objects=1,
-        max_objects=4,
-        empty_image_prob=0.02,
-        crowd_prob=0.03,
-        min_visible_fraction=0.7,
-        min_visible_area=40.0,
-        fill_pattern_probs=(0.6, 0.4, 0.0, 0.0, 0.0),
-        background_pattern_probs=(0.5, 0.5, 0.0, 0.0, 0.0),
-        fill_color_variation=20.0,
-        min_fill_contrast=110.0,
-        background_contrast=(10.0, 50.0),
-        background_tint=(10.0, 30.0),
-        max_clutter_lines=1,
-        illumination_gain=0.1,
-        noise_sigma=(0.0, 2.0),
-    ),
+    "default": _DEFAULT,
     "stress": SceneStyle(
         classes=STRESS_CLASSES,
         min_triangle_angle=30.0,
@@ -177,35 +179,21 @@ SCENE_STYLES: Dict[str, SceneStyle] = {
         illumination_gain=0.2,
         noise_sigma=(2.0, 7.0),
     ),
-    # The default style made of small objects (see the module docstring); what differs from
-    # "default" is commented.
-    "small": SceneStyle(
-        classes=DEFAULT_CLASSES,
-        min_triangle_angle=45.0,
-        image_height=192,
-        image_width_range=(192, 256),
+    # The default style made of small objects (see the module docstring): what differs from
+    # "default".
+    "small": replace(
+        _DEFAULT,
         # Sizes 8-40 px (40 / 192 of the 192 px that min(H, W) always is here), log-uniform.
         min_object_size=8.0,
         max_object_size_fraction=40.0 / 192.0,
         # Dense scenes.
         min_objects=6,
         max_objects=14,
-        empty_image_prob=0.02,
         # No crowd regions: their members (4-8 px) would be as large as the smallest annotated
         # objects, unannotated look-alikes of them.
         crowd_prob=0.0,
-        min_visible_fraction=0.7,
         # 10 px (default 40): a whole 8 px bar, triangle, star or cross covers only 15-20 px,
         # so only min_visible_fraction decides what occlusion removes.
         min_visible_area=10.0,
-        fill_pattern_probs=(0.6, 0.4, 0.0, 0.0, 0.0),
-        background_pattern_probs=(0.5, 0.5, 0.0, 0.0, 0.0),
-        fill_color_variation=20.0,
-        min_fill_contrast=110.0,
-        background_contrast=(10.0, 50.0),
-        background_tint=(10.0, 30.0),
-        max_clutter_lines=1,
-        illumination_gain=0.1,
-        noise_sigma=(0.0, 2.0),
     ),
 }
