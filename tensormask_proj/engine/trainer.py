@@ -56,11 +56,11 @@ def wrap_for_processes(model: torch.nn.Module, device: str) -> torch.nn.Module:
     """
     ``model`` in DistributedDataParallel when several processes train, else ``model``.
 
-    As detectron2's ``create_ddp_model`` (buffers not synchronised), with ``device_ids`` only for a CUDA model (DDP refuses them for a CPU
-    one). Every parameter of every shipped config takes part in the loss
-    (tests/engine/test_distributed.py checks it), so ``find_unused_parameters`` stays off: it
-    would cost a graph traversal per iteration and hide a model that silently stops training
-    part of itself.
+    As detectron2's ``create_ddp_model`` (buffers not synchronised), with ``device_ids`` only
+    for a CUDA model (DDP refuses them for a CPU one). Every parameter of every shipped config
+    takes part in the loss (the config tests train each one a step and check it), so
+    ``find_unused_parameters`` stays off: it would cost a graph traversal per iteration and hide
+    a model that silently stops training part of itself.
     """
     if comm.get_world_size() == 1:
         return model
