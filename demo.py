@@ -19,6 +19,7 @@ images, or an image that cannot be decoded stops the run with an error naming it
 written. PNGs are written under a temporary name and renamed, so an interrupted run never leaves
 a truncated picture.
 """
+
 import argparse
 import glob
 import logging
@@ -27,29 +28,27 @@ import sys
 import tempfile
 from typing import List
 
-# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
-import tensormask_proj  # noqa: F401, I001
-
 import cv2
+import detectron2.data.transforms as T
 import numpy as np
 import torch
-
-import detectron2.data.transforms as T
 from detectron2.data import MetadataCatalog
 from detectron2.data.detection_utils import convert_image_to_rgb, read_image
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
+# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
+import tensormask_proj  # noqa: F401, I001
 from tensormask_proj import get_project_cfg
 from tensormask_proj.data.coco_checks import CocoDatasetError
 from tensormask_proj.engine import (
     AtomicDetectionCheckpointer,
     add_dataset_argument,
     check_device,
-    chosen_dataset,
     check_num_classes,
     check_weights,
+    chosen_dataset,
     log_registrations,
     register_command_line_datasets,
 )

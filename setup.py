@@ -16,6 +16,7 @@ versions the code needs; requirements.txt pins the exact versions the project is
 detectron2 0.6 is a dependency too, but it is not on PyPI under its name: install it with
 `python tools/install_detectron2.py` (`make setup` does all of this).
 """
+
 import glob
 import os
 import re

@@ -19,19 +19,19 @@ MODEL.DEVICE cpu; under ``torchrun`` each process is one rank (tensormask_proj.e
 OUTPUT_DIR receives the checkpoints, metrics.json, tensorboard events, log.txt and
 metrics.png (losses and AP; also `python tools/plot_metrics.py OUTPUT_DIR`).
 """
+
 import logging
 import os
 
-# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
-import tensormask_proj  # noqa: F401, I001
-
 import detectron2.utils.comm as comm
 from detectron2.data import DatasetCatalog
-from detectron2.engine import default_setup
 from detectron2.engine import default_argument_parser as detectron2_argument_parser
+from detectron2.engine import default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils.logger import setup_logger
 
+# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
+import tensormask_proj  # noqa: F401, I001
 from tensormask_proj import get_project_cfg
 from tensormask_proj.engine import (
     AtomicDetectionCheckpointer,

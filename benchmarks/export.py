@@ -18,20 +18,19 @@ package installed here is the CPU one.
 Usage: python benchmarks/export.py [--repeats 5] [--threads 2] [--models tensormask,blendmask]
        [--min-size 800]
 """
+
 import argparse
 import os
 import sys
 import tempfile
 import time
 
-# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
-from tensormask_proj import get_project_cfg  # noqa: I001
-
 import onnxruntime
 import torch
-
 from detectron2.modeling import build_model
 
+# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
+from tensormask_proj import get_project_cfg  # noqa: I001
 from tensormask_proj.export import export_model, sample_image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,8 +45,14 @@ MODELS = {
     ),
     "blendmask": (
         "configs/quick_schedules/blendmask_R_18_GN_FPN_shapes.yaml",
-        ["MODEL.FCOS.INFERENCE_TH_TEST", "0.0", "MODEL.FCOS.NMS_TH", "1.0",
-         "MODEL.FCOS.POST_NMS_TOPK_TEST", str(DETECTIONS)],
+        [
+            "MODEL.FCOS.INFERENCE_TH_TEST",
+            "0.0",
+            "MODEL.FCOS.NMS_TH",
+            "1.0",
+            "MODEL.FCOS.POST_NMS_TOPK_TEST",
+            str(DETECTIONS),
+        ],
     ),
 }
 
@@ -56,8 +61,14 @@ def build(name, min_size):
     config_file, opts = MODELS[name]
     cfg = get_project_cfg()
     cfg.merge_from_file(os.path.join(REPO, config_file))
-    opts = opts + ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu",
-                   "TEST.DETECTIONS_PER_IMAGE", str(DETECTIONS)]
+    opts = opts + [
+        "MODEL.WEIGHTS",
+        "",
+        "MODEL.DEVICE",
+        "cpu",
+        "TEST.DETECTIONS_PER_IMAGE",
+        str(DETECTIONS),
+    ]
     if min_size:
         opts += ["INPUT.MIN_SIZE_TEST", str(min_size), "INPUT.MAX_SIZE_TEST", str(min_size * 2)]
     cfg.merge_from_list(opts)
@@ -135,15 +146,20 @@ def get_parser() -> argparse.ArgumentParser:
         "--repeats", type=int, default=5, help="timed rounds; the best is kept (default: 5)"
     )
     parser.add_argument(
-        "--threads", type=int, default=2,
+        "--threads",
+        type=int,
+        default=2,
         help="CPU threads of torch and of the onnxruntime session (default: 2)",
     )
     parser.add_argument(
-        "--models", default=",".join(MODELS),
+        "--models",
+        default=",".join(MODELS),
         help=f"comma-separated subset of {','.join(MODELS)} (default: both)",
     )
     parser.add_argument(
-        "--min-size", type=int, default=0,
+        "--min-size",
+        type=int,
+        default=0,
         help="test size INPUT.MIN_SIZE_TEST (default: the config's)",
     )
     return parser
@@ -177,7 +193,9 @@ def main(argv=None):
                 f"{t['onnxruntime'] / t['pytorch']:>7.2f}"
             )
             if gpu:
-                t = best_times(gpu_runs(model, image, out_dir), args.repeats, torch.cuda.synchronize)
+                t = best_times(
+                    gpu_runs(model, image, out_dir), args.repeats, torch.cuda.synchronize
+                )
                 gpu_rows.append(
                     f"{name:<11} {size:>9} {t['pytorch'] * 1e3:>11.3g} "
                     f"{t['torchscript'] * 1e3:>15.3g}"

@@ -13,13 +13,14 @@ give exploding features and degenerate boxes (Mask R-CNN's RPN then collapses to
 covering the image, FCOS's boxes to points), which would make the RoI, NMS and mask-pasting
 work unrealistically small or large. So the box-regression layers are set to predict no offset
 (boxes = anchors / proposals; FCOS: a constant 4 strides on each side of the location), which
-gives every model the anchors' realistic spread of box sizes and its full amount of work. Each model runs in its own subprocess so that
-its peak memory (max RSS) is its own; the image is the same (seeded). Also times BlendMask's
-blender alone for 100 instances. Prints seconds per image (best of --repeats after a warm-up)
-and the ratios to Mask R-CNN.
+gives every model the anchors' realistic spread of box sizes and its full amount of work. Each
+model runs in its own subprocess so that its peak memory (max RSS) is its own; the image is the
+same (seeded). Also times BlendMask's blender alone for 100 instances. Prints seconds per image
+(best of --repeats after a warm-up) and the ratios to Mask R-CNN.
 
 Usage: python benchmarks/inference.py [--repeats 3] [--device cpu] [--models a,b,...]
 """
+
 import argparse
 import json
 import os
@@ -40,13 +41,25 @@ MODELS = {
     ),
     "tensormask_dense": (
         "configs/TensorMask/tensormask_R_50_FPN_1x.yaml",
-        ["MODEL.TENSOR_MASK.SCORE_THRESH_TEST", "0.0", "MODEL.TENSOR_MASK.NMS_THRESH_TEST", "1.0",
-         "MODEL.TENSOR_MASK.SPARSE_WINDOWS", "False"],
+        [
+            "MODEL.TENSOR_MASK.SCORE_THRESH_TEST",
+            "0.0",
+            "MODEL.TENSOR_MASK.NMS_THRESH_TEST",
+            "1.0",
+            "MODEL.TENSOR_MASK.SPARSE_WINDOWS",
+            "False",
+        ],
     ),
     "tensormask_sparse": (
         "configs/TensorMask/tensormask_R_50_FPN_1x.yaml",
-        ["MODEL.TENSOR_MASK.SCORE_THRESH_TEST", "0.0", "MODEL.TENSOR_MASK.NMS_THRESH_TEST", "1.0",
-         "MODEL.TENSOR_MASK.SPARSE_WINDOWS", "True"],
+        [
+            "MODEL.TENSOR_MASK.SCORE_THRESH_TEST",
+            "0.0",
+            "MODEL.TENSOR_MASK.NMS_THRESH_TEST",
+            "1.0",
+            "MODEL.TENSOR_MASK.SPARSE_WINDOWS",
+            "True",
+        ],
     ),
     "blendmask": (
         "configs/BlendMask/R_50_1x.yaml",
@@ -60,20 +73,27 @@ def max_rss_mb():
 
 
 def build_cfg(name, device):
-    from tensormask_proj import get_project_cfg  # (first: silences detectron2's FutureWarning)
-
     from detectron2 import model_zoo
+
+    from tensormask_proj import get_project_cfg  # (first: silences detectron2's FutureWarning)
 
     config_file, opts = MODELS[name]
     cfg = get_project_cfg()
     if config_file.startswith("detectron2://"):
-        config_file = model_zoo.get_config_file(config_file[len("detectron2://"):])
+        config_file = model_zoo.get_config_file(config_file[len("detectron2://") :])
     else:
         config_file = os.path.join(REPO, config_file)
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(
-        opts + ["MODEL.WEIGHTS", "", "MODEL.DEVICE", device,
-                "TEST.DETECTIONS_PER_IMAGE", str(DETECTIONS)]
+        opts
+        + [
+            "MODEL.WEIGHTS",
+            "",
+            "MODEL.DEVICE",
+            device,
+            "TEST.DETECTIONS_PER_IMAGE",
+            str(DETECTIONS),
+        ]
     )
     cfg.freeze()
     return cfg
@@ -81,9 +101,9 @@ def build_cfg(name, device):
 
 def worker(name, device, repeats, out_path):
     import torch
+    from detectron2.modeling import build_model
 
     import tensormask_proj  # noqa: F401  (first: silences detectron2's FutureWarning)
-    from detectron2.modeling import build_model
 
     torch.manual_seed(0)
     cfg = build_cfg(name, device)
@@ -130,8 +150,10 @@ def neutral_box_regression(model, name):
     import torch
 
     if name == "mask_rcnn":
-        layers = [model.proposal_generator.rpn_head.anchor_deltas,
-                  model.roi_heads.box_predictor.bbox_pred]
+        layers = [
+            model.proposal_generator.rpn_head.anchor_deltas,
+            model.roi_heads.box_predictor.bbox_pred,
+        ]
     elif name.startswith("tensormask"):
         layers = [model.head.bbox_pred]
     elif name == "blendmask":
@@ -145,7 +167,6 @@ def neutral_box_regression(model, name):
 def time_blender(model, device, repeats):
     """The blender alone (ROIAlign of the bases + attention blending) for 100 instances."""
     import torch
-
     from detectron2.structures import Boxes, Instances
 
     gen = torch.Generator().manual_seed(7)
@@ -178,7 +199,8 @@ def get_parser() -> argparse.ArgumentParser:
         "--device", default="cpu", help="MODEL.DEVICE of every model: cpu (default) or cuda"
     )
     parser.add_argument(
-        "--models", default=",".join(MODELS),
+        "--models",
+        default=",".join(MODELS),
         help=f"comma-separated subset of {','.join(MODELS)} (default: all)",
     )
     # Internal: one model's measurement in a process of its own, its results written to OUTPUT.
@@ -209,8 +231,18 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             out = os.path.join(tmp, f"{name}.json")
-            cmd = [sys.executable, os.path.abspath(__file__), "--worker", name,
-                   "--device", args.device, "--repeats", str(args.repeats), "--output", out]
+            cmd = [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--worker",
+                name,
+                "--device",
+                args.device,
+                "--repeats",
+                str(args.repeats),
+                "--output",
+                out,
+            ]
             proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
             if proc.returncode != 0:
                 print(f"{name}: FAILED\n{proc.stderr[-3000:]}")
@@ -220,16 +252,22 @@ def main(argv=None):
     base = results.get("mask_rcnn")
     # GPU times are tens of milliseconds: milliseconds with 3 significant digits there.
     unit, scale = ("s/image", 1.0) if args.device == "cpu" else ("ms/image", 1000.0)
-    print(f"\n{'model':<20s} {unit:>8s} {'x Mask R-CNN':>13s} {'peak RSS MB':>12s} "
-          f"{'(after build)':>14s}")
+    print(
+        f"\n{'model':<20s} {unit:>8s} {'x Mask R-CNN':>13s} {'peak RSS MB':>12s} "
+        f"{'(after build)':>14s}"
+    )
     for name, r in results.items():
         ratio = f"{r['seconds'] / base['seconds']:.2f}" if base else "-"
         time_text = f"{r['seconds']:8.2f}" if scale == 1.0 else f"{r['seconds'] * scale:8.3g}"
-        print(f"{name:<20s} {time_text} {ratio:>13s} {r['peak_rss_mb']:12.0f} "
-              f"{r['rss_after_build_mb']:14.0f}")
+        print(
+            f"{name:<20s} {time_text} {ratio:>13s} {r['peak_rss_mb']:12.0f} "
+            f"{r['rss_after_build_mb']:14.0f}"
+        )
     if "blendmask" in results:
-        print(f"\nBlendMask blender alone, {DETECTIONS} instances: "
-              f"{results['blendmask']['blender_seconds'] * 1e3:.1f} ms")
+        print(
+            f"\nBlendMask blender alone, {DETECTIONS} instances: "
+            f"{results['blendmask']['blender_seconds'] * 1e3:.1f} ms"
+        )
     if "tensormask_dense" in results and "tensormask_sparse" in results:
         d, s = results["tensormask_dense"], results["tensormask_sparse"]
         print(f"TensorMask sparse / dense time: {s['seconds'] / d['seconds']:.2f}")

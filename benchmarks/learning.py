@@ -39,6 +39,7 @@ several points with ``SEED`` (BlendMask's quick config: 52.0 to 62.5 over SEED 0
 same seed, and adds one row per model with the means over the seeds, the ratio of the means and
 the spread (highest minus lowest mask AP).
 """
+
 import argparse
 import json
 import os
@@ -295,9 +296,7 @@ def train_model(model: str, seed: int, seeded_opts: List[str], out: str, args) -
     opts = seeded_opts + args.class_opts[model]
     opts += schedule_opts(MODEL_CONFIGS[model], iters, args.batch)
     print(f"training {model}: {MODEL_CONFIGS[model]} {' '.join(opts)}", flush=True)
-    wall = run_train_net(
-        MODEL_CONFIGS[model], opts, out, out + ".log", args.threads, args.datasets
-    )
+    wall = run_train_net(MODEL_CONFIGS[model], opts, out, out + ".log", args.threads, args.datasets)
     print(f"  done in {wall:.0f} s", flush=True)
     return {"model": model, "seed": seed, "iters": iters, "wall": wall, **read_metrics(out)}
 
@@ -330,49 +329,102 @@ def get_parser() -> argparse.ArgumentParser:
     # The values of a list-valued option end at the first config key (the opts): see
     # ConfigKeyEndsList.
     parser.add_argument(
-        "--models", action=ConfigKeyEndsList, item_choices=list(MODEL_CONFIGS),
-        default=list(MODEL_CONFIGS), metavar="MODEL",
+        "--models",
+        action=ConfigKeyEndsList,
+        item_choices=list(MODEL_CONFIGS),
+        default=list(MODEL_CONFIGS),
+        metavar="MODEL",
         help=f"the models to train: {', '.join(MODEL_CONFIGS)} (default: all)",
     )
-    parser.add_argument("--train-dataset", action=ConfigKeyEndsList, default=None, metavar="NAME",
-                        help="DATASETS.TRAIN of every model: registered datasets or --dataset "
-                        "NAMEs (default: the configs', shapes_train)")
-    parser.add_argument("--test-dataset", default=None, metavar="NAME",
-                        help="DATASETS.TEST of every model: a registered dataset or a --dataset "
-                        "NAME (default: the configs', shapes_val)")
-    parser.add_argument("--iters", type=int, default=None,
-                        help="iterations of every model (default: the main job's, "
-                        "SOLVER.MAX_ITER of the TensorMask quick config)")
-    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH,
-                        help=f"images per batch of every model, the LR scaled with it (default: "
-                        f"{DEFAULT_BATCH})")
-    parser.add_argument("--equal-time", type=float, default=None, metavar="SECONDS",
-                        help="train each model for about SECONDS instead of --iters iterations")
-    parser.add_argument("--fit-sizes", action="store_true",
-                        help="TensorMask and BlendMask fit their sizes per level to the training "
-                        "set (MODEL.FIT_SIZES_TO_DATA True); Mask R-CNN keeps its anchors")
+    parser.add_argument(
+        "--train-dataset",
+        action=ConfigKeyEndsList,
+        default=None,
+        metavar="NAME",
+        help="DATASETS.TRAIN of every model: registered datasets or --dataset "
+        "NAMEs (default: the configs', shapes_train)",
+    )
+    parser.add_argument(
+        "--test-dataset",
+        default=None,
+        metavar="NAME",
+        help="DATASETS.TEST of every model: a registered dataset or a --dataset "
+        "NAME (default: the configs', shapes_val)",
+    )
+    parser.add_argument(
+        "--iters",
+        type=int,
+        default=None,
+        help="iterations of every model (default: the main job's, "
+        "SOLVER.MAX_ITER of the TensorMask quick config)",
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=DEFAULT_BATCH,
+        help=f"images per batch of every model, the LR scaled with it (default: "
+        f"{DEFAULT_BATCH})",
+    )
+    parser.add_argument(
+        "--equal-time",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="train each model for about SECONDS instead of --iters iterations",
+    )
+    parser.add_argument(
+        "--fit-sizes",
+        action="store_true",
+        help="TensorMask and BlendMask fit their sizes per level to the training "
+        "set (MODEL.FIT_SIZES_TO_DATA True); Mask R-CNN keeps its anchors",
+    )
     parser.add_argument("--device", default="cpu", help="MODEL.DEVICE (cpu, cuda)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="OMP_NUM_THREADS of the runs (default: torch's own choice)")
-    parser.add_argument("--output", default=None, metavar="DIR",
-                        help="folder for the runs, one subfolder per model (default: a new "
-                        "temporary folder)")
-    parser.add_argument("--seeds", action=ConfigKeyEndsList, item_type=int, default=None,
-                        metavar="SEED",
-                        help="train every model once per SEED (default: 0, or the SEED of opts)")
-    parser.add_argument("--reuse-run", action=ConfigKeyEndsList, append=True, default=[],
-                        metavar=("MODEL", "DIR"),
-                        help="take MODEL's rows from these finished train_net.py runs, one per "
-                        "seed in --seeds' order (e.g. the MODEL folder of an earlier --output) "
-                        "instead of training it again; each one's config.yaml must equal the "
-                        "config this comparison would train at its seed. Repeat it for several "
-                        "models; a reused model joins the table even if --models omits it")
-    parser.add_argument("--baseline-run", action=ConfigKeyEndsList, default=None, metavar="DIR",
-                        help="the same as --reuse-run mask_rcnn DIR ...")
-    parser.add_argument("opts", nargs=argparse.REMAINDER,
-                        help="config overrides given to every model as KEY VALUE pairs, e.g. "
-                        "MODEL.FCOS.NMS_TH 0.6; last on the command line (they take the rest "
-                        "of it)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="OMP_NUM_THREADS of the runs (default: torch's own choice)",
+    )
+    parser.add_argument(
+        "--output",
+        default=None,
+        metavar="DIR",
+        help="folder for the runs, one subfolder per model (default: a new " "temporary folder)",
+    )
+    parser.add_argument(
+        "--seeds",
+        action=ConfigKeyEndsList,
+        item_type=int,
+        default=None,
+        metavar="SEED",
+        help="train every model once per SEED (default: 0, or the SEED of opts)",
+    )
+    parser.add_argument(
+        "--reuse-run",
+        action=ConfigKeyEndsList,
+        append=True,
+        default=[],
+        metavar=("MODEL", "DIR"),
+        help="take MODEL's rows from these finished train_net.py runs, one per "
+        "seed in --seeds' order (e.g. the MODEL folder of an earlier --output) "
+        "instead of training it again; each one's config.yaml must equal the "
+        "config this comparison would train at its seed. Repeat it for several "
+        "models; a reused model joins the table even if --models omits it",
+    )
+    parser.add_argument(
+        "--baseline-run",
+        action=ConfigKeyEndsList,
+        default=None,
+        metavar="DIR",
+        help="the same as --reuse-run mask_rcnn DIR ...",
+    )
+    parser.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        help="config overrides given to every model as KEY VALUE pairs, e.g. "
+        "MODEL.FCOS.NMS_TH 0.6; last on the command line (they take the rest "
+        "of it)",
+    )
     return add_dataset_argument(
         parser, help="Registered in every run; --train-dataset and --test-dataset choose them"
     )
@@ -485,9 +537,11 @@ def main(argv=None) -> int:
         + (", sizes fitted to the data" if args.fit_sizes else "")
         + f", runs in {work}"
     )
-    print("COCO AP (0-100); s/it: median seconds per training iteration; wall: whole train_net.py "
-          "run incl. evaluation; x: ratio of AP to Mask R-CNN's at the same seed (mean rows: "
-          "ratio of the means); spread: highest minus lowest mask AP over the seeds")
+    print(
+        "COCO AP (0-100); s/it: median seconds per training iteration; wall: whole train_net.py "
+        "run incl. evaluation; x: ratio of AP to Mask R-CNN's at the same seed (mean rows: "
+        "ratio of the means); spread: highest minus lowest mask AP over the seeds"
+    )
     print(format_table(rows, baselines, gpu=args.device.startswith("cuda")))
     return 0
 

@@ -30,6 +30,7 @@ torch.utils.cpp_extension (nothing of it is kept in this repository) and, on CUD
 forward and backward in the same rounds, prints the largest difference between its outputs and
 gradients and ours, and the ratios ours / official.
 """
+
 import argparse
 import os
 import statistics
@@ -88,9 +89,7 @@ def print_times(times, device, header):
     print(header)
     print(f"  {'':34s} {'median':>9s} {'best':>9s}  ({unit})")
     for name, values in times.items():
-        print(
-            f"  {name:34s} {statistics.median(values) * scale:9.3g} {min(values) * scale:9.3g}"
-        )
+        print(f"  {name:34s} {statistics.median(values) * scale:9.3g} {min(values) * scale:9.3g}")
 
 
 def device_title(device):
@@ -294,8 +293,10 @@ def bench_level(device, repeats, kernels):
         f"{height}x{width} map, requests at distinct positions, {repeats} interleaved rounds",
     )
     median = {name: statistics.median(values) for name, values in times.items()}
-    print("  at backward / dense backward of the same map (medians), at "
-          f"{', '.join(map(str, LEVEL_REQUESTS))} requests:")
+    print(
+        "  at backward / dense backward of the same map (medians), at "
+        f"{', '.join(map(str, LEVEL_REQUESTS))} requests:"
+    )
     for at_k in kernels:
         for dense_k in kernels:
             ratios = [

@@ -7,6 +7,7 @@ warm-up; "rest" is the total minus the parts: pre-processing and mask pasting).
 
 Usage: python benchmarks/tensormask_stages.py [tensormask_sparse|tensormask_dense]
 """
+
 import argparse
 import os
 import sys
@@ -33,7 +34,10 @@ def best_of(fn, repeats=3):
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     parser.add_argument(
-        "model", nargs="?", choices=MODELS, default=MODELS[0],
+        "model",
+        nargs="?",
+        choices=MODELS,
+        default=MODELS[0],
         help="sparse (the default: mask windows at the detections only) or dense mask windows",
     )
     return parser
@@ -41,8 +45,9 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv=None):
     name = get_parser().parse_args(argv).model
-    import tensormask_proj  # noqa: F401  (first: silences detectron2's FutureWarning)
     from detectron2.modeling import build_model
+
+    import tensormask_proj  # noqa: F401  (first: silences detectron2's FutureWarning)
 
     torch.manual_seed(0)
     model = build_model(bench.build_cfg(name, "cpu")).eval()

@@ -21,6 +21,7 @@ Usage: python benchmarks/train_step.py [CONFIG ...] [--iters 6] [--amp] [--top 1
     config's share of self CPU time spent in convolutions (forward and backward) and its
     costliest ops.
 """
+
 import argparse
 import collections
 import os
@@ -49,11 +50,10 @@ class OpCounter(TorchDispatchMode):
 
 
 def build(config_file, device, amp):
-    from tensormask_proj import get_project_cfg  # (first: silences detectron2's FutureWarning)
-
     from detectron2.data import build_detection_train_loader
     from detectron2.modeling import build_model
 
+    from tensormask_proj import get_project_cfg  # (first: silences detectron2's FutureWarning)
     from tensormask_proj.data import BlendMaskDatasetMapper, prepare_dataset
 
     cfg = get_project_cfg()
@@ -114,7 +114,8 @@ def measure(config_file, device, iters, amp, count_ops, profile=False):
 
 
 def profile_lines(cfg, model, optimizer, batches, rows=8):
-    """Self CPU time of the iterations on ``batches``: the convolutions' share, the costliest ops."""
+    """Self CPU time of the iterations on ``batches``: the convolutions' share, the costliest
+    ops."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -131,7 +132,10 @@ def profile_lines(cfg, model, optimizer, batches, rows=8):
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     parser.add_argument(
-        "configs", nargs="*", default=DEFAULT_CONFIGS, metavar="CONFIG",
+        "configs",
+        nargs="*",
+        default=DEFAULT_CONFIGS,
+        metavar="CONFIG",
         help="config files to compare, the last one the reference (default: the TensorMask "
         "quick config and its Mask R-CNN baseline)",
     )

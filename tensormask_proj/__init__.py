@@ -5,6 +5,7 @@ Importing the package registers its models (``META_ARCH_REGISTRY``: "TensorMask"
 backbones and datasets with detectron2; the imports below marked "registration" exist only
 for that side effect.
 """
+
 import warnings
 
 try:
@@ -28,16 +29,18 @@ with warnings.catch_warnings():
     warnings.filterwarnings(
         "ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning
     )
-    import fvcore.nn  # noqa: F401
     import detectron2.modeling  # noqa: F401
+    import fvcore.nn  # noqa: F401
 
+    from . import (
+        data,  # noqa: F401  (registration: embedded datasets)
+        modeling,  # noqa: F401  (registration: meta-architectures, backbones)
+    )
     from .config import (  # noqa: F401
         add_blendmask_config,
         add_project_config,
         add_tensormask_config,
         get_project_cfg,
     )
-    from . import data  # noqa: F401  (registration: embedded datasets)
-    from . import modeling  # noqa: F401  (registration: meta-architectures, backbones)
 
 __version__ = "0.1.0"

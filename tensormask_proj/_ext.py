@@ -4,6 +4,7 @@ Loading of the compiled operators (``tensormask_proj._C``).
 Importing the package never fails because the extension is missing; using an op then raises an
 error that says how to build it (see :func:`assert_has_ops`).
 """
+
 import importlib
 
 _import_error = None

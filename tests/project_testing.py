@@ -2,11 +2,11 @@
 Helpers shared by the tests of both models (on the path through pytest.ini's ``pythonpath``):
 project cfgs on the CPU and the from-scratch training + COCO evaluation of the learning tests.
 """
+
 import os
 import time
 
 import torch
-
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.evaluation import COCOEvaluator, inference_on_dataset
 from detectron2.modeling import build_model

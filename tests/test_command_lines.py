@@ -5,17 +5,17 @@ output locations are ``--output``, datasets are ``--dataset``, and no script pri
 ``torch.jit.script`` FutureWarning (silenced at ``import tensormask_proj``, for those imports
 only).
 """
-import os
+
 import subprocess
 import sys
 import unittest
 import warnings
 
 import torch
-
 from project_testing import REPO_ROOT
-from tensormask_proj.engine import ConfigKeyEndsList
 from test_docs import _load_script, script_paths
+
+from tensormask_proj.engine import ConfigKeyEndsList
 
 # Maintained with the GPU checks of the op; its parser is built inside main() (test_docs.py
 # reads it from there), and its options are described by its docstring.

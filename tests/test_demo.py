@@ -6,6 +6,7 @@ saved by DetectionCheckpointer (an untrained model scores everything near the pr
 draw with threshold 0 or pick a threshold from the model's own scores); the images are a tiny
 split of the embedded dataset.
 """
+
 import contextlib
 import io
 import os
@@ -18,14 +19,11 @@ from unittest import mock
 
 import numpy as np
 import torch
-from PIL import Image
-
+from data.coco_fixtures import annotation, coco_json, write_image
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
-
-from data.coco_fixtures import annotation, coco_json, write_image
 from engine.workflow_helpers import (
     BLENDMASK_CONFIG,
     DEMO,
@@ -39,6 +37,8 @@ from engine.workflow_helpers import (
     workflow_cfg,
     workflow_opts,
 )
+from PIL import Image
+
 from tensormask_proj.data.datasets import DEFAULT_CLASSES
 
 demo = load_script(DEMO, "demo")

@@ -23,6 +23,7 @@ The documentation (README.md, MODEL_ZOO.md, docs/*.md) against the repository:
 Each problem is reported as ``FILE:LINE: problem``. The checker's own tests (at the end) run it
 on crafted snippets, so that it is known to fail when it should.
 """
+
 import argparse
 import contextlib
 import fnmatch
@@ -206,8 +207,10 @@ def config_problem(word: str) -> Optional[str]:
     }
     if "/" in word:
         if os.path.dirname(word) in config_dirs or word.split("/")[0] in config_dirs:
-            return None if exists(os.path.join("configs", word)) else (
-                f"config file not found: configs/{word}"
+            return (
+                None
+                if exists(os.path.join("configs", word))
+                else (f"config file not found: configs/{word}")
             )
         return None  # a path outside configs/ (a run's folder, detectron2's model zoo ...)
     names = glob.glob(os.path.join(REPO_ROOT, "configs", "**", "*.yaml"), recursive=True)
@@ -242,9 +245,11 @@ def _capture_parser(main) -> argparse.ArgumentParser:
     def capture(self, *args, **kwargs):
         raise _Captured(self)
 
-    with mock.patch.object(argparse.ArgumentParser, "parse_args", capture), mock.patch.object(
-        argparse.ArgumentParser, "parse_known_args", capture
-    ), mock.patch.object(sys, "argv", ["docs-check"]):
+    with (
+        mock.patch.object(argparse.ArgumentParser, "parse_args", capture),
+        mock.patch.object(argparse.ArgumentParser, "parse_known_args", capture),
+        mock.patch.object(sys, "argv", ["docs-check"]),
+    ):
         try:
             main()
         except _Captured as captured:
@@ -400,9 +405,14 @@ def _command_of(words: List[str], scripts: List[str]) -> Optional[Tuple[str, Lis
             i += 2 if words[i] in ("-X", "-W") else 1
     if i < len(words):
         word = words[i][2:] if words[i].startswith("./") else words[i]
-        if word in scripts or re.match(r"^(tools|benchmarks)/\w+\.py$", word) or word in (
-            "train_net.py",
-            "demo.py",
+        if (
+            word in scripts
+            or re.match(r"^(tools|benchmarks)/\w+\.py$", word)
+            or word
+            in (
+                "train_net.py",
+                "demo.py",
+            )
         ):
             return word, words[i + 1 :]
     return None
@@ -453,7 +463,7 @@ def parse_problem(command: Command, scripts: List[str]) -> Optional[str]:
             parser.parse_args(command.args)
     except SystemExit as e:
         if e.code not in (0, None):
-            lines = [l for l in err.getvalue().splitlines() if "error:" in l] or [err.getvalue()]
+            lines = [s for s in err.getvalue().splitlines() if "error:" in s] or [err.getvalue()]
             return f"`{target} {' '.join(command.args)}` does not parse: {lines[-1].strip()}"
     return None
 
@@ -601,14 +611,16 @@ class TestDocs(unittest.TestCase):
                 if line.strip() and not line.lstrip().startswith("#")
             ]
         text = "\n".join(
-            "\n".join(t for _, t in d.prose + [l for b in d.blocks for l in b.lines])
+            "\n".join(t for _, t in d.prose + [line for b in d.blocks for line in b.lines])
             for d in self.documents
         ).lower()
         normalise = lambda name: re.sub(r"[-_.]+", "-", name.lower())  # noqa: E731
         text = re.sub(r"[-_.]+", "-", text)
-        missing = [p for p in packages if not re.search(
-            r"(?<![\w-])" + re.escape(normalise(p)) + r"(?![\w-])", text
-        )]
+        missing = [
+            p
+            for p in packages
+            if not re.search(r"(?<![\w-])" + re.escape(normalise(p)) + r"(?![\w-])", text)
+        ]
         self.assertFalse(
             missing, f"requirements.txt packages the docs do not name: {', '.join(missing)}"
         )

@@ -4,6 +4,7 @@ tools/fit_sizes.py on a user's COCO data: ``--dataset NAME JSON IMAGE_DIR`` regi
 fitted ones with their per-level counts, and the override to train with; a wrong name or a
 config of another model is refused.
 """
+
 import contextlib
 import io
 import os
@@ -11,9 +12,8 @@ import shutil
 import tempfile
 import unittest
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
-
 from data.coco_fixtures import annotation, coco_json, write_image
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from engine.workflow_helpers import BLENDMASK_CONFIG, TENSORMASK_CONFIG, load_script
 from project_testing import CONFIG_DIR, REPO_ROOT
 
@@ -66,7 +66,8 @@ class TestFitSizesTool(unittest.TestCase):
     def test_blendmask_own_dataset(self):
         lines = self._run(BLENDMASK_CONFIG)
         self.assertEqual(
-            lines[1], "config: MODEL.FCOS.SIZES_OF_INTEREST [64, 128]: 4 objects per level "
+            lines[1],
+            "config: MODEL.FCOS.SIZES_OF_INTEREST [64, 128]: 4 objects per level "
             "(p3: 4, p4: 0, p5: 0)",
         )
         self.assertTrue(lines[2].startswith("fitted: MODEL.FCOS.SIZES_OF_INTEREST"), lines[2])

@@ -4,6 +4,7 @@ exact pins here); tools/install_detectron2.py installs detectron2 0.6 by both ro
 route clones the v0.6 tag and applies the same fixes as the registry route before building,
 checked here without network); importing tensormask_proj without detectron2 says how to get it.
 """
+
 import importlib.util
 import os
 import re

@@ -5,6 +5,7 @@ training it again only if its saved config is the one the comparison would train
 user's COCO data registered in every run, each model's class count set from it), with
 train_net.py replaced by a fake that writes a run's files; and one real run on a crafted dataset.
 """
+
 import contextlib
 import io
 import json
@@ -15,9 +16,8 @@ import tempfile
 import unittest
 from unittest import mock
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
-
 from data.coco_fixtures import annotation, coco_json, write_image
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from engine.workflow_helpers import TRAIN_NET, load_script
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -107,9 +107,7 @@ class TestSeeds(unittest.TestCase):
         return out.getvalue()
 
     def _row(self, table, model, seed):
-        line = next(
-            line for line in table.splitlines() if line.split()[:2] == [model, str(seed)]
-        )
+        line = next(line for line in table.splitlines() if line.split()[:2] == [model, str(seed)])
         return line.split()
 
     def test_ratios_are_to_mask_rcnn_of_the_same_seed_and_of_the_means(self):

@@ -16,6 +16,7 @@ of both models made small by `workflow_opts` (160 px images, batch 2, score thre
 
 Error cases (setup, corrupt images, NaN loss) are in tests/engine/test_train_net_errors.py.
 """
+
 import glob
 import math
 import os
@@ -26,19 +27,19 @@ import time
 import unittest
 
 from engine.workflow_helpers import (
-    create_tiny_splits,
-    remove_tiny_splits,
     BLENDMASK_CONFIG,
     REPO_ROOT,
     TENSORMASK_CONFIG,
     TRAIN_NET,
     cfg_opts,
+    create_tiny_splits,
     evaluation_records,
     last_checkpoint,
     load_checkpoint,
     load_predictions,
     load_script,
     read_metrics,
+    remove_tiny_splits,
     run_train_net,
     subprocess_env,
     tail,

@@ -20,29 +20,28 @@ IMAGE_DIR`` for your own COCO data), else the config's DATASETS.TEST[0]. Inferen
 as in ``train_net.py --eval-only`` (same test loader and mapper, bfloat16 on a CPU when
 SOLVER.AMP.ENABLED), with the config's score threshold and detections per image.
 """
+
 import argparse
 import logging
 import sys
 import tempfile
 
-# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
-import tensormask_proj  # noqa: F401, I001
-
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.structures import BoxMode
 from detectron2.utils.logger import setup_logger
 
+# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
+import tensormask_proj  # noqa: F401, I001
 from tensormask_proj import get_project_cfg
 from tensormask_proj.engine import (
     NamedErrorMapper,
-    build_readable_test_loader,
     add_dataset_argument,
+    build_readable_test_loader,
     check_num_classes,
     check_weights,
     chosen_dataset,
@@ -149,8 +148,12 @@ def main(argv=None) -> ClassConfusion:
                         )
                     gt_masks, gt_boxes, gt_classes, gt_crowd = _ground_truth(record)
                     confusion.add_image(
-                        record["height"], record["width"],
-                        gt_masks, gt_boxes, gt_classes, gt_crowd,
+                        record["height"],
+                        record["width"],
+                        gt_masks,
+                        gt_boxes,
+                        gt_classes,
+                        gt_crowd,
                         [_rle(m) for m in instances.pred_masks.numpy()],
                         instances.pred_boxes.tensor.float().numpy(),
                         instances.scores.float().numpy(),

@@ -16,6 +16,7 @@ here) or the NAME of a registered COCO-format dataset (``shapes_val``, generated
 disjoint train and val sets). ``--categories`` keeps only those classes and their annotations
 (category ids unchanged); images left without annotations stay in the set.
 """
+
 import argparse
 import json
 import os
@@ -26,9 +27,7 @@ from typing import List, Optional, Tuple
 from tensormask_proj.engine import add_dataset_argument, dataset_files
 
 
-def subset(
-    coco: dict, first: int, num_images: int, categories: Optional[List[str]] = None
-) -> dict:
+def subset(coco: dict, first: int, num_images: int, categories: Optional[List[str]] = None) -> dict:
     """The COCO dict of images [first, first + num_images) in id order (and their annotations)."""
     known = {c["name"]: c for c in coco["categories"]}
     if categories:

@@ -15,16 +15,16 @@ image (Tensor[3, H, W] float32, INPUT.FORMAT channel order, any H and W) and ret
 docs/export.md for loading it (TorchScript needs ``torch.ops.load_library`` on the
 built tensormask_proj/_C*.so).
 """
+
 import argparse
 import logging
 import sys
 
-# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
-import tensormask_proj  # noqa: F401, I001
-
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
+# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
+import tensormask_proj  # noqa: F401, I001
 from tensormask_proj import get_project_cfg
 from tensormask_proj.engine import AtomicDetectionCheckpointer, check_device, check_weights
 from tensormask_proj.export import (
@@ -63,11 +63,15 @@ def get_parser() -> argparse.ArgumentParser:
         "--output", required=True, metavar="DIR", help="folder that gets model.ts or model.onnx"
     )
     parser.add_argument(
-        "--sample-image", metavar="FILE", default=None,
+        "--sample-image",
+        metavar="FILE",
+        default=None,
         help="image to trace the model on (default: the first shapes_val image)",
     )
     parser.add_argument(
-        "opts", nargs=argparse.REMAINDER, default=[],
+        "opts",
+        nargs=argparse.REMAINDER,
+        default=[],
         help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model_final.pth; last on "
         "the command line (they take the rest of it)",
     )

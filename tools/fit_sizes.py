@@ -3,7 +3,8 @@
 Fit the object sizes of each pyramid level to a dataset, and show what the config's own sizes
 give (``tensormask_proj/engine/size_fitting.py``):
 
-    python tools/fit_sizes.py --config-file configs/quick_schedules/tensormask_R_18_GN_FPN_shapes.yaml
+    python tools/fit_sizes.py \\
+        --config-file configs/quick_schedules/tensormask_R_18_GN_FPN_shapes.yaml
     python tools/fit_sizes.py --config-file CONFIG --dataset my_train train.json images/ \\
         MODEL.TENSOR_MASK.NUM_CLASSES 3
 
@@ -14,15 +15,15 @@ the command-line override to train with; ``MODEL.FIT_SIZES_TO_DATA True`` makes 
 fit and apply them itself. The dataset is the last ``--dataset`` (``NAME`` registered, or ``NAME
 JSON IMAGE_DIR``), else the config's DATASETS.TRAIN, measured at the training resize.
 """
+
 import argparse
 import sys
 import tempfile
 
-# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
-from tensormask_proj import get_project_cfg  # noqa: I001
-
 from detectron2.data import DatasetCatalog
 
+# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
+from tensormask_proj import get_project_cfg  # noqa: I001
 from tensormask_proj.engine import (
     add_dataset_argument,
     chosen_dataset,
@@ -46,8 +47,9 @@ def get_parser() -> argparse.ArgumentParser:
         "--config-file", required=True, metavar="FILE", help="a TensorMask or BlendMask config"
     )
     parser.add_argument(
-        "opts", nargs=argparse.REMAINDER,
-        help="config overrides as KEY VALUE pairs (e.g. INPUT.MIN_SIZE_TRAIN \"(256,)\"); last "
+        "opts",
+        nargs=argparse.REMAINDER,
+        help='config overrides as KEY VALUE pairs (e.g. INPUT.MIN_SIZE_TRAIN "(256,)"); last '
         "on the command line (they take the rest of it)",
     )
     return add_dataset_argument(
@@ -68,7 +70,9 @@ def fit(cfg, dataset_dicts) -> str:
         fitted = fit_sizes_of_interest(cfg, dataset_dicts)
         key, value = "MODEL.FCOS.SIZES_OF_INTEREST", fitted.sizes_of_interest
     else:
-        raise ValueError(f"{arch} is not a TensorMask or BlendMask config (MODEL.META_ARCHITECTURE)")
+        raise ValueError(
+            f"{arch} is not a TensorMask or BlendMask config (MODEL.META_ARCHITECTURE)"
+        )
     return "\n".join(
         [
             "config: " + own.describe(cfg),
@@ -92,15 +96,19 @@ def main(argv=None) -> int:
         default = cfg.DATASETS.TRAIN[0] if cfg.DATASETS.TRAIN else None
         name = chosen_dataset(args.dataset, default)
         if name is None or name not in DatasetCatalog.list():
-            parser.error(f"DATASETS.TRAIN[0]: dataset {name!r} is not registered; choose one "
-                         "with --dataset NAME or --dataset NAME JSON IMAGE_DIR")
+            parser.error(
+                f"DATASETS.TRAIN[0]: dataset {name!r} is not registered; choose one "
+                "with --dataset NAME or --dataset NAME JSON IMAGE_DIR"
+            )
         dicts = DatasetCatalog.get(name)
         try:
             report = fit(cfg, dicts)
         except ValueError as e:
             parser.error(str(e))
-    print(f"{name}: {len(dicts)} images, training sizes {tuple(cfg.INPUT.MIN_SIZE_TRAIN)} "
-          f"(max {cfg.INPUT.MAX_SIZE_TRAIN})")
+    print(
+        f"{name}: {len(dicts)} images, training sizes {tuple(cfg.INPUT.MIN_SIZE_TRAIN)} "
+        f"(max {cfg.INPUT.MAX_SIZE_TRAIN})"
+    )
     print(report)
     return 0
 

@@ -23,6 +23,7 @@ listed in docs/install.md).
 
 Usage: python tools/install_detectron2.py [--source auto|git|pypi] [--force]
 """
+
 import argparse
 import hashlib
 import os
@@ -122,8 +123,9 @@ def __getattr__(name):
     )
 '''
 
-SETUP_PY = '''# Written by tensormask_proj's tools/install_detectron2.py: package detectron2's Python sources
-# without compiling its extension (detectron2/_C.py is a stand-in, see its docstring).
+SETUP_PY = """# Written by tensormask_proj's tools/install_detectron2.py: package detectron2's
+# Python sources without compiling its extension (detectron2/_C.py is a stand-in, see its
+# docstring).
 from setuptools import find_packages, setup
 
 setup(
@@ -136,7 +138,7 @@ setup(
     python_requires=">=3.6",
     install_requires={requires!r},
 )
-'''
+"""
 
 
 def log(msg):
@@ -236,7 +238,8 @@ def fetch_sdist(dest_dir):
                 parser = _LinkParser()
                 parser.feed(r.read().decode("utf-8", "replace"))
             link = next(
-                (l for l in parser.links if urlparse(l).path.endswith("/" + PB1_FILENAME)), None
+                (link for link in parser.links if urlparse(link).path.endswith("/" + PB1_FILENAME)),
+                None,
             )
             if link is None:
                 errors.append(f"{page_url}: no {PB1_FILENAME}")
@@ -328,8 +331,10 @@ def main(argv=None):
     source = args.source
     if source == "auto":
         source = "git" if git_reachable() else "pypi"
-        log(f"source repository {'reachable' if source == 'git' else 'unreachable'}: "
-            f"installing from {source}")
+        log(
+            f"source repository {'reachable' if source == 'git' else 'unreachable'}: "
+            f"installing from {source}"
+        )
     if source == "git":
         install_from_git()
     else:

@@ -11,6 +11,7 @@ loss's mean over the records from iteration ITER on (the values detectron2 logs 
 iterations, each the median of its last 20), e.g. ``1040`` for the last 260 iterations of the
 quick configs, to compare how far runs got.
 """
+
 import argparse
 import os
 import sys
@@ -21,14 +22,18 @@ from tensormask_proj.engine import load_metrics, mean_losses, plot_metrics
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Plot losses and AP from a metrics.json")
     parser.add_argument(
-        "metrics", metavar="OUTPUT_DIR",
+        "metrics",
+        metavar="OUTPUT_DIR",
         help="a training run's OUTPUT_DIR (or the path of its metrics.json)",
     )
     parser.add_argument(
         "--output", metavar="FILE", help="PNG to write (default: metrics.png next to metrics.json)"
     )
     parser.add_argument(
-        "--mean-from", type=int, default=None, metavar="ITER",
+        "--mean-from",
+        type=int,
+        default=None,
+        metavar="ITER",
         help="also print each loss's mean over the records from iteration ITER on",
     )
     return parser

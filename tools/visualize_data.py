@@ -23,20 +23,20 @@ One PNG per image in ``--output``, named ``<index>_<image file stem>.png``. ``--
 limits the count (default: all the images of the datasets, once each for "annotation"; as
 many samples for "dataloader", which draws at random like training).
 """
+
 import argparse
 import itertools
 import logging
 import os
 import tempfile
 
-# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
-import tensormask_proj  # noqa: F401, I001
-
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_train_loader
 from detectron2.data.detection_utils import convert_image_to_rgb, read_image
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import Visualizer
 
+# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
+import tensormask_proj  # noqa: F401, I001
 from tensormask_proj import get_project_cfg
 from tensormask_proj.data.dataset_mapper import build_train_mapper
 from tensormask_proj.engine import (
@@ -54,8 +54,11 @@ logger = logging.getLogger("tensormask_proj.visualize_data")
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Draw a training set's annotations to PNGs")
     parser.add_argument(
-        "--config-file", required=True, metavar="FILE", help="config file (its INPUT settings "
-        "make the dataloader's samples; its class count is checked against the data)"
+        "--config-file",
+        required=True,
+        metavar="FILE",
+        help="config file (its INPUT settings "
+        "make the dataloader's samples; its class count is checked against the data)",
     )
     parser.add_argument(
         "--source",

@@ -2,6 +2,7 @@
 Config extensions. Each ``add_*_config(cfg)`` adds one model's (or the training loop's) keys
 (with their defaults) to the cfg it is given; detectron2's global defaults are never modified.
 """
+
 from .blendmask import add_blendmask_config
 from .tensormask import add_tensormask_config
 from .training import add_training_config

@@ -10,6 +10,7 @@ Three subtrees are added:
 
 Unlike AdelaiDet, which edits detectron2's global ``_C``, the keys are added to the cfg passed in.
 """
+
 from detectron2.config import CfgNode as CN
 
 __all__ = ["add_blendmask_config"]

@@ -14,6 +14,7 @@ one or two sizes per level give the one/two window sizes of paper Tab. 2d),
 ``TEST.DETECTIONS_PER_IMAGE``. ``MODEL.ANCHOR_GENERATOR.OFFSET`` is ignored: windows are centred
 on the top-left corner of their feature cell (offset 0), as in the official code.
 """
+
 from detectron2.config import CfgNode as CN
 
 __all__ = ["add_tensormask_config"]

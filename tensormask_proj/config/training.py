@@ -5,6 +5,7 @@ The keys are added under detectron2's existing nodes of the cfg passed in (detec
 defaults are never modified), next to the keys they go with: SOLVER.CHECKPOINT_PERIOD,
 DATALOADER.* and MODEL.*.
 """
+
 from detectron2.config import CfgNode as CN
 
 __all__ = ["add_training_config"]

@@ -15,6 +15,7 @@ reads, so a bad file drawn once per epoch keeps weighing what it weighs in the d
 tolerated count keeps one bad file of a tiny dataset from stopping a run. The state is saved in
 checkpoints, so a resumed run goes on counting where it stopped.
 """
+
 import logging
 from typing import Dict, List, NamedTuple, Optional
 

@@ -40,6 +40,7 @@ Grayscale, palette, RGBA, CMYK and 16-bit RGB images, EXIF-rotated JPEGs whose j
 turned size, and images of any size down to 1x1 px are accepted as they are: detectron2's
 ``read_image`` converts them all to 8-bit RGB correctly.
 """
+
 import json
 import math
 import os

@@ -3,6 +3,7 @@ Register a COCO-format instances dataset (json + image folder) after checking it
 detectron2's ``register_coco_instances`` does without checks. This is what ``--dataset NAME JSON
 IMAGE_DIR`` of ``train_net.py``, ``demo.py`` and ``tools/visualize_data.py`` calls.
 """
+
 import json
 import os
 from typing import Optional

@@ -7,9 +7,9 @@ transforms it alongside the image. Here it is rasterised on the fly from the ins
 annotations, after the geometric transforms, so any COCO-format dataset with instance masks
 trains out of the box and the map always agrees with the transformed instances.
 """
+
 import numpy as np
 import torch
-
 from detectron2.config import configurable
 from detectron2.data import DatasetMapper
 from detectron2.structures import BitMasks, Instances, PolygonMasks, polygons_to_bitmask

@@ -25,13 +25,13 @@ the number of batches consumed, and the bad-image account. Exactness holds when 
 has the same training set, IMS_PER_BATCH and number of processes; otherwise the data stream
 continues with a warning.
 """
+
 import logging
 import time
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.utils.data as torchdata
-
 from detectron2.data import DatasetFromList, get_detection_dataset_dicts
 from detectron2.data.samplers import (
     RandomSubsetTrainingSampler,
@@ -322,9 +322,9 @@ def build_resumable_train_loader(cfg, mapper) -> ResumableTrainLoader:
     dataset_dicts = get_detection_dataset_dicts(
         cfg.DATASETS.TRAIN,
         filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
-        min_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE
-        if cfg.MODEL.KEYPOINT_ON
-        else 0,
+        min_keypoints=(
+            cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE if cfg.MODEL.KEYPOINT_ON else 0
+        ),
         proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
     )
     world_size = comm.get_world_size()

@@ -13,6 +13,7 @@ each draw is seeded from plain integers that a checkpoint already implies:
 
 The run's seed is SEED, or the random seed drawn once when SEED < 0; checkpoints record it.
 """
+
 import contextlib
 import random
 from typing import Iterator

@@ -7,20 +7,14 @@ errors, ``--dataset`` (checked COCO datasets from the command line), a mapper wr
 name the image (and tell unreadable images apart), evaluation without the unreadable images, the
 metrics.json plot, and bfloat16 mixed precision on the CPU.
 """
+
 from .checkpoint import AtomicDetectionCheckpointer, CheckpointDiskFullError, non_finite_tensors
-from .cpu_autocast import (
-    CPUAutocastTrainer,
-    cpu_autocast,
-    has_native_bfloat16,
-    requests_cpu_amp,
-    uses_cpu_autocast,
-)
 from .command_line_datasets import (
     ConfigKeyEndsList,
     DatasetSpec,
     add_dataset_argument,
-    config_opts_may_follow_lists,
     chosen_dataset,
+    config_opts_may_follow_lists,
     dataset_files,
     log_registrations,
     register_command_line_datasets,
@@ -31,6 +25,13 @@ from .config_checks import (
     check_device,
     check_num_classes,
     check_weights,
+)
+from .cpu_autocast import (
+    CPUAutocastTrainer,
+    cpu_autocast,
+    has_native_bfloat16,
+    requests_cpu_amp,
+    uses_cpu_autocast,
 )
 from .iteration_seed import ReseedEachIteration
 from .launch import distributed_backend, launch, started_by_torchrun

@@ -19,13 +19,13 @@ Around that:
   folder, the bytes the checkpoint needs and the bytes free;
 * each save logs its size and duration, the cost of SOLVER.CHECKPOINT_PERIOD.
 """
+
 import errno
 import os
 import shutil
 import time
 
 import torch
-
 from detectron2.checkpoint import DetectionCheckpointer
 
 from ..utils.atomic_file import atomic_write, remove_stale_temporary_files

@@ -18,6 +18,7 @@ command-line form of that call. Paths stay out of the config, so a config (and t
 that training saves) stays portable between machines and loads in plain detectron2, which would
 reject keys it does not know.
 """
+
 import argparse
 import difflib
 import logging

@@ -3,10 +3,10 @@ Checks run on a merged config before anything is built, so that a wrong device, 
 dataset fails at once with the key and the value to fix, instead of deep inside a data loader or
 a checkpoint loader minutes later. Used by ``train_net.py`` and ``demo.py``.
 """
+
 import os
 
 import torch
-
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 

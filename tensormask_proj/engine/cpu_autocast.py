@@ -14,12 +14,12 @@ of magnitude slower than float32: BlendMask's quick config took 16.0 s per itera
 1.15 s in float32 on a 2-core AVX2 AMD EPYC (``benchmarks/train_step.py`` with and without
 ``--amp``). There ``SOLVER.AMP.ENABLED`` falls back to float32, with a warning in the log.
 """
+
 import contextlib
 import logging
 import time
 
 import torch
-
 from detectron2.config import CfgNode
 from detectron2.engine import SimpleTrainer
 

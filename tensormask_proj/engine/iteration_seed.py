@@ -7,6 +7,7 @@ iteration from (run seed, rank, iteration) (:func:`~tensormask_proj.data.seeds.i
 so iteration k draws the same numbers in an uninterrupted run and in one resumed from a
 checkpoint, on every process, with nothing to save but the run's seed.
 """
+
 from typing import Callable
 
 from detectron2.engine import HookBase

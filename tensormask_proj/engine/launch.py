@@ -18,6 +18,7 @@ Started by ``torchrun`` (the environment holds ``RANK``, ``WORLD_SIZE``, ``LOCAL
 the group with ``init_method="env://"`` and runs ``main_func`` itself. That is how clusters and
 SLURM start it (``srun torchrun ...``), one process per rank.
 """
+
 import logging
 import os
 from datetime import timedelta
@@ -26,7 +27,6 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
 from detectron2.engine.launch import DEFAULT_TIMEOUT, _find_free_port
 from detectron2.utils import comm
 

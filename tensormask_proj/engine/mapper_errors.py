@@ -13,6 +13,7 @@ of the disk or share), the error is an :class:`UnreadableImageError`: the traini
 such an image and takes another one, evaluation leaves it out (``docs/datasets.md``). Every other
 error (a bad annotation, a bug in a mapper) still stops the run.
 """
+
 from typing import Callable, Dict, Optional
 
 from detectron2.data.detection_utils import read_image

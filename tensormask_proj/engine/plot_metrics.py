@@ -5,6 +5,7 @@ detectron2's JSONWriter appends one JSON object per line: training scalars (``to
 ``loss_*``, ``lr``, keyed by ``iteration``) and, after each evaluation, lines with keys such as
 ``segm/AP`` and ``bbox/AP``. The command-line tool is ``tools/plot_metrics.py``.
 """
+
 import json
 import math
 import os
@@ -122,4 +123,3 @@ def plot_metrics(metrics_path: str, output_path: str) -> str:
     finally:
         plt.close(fig)
     return output_path
-

@@ -27,6 +27,7 @@ then use). Training warns when objects get no positive window (:func:`warn_unass
 Large datasets are measured on a fixed random sample of their images; with several training
 scales (MIN_SIZE_TRAIN), an object counts once per scale.
 """
+
 import logging
 import math
 import random
@@ -35,7 +36,6 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
-
 from detectron2.config import CfgNode
 
 from ..modeling.tensormask.assignment import assign_windows
@@ -100,7 +100,9 @@ def scaled_images(cfg: CfgNode, dataset_dicts: Sequence[Dict], max_images: int =
     The images of ``dataset_dicts`` holding non-crowd objects (a fixed sample of ``max_images``
     when there are more) at every training scale of ``cfg``, as :class:`ScaledImage`.
     """
-    dicts = [d for d in dataset_dicts if any(not a.get("iscrowd", 0) for a in d.get("annotations", []))]
+    dicts = [
+        d for d in dataset_dicts if any(not a.get("iscrowd", 0) for a in d.get("annotations", []))
+    ]
     if len(dicts) > max_images:
         dicts = random.Random(0).sample(dicts, max_images)
     divisibility = _size_divisibility(cfg)
@@ -108,7 +110,12 @@ def scaled_images(cfg: CfgNode, dataset_dicts: Sequence[Dict], max_images: int =
     for d in dicts:
         boxes = torch.tensor(
             [
-                [a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                [
+                    a["bbox"][0],
+                    a["bbox"][1],
+                    a["bbox"][0] + a["bbox"][2],
+                    a["bbox"][1] + a["bbox"][3],
+                ]
                 for a in d["annotations"]
                 if not a.get("iscrowd", 0)
             ],
@@ -144,7 +151,10 @@ def count_positive_windows(
     by_level = np.zeros((len(strides), num_anchors), dtype=np.int64)
     per_object = []
     for image in images:
-        grid = [(math.ceil(image.padded_size[0] / s), math.ceil(image.padded_size[1] / s)) for s in strides]
+        grid = [
+            (math.ceil(image.padded_size[0] / s), math.ceil(image.padded_size[1] / s))
+            for s in strides
+        ]
         targets = assign_windows(
             image.boxes, torch.zeros(len(image.boxes), dtype=torch.int64), grid, strides, sizes,
             cfg.MODEL.TENSOR_MASK.NUM_CLASSES, min_anchor_size,
@@ -175,7 +185,9 @@ class WindowFit:
             f"MODEL.ANCHOR_GENERATOR.SIZES {self.sizes}: {len(self.per_object)} objects, "
             f"{int(self.by_level.sum())} positive windows, {self.unassigned} objects without any"
         ]
-        for feature, sizes, counts in zip(cfg.MODEL.TENSOR_MASK.IN_FEATURES, self.sizes, self.by_level):
+        for feature, sizes, counts in zip(
+            cfg.MODEL.TENSOR_MASK.IN_FEATURES, self.sizes, self.by_level
+        ):
             cells = ", ".join(f"{s} px: {c}" for s, c in zip(sizes, counts))
             lines.append(f"  {feature}: {int(counts.sum()):7d} positives ({cells})")
         return "\n".join(lines)
@@ -277,7 +289,9 @@ def fit_sizes_of_interest(cfg: CfgNode, dataset_dicts: Sequence[Dict]) -> SizesO
     """
     images = scaled_images(cfg, dataset_dicts)
     if not images:
-        raise ValueError("no object to fit the sizes of interest to (every image is empty or crowd)")
+        raise ValueError(
+            "no object to fit the sizes of interest to (every image is empty or crowd)"
+        )
     reach = _farthest_side_distances(images)
     strides = list(cfg.MODEL.FCOS.FPN_STRIDES)
     share = float(np.quantile(reach, 1.0 / len(strides)))

@@ -15,6 +15,7 @@ nothing is saved. The log and the exception's note name the checkpoint and the c
 A training that diverged (non-finite loss) has a frozen checkpointer: nothing is saved, and the
 last good checkpoint stays the one to resume from (see :mod:`.checkpoint`).
 """
+
 import logging
 import os
 import shlex

@@ -14,18 +14,18 @@ changes.
   with detectron2's AMPTrainer on CUDA), and several processes (:mod:`.launch`) wrap the model
   in DistributedDataParallel on the CPU (gloo) as on GPUs.
 """
+
 import inspect
 import logging
 import os
 import weakref
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
-
 from detectron2.data import DatasetMapper
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
+from torch.nn.parallel import DistributedDataParallel
 
 from ..data.dataset_mapper import build_train_mapper
 from ..data.resumable_train_loader import build_resumable_train_loader
@@ -217,5 +217,3 @@ class Trainer(DefaultTrainer):
                 "is intact; lower SOLVER.BASE_LR or raise SOLVER.WARMUP_ITERS and resume with "
                 "--resume."
             ) from e
-
-

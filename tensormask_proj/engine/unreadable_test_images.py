@@ -7,6 +7,7 @@ drops the marked images from the batches and logs each one (file, image id, erro
 at the end, and the COCO evaluator evaluates on the images it received predictions for, instead
 of counting the unread ones as images where nothing was found.
 """
+
 import itertools
 import logging
 from typing import Callable, Dict, Iterator, List

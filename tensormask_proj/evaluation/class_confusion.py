@@ -21,6 +21,7 @@ columns: the covering detection's class, last column: no covering detection). Ne
 Shape shorthand: G ground-truth instances of an image, D detections of an image, K classes.
 Masks are COCO RLEs (``pycocotools.mask.encode`` of an (H, W) uint8 Fortran array).
 """
+
 import contextlib
 import io
 from typing import Dict, List, Sequence, Tuple
@@ -270,12 +271,12 @@ class ClassConfusion:
             "found": found,
             "correct": correct,
             "by_size": {k: v.tolist() for k, v in self.by_size.items()},
-            "mean_image_best_score": float(np.mean(self.image_best_scores))
-            if self.image_best_scores
-            else 0.0,
-            "mean_covering_score": float(np.mean(self.covering_scores))
-            if self.covering_scores
-            else 0.0,
+            "mean_image_best_score": (
+                float(np.mean(self.image_best_scores)) if self.image_best_scores else 0.0
+            ),
+            "mean_covering_score": (
+                float(np.mean(self.covering_scores)) if self.covering_scores else 0.0
+            ),
             # One COCO evaluation per mode; the overall AP is its "all" row.
             "ap": _overall_ap(by_size),
             "ap_class_agnostic": _overall_ap(by_size_agnostic),

@@ -5,6 +5,7 @@ Export of TensorMask and BlendMask to TorchScript and ONNX (``tools/export_model
 models; ``export_model`` traces one with detectron2's ``TracingAdapter`` and writes the file;
 ``register_onnx_ops`` registers the ONNX translation of ``tensormask_proj::swap_align2nat``.
 """
+
 from .blendmask import DeployableBlendMask
 from .exporter import (
     EXPORT_FORMATS,

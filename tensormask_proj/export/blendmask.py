@@ -11,14 +11,14 @@ module, FCOS head, top layer, pooler and blender are the model's own. The top la
 whole maps and is read at the detections' cells (as AdelaiDet does; the model computes only
 those cells, with the same values up to float rounding).
 """
+
 from typing import Dict, List
 
 import torch
-from torch import Tensor, nn
-
 from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
+from torch import Tensor, nn
 
 from tensormask_proj.modeling.blendmask.blender import blend
 from tensormask_proj.modeling.blendmask.fcos_postprocess import best_class_only, distances_to_boxes
@@ -58,7 +58,10 @@ class DeployableBlendMask(nn.Module):
             image_size = images.image_sizes[i]
             per_level = [
                 self._decode_level(
-                    level, locations[level], pred_logits[level][i], pred_deltas[level][i],
+                    level,
+                    locations[level],
+                    pred_logits[level][i],
+                    pred_deltas[level][i],
                     pred_ctrness[level][i],
                 )
                 for level in range(len(locations))
@@ -78,7 +81,7 @@ class DeployableBlendMask(nn.Module):
             attns = in_group_order(
                 [
                     (sel, self._at_cells(attentions[level][i], cells[sel]))
-                    for level, sel in ((l, select(levels == l)) for l in range(len(locations)))
+                    for level, sel in ((i, select(levels == i)) for i in range(len(locations)))
                 ]
             )
             # One extra all-zero row, dropped after blending: ``blend`` returns early when it gets
@@ -97,7 +100,10 @@ class DeployableBlendMask(nn.Module):
                 scores, order = scores.sort(descending=True)
                 boxes, classes, probs = boxes[order], classes[order], probs[order]
             result = Instances(
-                image_size, pred_boxes=Boxes(boxes), scores=scores, pred_classes=classes,
+                image_size,
+                pred_boxes=Boxes(boxes),
+                scores=scores,
+                pred_classes=classes,
                 mask_probs=probs,
             )
             # Scales (here by 1), clips and drops empty boxes; the masks fill the boxes' crops.

@@ -14,6 +14,7 @@ exported as a decomposition into standard operators (``onnx_ops``).
 
 An export failure raises :class:`ExportError` naming the module that could not be exported.
 """
+
 import contextlib
 import glob
 import importlib
@@ -24,13 +25,12 @@ import traceback
 import types
 from typing import Dict, List
 
-import torch
-from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
-
 import detectron2.data.transforms as T
+import torch
 from detectron2.data import DatasetCatalog
 from detectron2.data.detection_utils import read_image
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 def _import_tracing_adapter():
@@ -207,7 +207,8 @@ def _where(error: Exception) -> str:
     """The innermost source line of the failure outside torch itself, as 'file:line (function)'."""
     torch_dir = os.path.dirname(torch.__file__)
     frames = [
-        f for f in traceback.extract_tb(error.__traceback__)
+        f
+        for f in traceback.extract_tb(error.__traceback__)
         if not f.filename.startswith(torch_dir) and "contextlib" not in f.filename
     ]
     if not frames:

@@ -37,6 +37,7 @@ Along each axis, output cell v then reads crop cells v (and v + 1 if Vo is even)
 cells a + s with the weights above: a constant (Vo, V*(Vo+1)) matrix A, and the windows are
 pad + A · crop · Aᵀ (two MatMuls per request).
 """
+
 import math
 
 import torch
@@ -135,7 +136,11 @@ def _axis_pass(g, z, v_in: int, lambda_val: int, weights):
     # Flat (window, block) axis of (V + 2) * blocks entries, plus V zeros so that every slice
     # below stays inside it.
     flat_shape = g.op(
-        "Concat", b_dim, g.op("Mul", blocks, _const(g, [v_in + 2])), _const(g, [lam]), c_dim,
+        "Concat",
+        b_dim,
+        g.op("Mul", blocks, _const(g, [v_in + 2])),
+        _const(g, [lam]),
+        c_dim,
         axis_i=0,
     )
     z = g.op("Reshape", z, flat_shape)
@@ -158,9 +163,7 @@ def _axis_pass(g, z, v_in: int, lambda_val: int, weights):
         out = term if out is None else g.op("Add", out, term)
     # (B, a, y, b, C) -> (B, a, b, y, C) -> (B, Vo, Ho, C) with v = a*λ + b.
     out = g.op("Transpose", out, perm_i=[0, 1, 3, 2, 4])
-    return g.op(
-        "Reshape", out, g.op("Concat", b_dim, _const(g, [v_out]), h_out, c_dim, axis_i=0)
-    )
+    return g.op("Reshape", out, g.op("Concat", b_dim, _const(g, [v_out]), h_out, c_dim, axis_i=0))
 
 
 def _window_side(x, op: str) -> int:
@@ -200,12 +203,14 @@ def _swap_align2nat_symbolic(g, x, lambda_val, pad_val):
     h_out = g.op("Div", g.op("Add", h_dim, _const(g, [lambda_val - 1])), _const(g, [lambda_val]))
     w_out = g.op("Div", g.op("Add", w_dim, _const(g, [lambda_val - 1])), _const(g, [lambda_val]))
     z = g.op(
-        "Reshape", z,
+        "Reshape",
+        z,
         g.op("Concat", n_dim, _const(g, [v_out]), h_out, _const(g, [v_out]), w_out, axis_i=0),
     )
     z = g.op("Transpose", z, perm_i=[0, 1, 3, 2, 4])  # (N, Vo, Uo, Ho, Wo)
     z = g.op(
-        "Reshape", z,
+        "Reshape",
+        z,
         g.op("Concat", n_dim, _const(g, [v_out * v_out]), h_out, w_out, axis_i=0),
     )
     return g.op("Add", z, pad)
@@ -259,9 +264,7 @@ def _swap_align2nat_at_symbolic(g, x, image_ids, rows, cols, lambda_val, pad_val
 
 def register_onnx_ops(opset: int = ONNX_OPSET) -> None:
     """Register the ONNX translations of the project's operators (idempotent)."""
-    register_custom_op_symbolic(
-        "tensormask_proj::swap_align2nat", _swap_align2nat_symbolic, opset
-    )
+    register_custom_op_symbolic("tensormask_proj::swap_align2nat", _swap_align2nat_symbolic, opset)
     register_custom_op_symbolic(
         "tensormask_proj::swap_align2nat_at", _swap_align2nat_at_symbolic, opset
     )

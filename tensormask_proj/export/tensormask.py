@@ -15,17 +15,17 @@ detections' windows is rewritten with tensor operations, one group per (level, w
 fixed set given by the config. (``swap_align2nat_at`` exports too, see ``onnx_ops``; computing
 the windows with it from whole maps would save only the op's output, the size of its input.)
 """
+
 import contextlib
 import importlib
 import math
 from typing import Dict, List
 
 import torch
-from torch import Tensor, nn
-
 from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
+from torch import Tensor, nn
 
 # The module (the package re-exports a function of the same name).
 up_align2nat_module = importlib.import_module("tensormask_proj.modeling.tensormask.up_align2nat")
@@ -139,8 +139,13 @@ class DeployableTensorMask(nn.Module):
             deltas = torch.cat([permute_to_N_HWA_K(x, 4) for x in pred_deltas], dim=1)
         return [
             self._inference_single_image(
-                i, images.image_sizes[i], logits[i], None if deltas is None else deltas[i],
-                pred_masks, windows, grid_sizes,
+                i,
+                images.image_sizes[i],
+                logits[i],
+                None if deltas is None else deltas[i],
+                pred_masks,
+                windows,
+                grid_sizes,
             )
             for i in range(len(batched_inputs))
         ]

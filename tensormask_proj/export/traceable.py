@@ -10,13 +10,13 @@ the only Python loops are over things fixed by the config (levels, window sizes)
 
 Shape shorthand: D detections, n_g detections of group g, H, W: image size.
 """
+
 from typing import Sequence, Tuple
 
 import torch
+from detectron2.layers.mask_ops import _do_paste_mask
 from torch import Tensor
 from torchvision.ops import nms
-
-from detectron2.layers.mask_ops import _do_paste_mask
 
 __all__ = [
     "batched_nms",
@@ -79,9 +79,7 @@ def in_group_order(parts: Sequence[Tuple[Tensor, Tensor]]) -> Tensor:
     return values[torch.argsort(index)]
 
 
-def paste_masks(
-    probs: Tensor, boxes: Tensor, image_size: Tuple, threshold: float = 0.5
-) -> Tensor:
+def paste_masks(probs: Tensor, boxes: Tensor, image_size: Tuple, threshold: float = 0.5) -> Tensor:
     """
     Paste square probability masks into the image: detectron2's ``paste_masks_in_image``
     (bilinear, ``align_corners=False``, zero outside the mask) for all detections at once.
@@ -100,4 +98,3 @@ def paste_masks(
     height, width = image_size
     pasted, _ = _do_paste_mask(probs[:, None], boxes, height, width, skip_empty=False)
     return pasted >= threshold
-

@@ -40,6 +40,7 @@ shared with the CPU (``csrc/swap_align2nat_elements.h``). The CPU runs faster CP
 default; :func:`use_kernels` selects the shared ones, which is how the CPU tests check the CUDA
 kernels' arithmetic and indexing.
 """
+
 import contextlib
 import math
 

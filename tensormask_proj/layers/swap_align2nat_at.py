@@ -24,6 +24,7 @@ over the requests sorted into buckets by centre, so its cost grows with the map,
 (map x requests), and it is deterministic on both devices (no atomics). By default the CPU
 runs a deterministic scatter instead, cheaper there (:func:`use_kernels`).
 """
+
 import torch
 
 from .. import _ext

@@ -7,6 +7,7 @@ Both are built on one description of the geometry, :func:`_axis_samples`: for wi
 some rows (or columns) of the aligned grid, the corners of the multilinear interpolation along
 one spatial axis and its window axis ((y, v) or (x, u); the op is separable in these two pairs).
 """
+
 import torch
 
 from .swap_align2nat import check_args

@@ -10,6 +10,7 @@ file system, which the same folder guarantees.
 A writer killed before the rename (``kill -9``, a power cut) leaves its temporary file behind:
 :func:`remove_stale_temporary_files` deletes those of a folder whose writer is gone.
 """
+
 import contextlib
 import errno
 import os

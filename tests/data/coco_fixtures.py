@@ -3,6 +3,7 @@ Small crafted COCO datasets for the checks of command-line datasets: images of e
 checks must accept or refuse (grayscale, RGBA, 16-bit, EXIF-rotated, 1x1 px), written to a
 temporary folder, and a json builder whose annotations default to a valid square.
 """
+
 import json
 import os
 import shutil

@@ -1,6 +1,7 @@
 """BadImageLog: each bad file logged once with its image id and a running count; training stops
 past both thresholds (more than TOLERATED_FILES files and more than MAX_FRACTION of the reads),
 listing the files, with the account left as before the batch; the state survives a checkpoint."""
+
 import unittest
 
 from tensormask_proj.config import get_project_cfg

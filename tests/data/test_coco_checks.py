@@ -5,6 +5,7 @@ negative boxes, degenerate polygons, coordinates of 1e7) is either an error nami
 image id and annotation id, or a counted skip or fix; images detectron2 reads correctly are
 accepted.
 """
+
 import json
 import os
 import shutil
@@ -13,7 +14,6 @@ import unittest
 
 import numpy as np
 import pycocotools.mask as mask_util
-
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from tensormask_proj.data.coco_checks import CocoDatasetError, check_coco_dataset
@@ -85,9 +85,7 @@ class TestAnnotations(CocoCase):
     def test_empty_or_missing_segmentation(self):
         without = annotation(1)
         del without["segmentation"]
-        check = self.check(
-            [self.rgb()], [annotation(1), annotation(1, segmentation=[]), without]
-        )
+        check = self.check([self.rgb()], [annotation(1), annotation(1, segmentation=[]), without])
         self.assertEqual(check.skipped["no_valid_mask"], 2)
         self.assertEqual([a["id"] for a in check.dataset["annotations"]], [101])
 

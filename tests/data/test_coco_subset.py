@@ -1,5 +1,6 @@
 """tools/coco_subset.py: a few images of a COCO dataset, optionally fewer classes, as a dataset
 of its own that passes the checks of --dataset."""
+
 import contextlib
 import io
 import json
@@ -9,6 +10,7 @@ import tempfile
 import unittest
 
 from engine.workflow_helpers import REPO_ROOT, load_script
+
 from tensormask_proj.data.coco_checks import check_coco_dataset
 
 from .coco_fixtures import annotation, coco_json, write_image

@@ -1,4 +1,5 @@
 """BlendMaskDatasetMapper: the "basis_sem" map is rasterised from the transformed annotations."""
+
 import os
 import tempfile
 import unittest
@@ -6,7 +7,6 @@ import unittest
 import cv2
 import numpy as np
 import torch
-
 from detectron2.config import get_cfg
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode, PolygonMasks, polygons_to_bitmask

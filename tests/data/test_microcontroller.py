@@ -4,6 +4,7 @@ import, their content, the non-contiguous category ids 1, 3, 4, 5 through traini
 COCOEvaluator, the files setup.py ships, and the three microcontroller configs (each builds and
 trains on a batch; the TensorMask one runs train_net.py for 2 iterations and evaluates).
 """
+
 import collections
 import fnmatch
 import importlib.util
@@ -14,7 +15,11 @@ import tempfile
 import unittest
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from engine.workflow_helpers import cfg_opts, load_predictions, run_train_net, tail
+from modeling.blendmask import blendmask_testing
+from modeling.tensormask import tensormask_testing
 from PIL import Image
+from project_testing import CONFIG_DIR, REPO_ROOT, assert_every_config_builds, project_cfg
 
 from tensormask_proj.data import prepare_dataset
 from tensormask_proj.data.datasets import (
@@ -22,11 +27,6 @@ from tensormask_proj.data.datasets import (
     MICROCONTROLLER_SPLITS,
     get_microcontroller_metadata,
 )
-
-from engine.workflow_helpers import cfg_opts, load_predictions, run_train_net, tail
-from modeling.blendmask import blendmask_testing
-from modeling.tensormask import tensormask_testing
-from project_testing import CONFIG_DIR, REPO_ROOT, assert_every_config_builds, project_cfg
 
 CLASSES = ["Arduino", "ESP8266", "Heltec", "Raspberry"]
 JSON_IDS = {1, 3, 4, 5}

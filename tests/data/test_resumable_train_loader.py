@@ -9,6 +9,7 @@ ResumableTrainLoader, without a model or image files (a mapper over plain dicts)
 * an unreadable image is replaced by one of the same aspect-ratio group, the same in every run,
   reported once; a sample none of whose replacements can be read stops with the files listed.
 """
+
 import itertools
 import logging
 import random
@@ -16,7 +17,6 @@ import unittest
 
 import numpy as np
 import torch
-
 from detectron2.data.build import build_batch_data_loader
 from detectron2.data.common import DatasetFromList, MapDataset
 from detectron2.data.samplers import TrainingSampler

@@ -2,6 +2,7 @@
 What the shapes images contain: exact rasterization, annotations that match the rendered
 visible pixels (occlusion included), and removal of hidden objects.
 """
+
 import unittest
 
 import numpy as np

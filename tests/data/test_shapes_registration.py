@@ -6,6 +6,7 @@ These tests use the registered ``shapes_train`` / ``shapes_val`` (generated unde
 ``$DETECTRON2_DATASETS`` on first use, ~25 s once, then cached) because that is what training and
 evaluation use.
 """
+
 import json
 import os
 import tempfile

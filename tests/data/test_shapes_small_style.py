@@ -6,6 +6,7 @@ Nothing here generates the registered splits: scenes are generated in memory (im
 depends only on its style, seed and i, so the first images of seed 101 are those of
 ``shapes_small_train``), and the COCO json is checked on a few images under a temporary root.
 """
+
 import dataclasses
 import hashlib
 import json
@@ -32,7 +33,7 @@ from tensormask_proj.data.datasets.shape_geometry import polygon_area
 from tensormask_proj.data.datasets.shape_scene import generate_image
 
 STYLE = SCENE_STYLES["small"]
-COCO_SMALL_AREA = 32 ** 2
+COCO_SMALL_AREA = 32**2
 
 
 class TestSmallStyleScenes(unittest.TestCase):

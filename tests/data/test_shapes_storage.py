@@ -4,6 +4,7 @@ The shapes dataset on disk: deterministic generation, atomic commit, errors that
 Every test uses its own temporary datasets root and a few images, so nothing here touches
 ``$DETECTRON2_DATASETS``.
 """
+
 import hashlib
 import json
 import os

@@ -2,15 +2,12 @@
 tools/visualize_data.py with a command-line dataset (the crafted odd dataset of coco_fixtures):
 the ground truth drawn on each image as read, and the training mapper's samples.
 """
+
 import os
 import unittest
 
 import numpy as np
-from PIL import Image
-
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import read_image
-
 from engine.workflow_helpers import (
     BLENDMASK_CONFIG,
     REPO_ROOT,
@@ -18,6 +15,7 @@ from engine.workflow_helpers import (
     load_script,
     workflow_opts,
 )
+from PIL import Image
 
 from .coco_fixtures import OddDatasetTestCase
 

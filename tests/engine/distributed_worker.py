@@ -4,6 +4,7 @@ that the processes spawned by ``tensormask_proj.engine.launch`` can import it): 
 config with the project's Trainer and record, per rank and iteration, a digest of the weights
 and the losses.
 """
+
 import hashlib
 import json
 import os

@@ -5,6 +5,7 @@ nothing and leaves the previous checkpoint tagged; a damaged file is named when 
 temporary file of a killed save is removed at the next start; a full disk gives one error naming
 the output folder and the bytes needed; each save logs its size and time.
 """
+
 import errno
 import os
 import shutil
@@ -174,8 +175,9 @@ class TestAtomicDetectionCheckpointer(unittest.TestCase):
                 self.checkpointer.save("model_0000005")
         self._assert_disk_full(raised, "model_0000005.pth")
         usage = mock.Mock(free=100)
-        with mock.patch("os.fsync", side_effect=OSError(errno.EIO, "I/O error")), mock.patch(
-            "shutil.disk_usage", return_value=usage
+        with (
+            mock.patch("os.fsync", side_effect=OSError(errno.EIO, "I/O error")),
+            mock.patch("shutil.disk_usage", return_value=usage),
         ):
             with self.assertRaises(CheckpointDiskFullError) as raised:
                 self.checkpointer.save("model_0000007")

@@ -13,6 +13,7 @@ Your own COCO data from the command line (``--dataset NAME JSON IMAGE_DIR``), in
 * the flag itself: ``--dataset NAME`` (a registered dataset) or ``NAME JSON IMAGE_DIR``,
   repeatable, config overrides right after it; errors naming the problem.
 """
+
 import argparse
 import contextlib
 import io
@@ -21,11 +22,10 @@ import os
 import unittest
 
 import numpy as np
-
+from data.coco_fixtures import OddDatasetTestCase, annotation, coco_json, picture
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import read_image
 
-from data.coco_fixtures import OddDatasetTestCase, annotation, coco_json, picture
 from tensormask_proj.data.coco_checks import CocoDatasetError
 from tensormask_proj.data.dataset_mapper import build_train_mapper
 from tensormask_proj.engine import (
@@ -256,7 +256,9 @@ class TestDatasetArgument(unittest.TestCase):
             "shapes_val",
         ):
             register_command_line_datasets([("shapes_vall",)], cfg)
-        with self.assertRaisesRegex(ValueError, "this project's shapes_train, .*microcontroller_val"):
+        with self.assertRaisesRegex(
+            ValueError, "this project's shapes_train, .*microcontroller_val"
+        ):
             register_command_line_datasets([("no_such_data",)], cfg)
         with self.assertRaisesRegex(
             FileNotFoundError, "--dataset mine no.json images: COCO annotations not found: no.json"

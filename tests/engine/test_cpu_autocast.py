@@ -1,12 +1,12 @@
 """SOLVER.AMP on a CPU: bfloat16 autocast for the forward pass, float32 everywhere else."""
+
 import importlib
 import unittest
 from unittest import mock
 
 import torch
-from torch import nn
-
 from detectron2.config import get_cfg
+from torch import nn
 
 from tensormask_proj.engine import CPUAutocastTrainer, cpu_autocast, uses_cpu_autocast
 

@@ -14,6 +14,7 @@ Several training processes on the CPU (gloo), for both quick configs, on a tiny 
 * the launcher's refusals: torchrun with --num-gpus, CUDA processes without GPUs,
   ``--dist-url auto`` across machines.
 """
+
 import json
 import os
 import subprocess
@@ -28,19 +29,19 @@ from tensormask_proj.engine import launch
 
 from .distributed_worker import train_and_record
 from .workflow_helpers import (
-    create_tiny_splits,
-    remove_tiny_splits,
-    run_command,
     BLENDMASK_CONFIG,
     REPO_ROOT,
     TENSORMASK_CONFIG,
     TRAIN_NET,
     TinySplit,
     cfg_opts,
+    create_tiny_splits,
     evaluation_records,
     load_predictions,
     read_metrics,
     register_in_process,
+    remove_tiny_splits,
+    run_command,
     subprocess_env,
     tail,
     workflow_cfg,
@@ -128,8 +129,10 @@ class _TwoProcessesMixin:
         self.assertEqual(len(one), MAX_ITER)
         for iteration in one:
             difference = abs(two[iteration] - one[iteration]) / one[iteration]
-            print(f"{os.path.basename(self.CONFIG)} iteration {iteration}: 1 process "
-                  f"{one[iteration]:.6f}, 2 processes {two[iteration]:.6f} ({difference:.2e})")
+            print(
+                f"{os.path.basename(self.CONFIG)} iteration {iteration}: 1 process "
+                f"{one[iteration]:.6f}, 2 processes {two[iteration]:.6f} ({difference:.2e})"
+            )
             self.assertLess(difference, LOSS_TOLERANCE[self.CONFIG], f"iteration {iteration}")
 
 
@@ -271,8 +274,9 @@ class TestLaunchRefusals(unittest.TestCase):
                 launch(_never_called, 2, device="cpu")
 
     def test_cuda_processes_need_gpus(self):
-        with mock.patch.object(torch.cuda, "device_count", return_value=1), mock.patch.object(
-            torch.cuda, "is_available", return_value=True
+        with (
+            mock.patch.object(torch.cuda, "device_count", return_value=1),
+            mock.patch.object(torch.cuda, "is_available", return_value=True),
         ):
             with self.assertRaisesRegex(RuntimeError, "2 processes .* need 2 GPUs; .* has 1"):
                 launch(_never_called, 2, dist_url="auto", device="cuda")

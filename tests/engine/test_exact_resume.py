@@ -15,13 +15,13 @@ C's and D's final weights equal A's bit for bit (CPU float32), and so do their l
 iteration. A checkpoint written before the data loader state was recorded still resumes, with a
 warning that the data order restarts.
 """
+
 import os
 import shutil
 import tempfile
 import unittest
 
 import torch
-
 from detectron2.engine import HookBase
 from detectron2.utils.env import seed_all_rng
 
@@ -94,9 +94,7 @@ class TestExactResume(unittest.TestCase):
 
     @classmethod
     def _cfg(cls, out, *opts):
-        return tiny_training_cfg(
-            cls.split, os.path.join(cls.tmp, out), MAX_ITER, 2, *opts
-        )
+        return tiny_training_cfg(cls.split, os.path.join(cls.tmp, out), MAX_ITER, 2, *opts)
 
     @classmethod
     def _train(cls, out, *opts, resume=False, fail_at=None, error=None):

@@ -1,19 +1,19 @@
 """NamedErrorMapper: errors name the image; an image that cannot be read or decoded (a JPEG cut
 short with its header intact, not an image, missing) raises UnreadableImageError, every other
 error (a bad annotation, an image of another size than its annotation) DatasetMappingError."""
+
 import os
 import pickle
 import shutil
 import tempfile
 import unittest
 
+from data.coco_fixtures import write_image
 from detectron2.data import DatasetMapper
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
 
 from tensormask_proj.engine import DatasetMappingError, NamedErrorMapper, UnreadableImageError
-
-from data.coco_fixtures import write_image
 
 
 class TestNamedErrorMapper(unittest.TestCase):

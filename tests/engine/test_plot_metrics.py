@@ -2,22 +2,21 @@
 plot_metrics: reading a detectron2 metrics.json (including the one of a killed and resumed run)
 and writing the loss/AP picture, as a function and as the command-line tool.
 """
+
 import importlib.util
 import io
 import json
 import os
 import shutil
-import sys
 import tempfile
 import unittest
 from unittest import mock
 
 import numpy as np
 from PIL import Image
+from project_testing import REPO_ROOT
 
 from tensormask_proj.engine import load_metrics, mean_losses, plot_metrics
-
-from project_testing import REPO_ROOT
 
 _spec = importlib.util.spec_from_file_location(
     "plot_metrics_tool", os.path.join(REPO_ROOT, "tools", "plot_metrics.py")
@@ -101,6 +100,7 @@ class TestPlotMetrics(unittest.TestCase):
             message = "metrics.json: no loss recorded at iteration >= 99"
             with self.assertRaisesRegex(SystemExit, message):
                 plot_metrics_tool.main([self.path, "--mean-from", "99"])
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -12,6 +12,7 @@ crafted dataset dicts whose object sizes are known:
 * the training warning names the counts; ``train_net.py`` applies MODEL.FIT_SIZES_TO_DATA and
   saves the fitted sizes in OUTPUT_DIR/config.yaml.
 """
+
 import os
 import shutil
 import tempfile
@@ -19,9 +20,9 @@ import unittest
 
 import numpy as np
 import torch
-
 from detectron2.data import DatasetCatalog
 from detectron2.data.transforms import ResizeShortestEdge
+from project_testing import project_cfg
 
 from tensormask_proj.engine import (
     count_positive_windows,
@@ -31,8 +32,6 @@ from tensormask_proj.engine import (
 )
 from tensormask_proj.engine.size_fitting import scaled_images
 from tensormask_proj.modeling.tensormask import assign_windows
-
-from project_testing import project_cfg
 
 from .workflow_helpers import (
     BLENDMASK_CONFIG,
@@ -104,8 +103,13 @@ class TestTensorMaskWindows(unittest.TestCase):
             h, w = image.padded_size
             grids = [(-(-h // s), -(-w // s)) for s in strides]  # (ceil: stride-2 convolutions)
             targets = assign_windows(
-                image.boxes, torch.zeros(len(image.boxes), dtype=torch.int64), grids, strides,
-                sizes, 6, min(sizes[0]) - strides[0],
+                image.boxes,
+                torch.zeros(len(image.boxes), dtype=torch.int64),
+                grids,
+                strides,
+                sizes,
+                6,
+                min(sizes[0]) - strides[0],
             )
             total += len(targets.pos_indices)
             objects += torch.bincount(targets.pos_gt, minlength=len(image.boxes)).tolist()

@@ -3,6 +3,7 @@ iteration k's optimizer step saves iteration k-1, exactly the state an uninterru
 then; an error once the step began, or before any iteration finished, saves nothing; each says
 so, with the --resume command, in the log and in a note of the error; a finished run, or a
 process that does not save, says nothing. resume_command puts --resume before the overrides."""
+
 import os
 import shutil
 import tempfile
@@ -10,9 +11,8 @@ import unittest
 from unittest import mock
 
 import torch
-from torch import nn
-
 from detectron2.engine import SimpleTrainer, hooks
+from torch import nn
 
 from tensormask_proj.engine import AtomicDetectionCheckpointer, CheckpointOnStop, resume_command
 

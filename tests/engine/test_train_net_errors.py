@@ -5,6 +5,7 @@ listed, and evaluation leaves them out, listed; a non-finite loss stops training
 good checkpoint as ``last_checkpoint``, and training resumes from it; the command line reaches
 detectron2's ``launch`` (the DDP path) with the GPU/machine arguments.
 """
+
 import glob
 import importlib
 import os
@@ -16,15 +17,14 @@ import unittest
 from unittest import mock
 
 import torch
-
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
-from tensormask_proj.data.datasets import get_shapes_metadata
+from project_testing import CONFIG_DIR
+
 from tensormask_proj.data.bad_images import BadImagesError
+from tensormask_proj.data.datasets import get_shapes_metadata
 from tensormask_proj.engine import CPUAutocastTrainer, check_config
 from tensormask_proj.engine.trainer import check_sync_batchnorm
-
-from project_testing import CONFIG_DIR
 
 from .workflow_helpers import (
     BLENDMASK_CONFIG,
@@ -306,8 +306,9 @@ class TestLaunchWiring(unittest.TestCase):
         argv = [TRAIN_NET, "--config-file", TENSORMASK_CONFIG, "--num-gpus", "8"]
         argv += ["--num-machines", "2", "--machine-rank", "1", "--dist-url", "tcp://10.0.0.1:23456"]
         argv += ["SOLVER.IMS_PER_BATCH", "64"]
-        with mock.patch("tensormask_proj.engine.launch") as launch, mock.patch.object(
-            sys, "argv", argv
+        with (
+            mock.patch("tensormask_proj.engine.launch") as launch,
+            mock.patch.object(sys, "argv", argv),
         ):
             module_globals = runpy.run_path(TRAIN_NET, run_name="__main__")
         launch.assert_called_once()
@@ -327,8 +328,11 @@ class TestLaunchWiring(unittest.TestCase):
         cfg.merge_from_file(os.path.join(CONFIG_DIR, "BlendMask", "RT_R_50_4x_syncbn_shtw.yaml"))
         cfg.MODEL.DEVICE = "cpu"
         model = train_net.Trainer.build_model(cfg)
-        with self.assertRaisesRegex(ValueError, r"SyncBatchNorm layers \(backbone.*'SyncBN'.*"
-                                    "several processes on the CPU.*'naiveSyncBN'"):
+        with self.assertRaisesRegex(
+            ValueError,
+            r"SyncBatchNorm layers \(backbone.*'SyncBN'.*"
+            "several processes on the CPU.*'naiveSyncBN'",
+        ):
             check_sync_batchnorm(model, "cpu")
         check_sync_batchnorm(model, "cuda")
 

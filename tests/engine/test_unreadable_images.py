@@ -11,18 +11,18 @@ split of 8 images, 4 iterations of 2 images: one epoch):
 * evaluation leaves an unreadable image out, lists it, and computes the COCO metrics over the
   others (a model predicting the ground truth exactly gets box AP 100 on them).
 """
+
 import os
 import shutil
 import tempfile
 import unittest
 
 import torch
-from torch import nn
-
 from detectron2.data import DatasetCatalog
 from detectron2.engine import HookBase
 from detectron2.structures import Boxes, BoxMode, Instances
 from detectron2.utils.env import seed_all_rng
+from torch import nn
 
 from tensormask_proj.data.bad_images import BadImagesError
 from tensormask_proj.data.resumable_train_loader import IndexBatches
@@ -91,9 +91,7 @@ class TestUnreadableTrainingImages(unittest.TestCase):
 
     @classmethod
     def _cfg(cls, out, *opts):
-        return tiny_training_cfg(
-            cls.split, os.path.join(cls.tmp, out), MAX_ITER, 100, *opts
-        )
+        return tiny_training_cfg(cls.split, os.path.join(cls.tmp, out), MAX_ITER, 100, *opts)
 
     def _trainer(self, cfg, resume=False):
         seed_all_rng(cfg.SEED)

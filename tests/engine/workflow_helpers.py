@@ -6,6 +6,7 @@ The tiny splits come from the embedded dataset's own generator (``register_shape
 scenes, classes, metadata and COCO json as ``shapes_train``/``shapes_val``), with a few images
 each so that a whole train + evaluate cycle takes seconds.
 """
+
 import importlib.util
 import json
 import os
@@ -72,6 +73,7 @@ def tiny_splits(root: str) -> Dict[str, TinySplit]:
 def register_in_process(split: TinySplit):
     """Register (and generate) ``split`` in this process; returns its ShapesPaths."""
     from detectron2.data import DatasetCatalog
+
     from tensormask_proj.data.datasets import ShapesSplit, prepare_dataset, register_shapes
 
     if split.name not in DatasetCatalog.list():
@@ -82,6 +84,7 @@ def register_in_process(split: TinySplit):
 
 def unregister_in_process(split: TinySplit) -> None:
     from detectron2.data import DatasetCatalog
+
     from tensormask_proj.data.datasets import unregister_shapes
 
     if split.name in DatasetCatalog.list():

@@ -3,6 +3,7 @@ ClassConfusion on hand-made masks (every count and AP known in advance), and
 tools/class_confusion.py end to end on a tiny shapes split: its class-aware AP equals
 COCOEvaluator's on the same model's predictions.
 """
+
 import contextlib
 import io
 import os
@@ -13,14 +14,11 @@ import unittest
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
-
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import DatasetCatalog
-from detectron2.data import build_detection_test_loader
+from detectron2.data import DatasetCatalog, build_detection_test_loader
 from detectron2.evaluation import COCOEvaluator, inference_on_dataset
 from detectron2.modeling import build_model
 from detectron2.structures import BoxMode
-
 from engine.workflow_helpers import (
     REPO_ROOT,
     TENSORMASK_CONFIG,
@@ -31,6 +29,7 @@ from engine.workflow_helpers import (
     workflow_cfg,
     workflow_opts,
 )
+
 from tensormask_proj.engine import cpu_autocast
 from tensormask_proj.evaluation import ClassConfusion, covering_detections
 
@@ -70,16 +69,25 @@ class TestClassConfusion(unittest.TestCase):
         names = ["a", "b", "c"]
         confusion = ClassConfusion(names)
         (m0, b0), (m1, b1), (m2, b2), (crowd, bc) = (
-            square(2, 2, 8), square(20, 2, 12), square(40, 20, 6), square(2, 25, 10)
+            square(2, 2, 8),
+            square(20, 2, 12),
+            square(40, 20, 6),
+            square(2, 25, 10),
         )
         # Instance 0 (class a) found as a; instance 1 (class b) found as c with a higher score
         # than a b-detection that covers it too; instance 2 (class c) missed; the crowd region
         # is not an instance to find.
         confusion.add_image(
-            H, W,
-            [m0, m1, m2, crowd], np.array([b0, b1, b2, bc]), [0, 1, 2, 0],
+            H,
+            W,
+            [m0, m1, m2, crowd],
+            np.array([b0, b1, b2, bc]),
+            [0, 1, 2, 0],
             [False, False, False, True],
-            [m0, m1, m1], np.array([b0, b1, b1]), [0.8, 0.7, 0.4], [0, 2, 1],
+            [m0, m1, m1],
+            np.array([b0, b1, b1]),
+            [0.8, 0.7, 0.4],
+            [0, 2, 1],
         )
         expected = np.zeros((3, 4), dtype=np.int64)
         expected[0, 0] = expected[1, 2] = expected[2, 3] = 1
@@ -109,8 +117,16 @@ class TestClassConfusion(unittest.TestCase):
         (small, small_box), (medium, medium_box) = square(46, 2, 8), square(2, 2, 34)
         shifted, shifted_box = square(10, 2, 34)
         confusion.add_image(
-            H, W, [small, medium], np.array([small_box, medium_box]), [0, 0], [False, False],
-            [small, shifted], np.array([small_box, shifted_box]), [0.9, 0.8], [0, 0],
+            H,
+            W,
+            [small, medium],
+            np.array([small_box, medium_box]),
+            [0, 0],
+            [False, False],
+            [small, shifted],
+            np.array([small_box, shifted_box]),
+            [0.9, 0.8],
+            [0, 0],
         )
         by_size = confusion.summary()["ap_by_size"]
         for iou_type in ("segm", "bbox"):
@@ -220,9 +236,7 @@ class TestClassConfusionTool(unittest.TestCase):
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
             confusion = tool.main(argv)
-        readable = sum(
-            1 for r in records[1:] for a in r["annotations"] if not a.get("iscrowd", 0)
-        )
+        readable = sum(1 for r in records[1:] for a in r["annotations"] if not a.get("iscrowd", 0))
         self.assertGreater(readable, 0)
         self.assertEqual(int(confusion.matrix.sum()), readable)
         self.assertIn("3 images, 1 unreadable left out", printed.getvalue())
@@ -231,9 +245,7 @@ class TestClassConfusionTool(unittest.TestCase):
         tool = load_script(TOOL, "class_confusion_tool")
         confusion = tool.main(self.argv())
         records = DatasetCatalog.get(self.split.name)
-        instances = sum(
-            1 for r in records for a in r["annotations"] if not a.get("iscrowd", 0)
-        )
+        instances = sum(1 for r in records for a in r["annotations"] if not a.get("iscrowd", 0))
         self.assertEqual(int(confusion.matrix.sum()), instances)
         evaluator = COCOEvaluator(
             self.split.name, output_dir=os.path.join(self.tmp, "eval"), use_fast_impl=False
@@ -262,7 +274,10 @@ class TestClassConfusionTool(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "MODEL.WEIGHTS is empty"):
             tool.main(argv)
         record = {
-            "file_name": "boxes_only.jpg", "image_id": 7, "height": 8, "width": 8,
+            "file_name": "boxes_only.jpg",
+            "image_id": 7,
+            "height": 8,
+            "width": 8,
             "annotations": [
                 {"bbox": [1, 1, 3, 3], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0}
             ],

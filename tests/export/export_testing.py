@@ -8,15 +8,14 @@ bias is raised (most windows score ~0.27, above the 0.05 threshold, and the top 
 their tower outputs); BlendMask's classification and box biases are raised (boxes of ~2 strides
 per side) and its bases made far from 0 (seeded), so that its masks are partial, not all-0.5.
 """
+
 import os
 
 import torch
-
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, pairwise_iou
-
-from project_testing import CONFIG_DIR, project_cfg
 from modeling.tensormask.tensormask_testing import HEAD_VARIANTS, QUICK_CONFIG
+from project_testing import CONFIG_DIR, project_cfg
 
 BLENDMASK_CONFIG = os.path.join(
     CONFIG_DIR, "quick_schedules", "blendmask_R_18_GN_FPN_instant_test.yaml"
@@ -114,7 +113,8 @@ def assert_same_detections(test, reference, outputs, names, nms_thresh=None):
                 ties += 1
                 continue
         test.assertGreater(
-            len(matches), 0,
+            len(matches),
+            0,
             f"detection {i} (class {int(reference.pred_classes[i])}, score "
             f"{float(reference.scores[i]):.6f}, box {ref_boxes[i].tolist()}) has no counterpart",
         )

@@ -3,6 +3,7 @@ tools/export_model.py end to end: a BlendMask checkpoint exported to TorchScript
 ``main`` (default sample image), then loaded and run in a fresh process that has only torch,
 torchvision and the op library (``torch.ops.load_library``), not tensormask_proj.
 """
+
 import contextlib
 import importlib.util
 import io
@@ -14,11 +15,11 @@ import textwrap
 import unittest
 
 import torch
+from project_testing import REPO_ROOT
 
 from tensormask_proj.export import op_library_path, output_names, sample_image, tracing_adapter
 
 from .export_testing import BLENDMASK_CONFIG, assert_same_detections, lively_blendmask
-from project_testing import REPO_ROOT
 
 _spec = importlib.util.spec_from_file_location(
     "export_model_tool", os.path.join(REPO_ROOT, "tools", "export_model.py")
@@ -27,16 +28,14 @@ export_model_tool = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(export_model_tool)
 
 # What a deployment runs: no tensormask_proj, only the library of its operators.
-RUN_EXPORTED = textwrap.dedent(
-    """
+RUN_EXPORTED = textwrap.dedent("""
     import sys, torch, torchvision  # torchvision: the nms and roi_align operators
     library, model_file, image_file, out_file = sys.argv[1:]
     torch.ops.load_library(library)
     model = torch.jit.load(model_file)
     torch.save(model(torch.load(image_file)), out_file)
     assert "tensormask_proj" not in sys.modules, "tensormask_proj was imported"
-    """
-)
+    """)
 
 
 class ExportCommandTest(unittest.TestCase):
@@ -54,8 +53,16 @@ class ExportCommandTest(unittest.TestCase):
             out_dir = os.path.join(tmp, "exported")
             status = export_model_tool.main(
                 [
-                    "--config-file", BLENDMASK_CONFIG, "--format", "torchscript",
-                    "--export-method", "tracing", "--output", out_dir, "MODEL.WEIGHTS", weights,
+                    "--config-file",
+                    BLENDMASK_CONFIG,
+                    "--format",
+                    "torchscript",
+                    "--export-method",
+                    "tracing",
+                    "--output",
+                    out_dir,
+                    "MODEL.WEIGHTS",
+                    weights,
                 ]
             )
             self.assertEqual(status, 0)
@@ -63,10 +70,17 @@ class ExportCommandTest(unittest.TestCase):
             torch.save(image, image_file)
             subprocess.run(
                 [
-                    sys.executable, "-c", RUN_EXPORTED, op_library_path(),
-                    os.path.join(out_dir, "model.ts"), image_file, out_file,
+                    sys.executable,
+                    "-c",
+                    RUN_EXPORTED,
+                    op_library_path(),
+                    os.path.join(out_dir, "model.ts"),
+                    image_file,
+                    out_file,
                 ],
-                check=True, capture_output=True, cwd=tmp,
+                check=True,
+                capture_output=True,
+                cwd=tmp,
             )
             assert_same_detections(self, reference, torch.load(out_file), output_names(adapter))
         self.assertEqual(len(reference), 20)
@@ -77,8 +91,14 @@ class ExportCommandTest(unittest.TestCase):
             with contextlib.redirect_stderr(stderr):
                 status = export_model_tool.main(
                     [
-                        "--config-file", BLENDMASK_CONFIG, "--format", "onnx", "--output", tmp,
-                        "--sample-image", "missing.png",
+                        "--config-file",
+                        BLENDMASK_CONFIG,
+                        "--format",
+                        "onnx",
+                        "--output",
+                        tmp,
+                        "--sample-image",
+                        "missing.png",
                     ]
                 )
             self.assertEqual(status, 1)
@@ -97,6 +117,7 @@ class ExportCommandTest(unittest.TestCase):
             )
         self.assertEqual(status, 1)
         self.assertIn("export_model.py: error: MODEL.DEVICE is 'cuda'", stderr.getvalue())
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -2,6 +2,7 @@
 Export failures name the module that could not be exported (deliberately non-exportable modules
 put into real models), and unsupported requests say what is supported.
 """
+
 import re
 import tempfile
 import unittest

@@ -3,6 +3,7 @@ TensorMask (head variants) and BlendMask exported to TorchScript and ONNX give t
 model's detections and masks on embedded validation images other than the one traced on (other
 widths, other detection counts), within the tolerances of ``export_testing``.
 """
+
 import functools
 import tempfile
 import unittest
@@ -46,9 +47,7 @@ class ExportedModelTest(unittest.TestCase):
                 onnx_outputs = session.run(None, {"image": image.numpy()})
                 for runtime, outputs in (("torchscript", traced_outputs), ("onnx", onnx_outputs)):
                     with self.subTest(runtime=runtime, image=index):
-                        assert_same_detections(
-                            self, reference, outputs, names, nms_threshold(cfg)
-                        )
+                        assert_same_detections(self, reference, outputs, names, nms_threshold(cfg))
                 references.append(reference)
         return references
 

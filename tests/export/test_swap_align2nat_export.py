@@ -4,6 +4,7 @@ decompositions into standard operators against the compiled ops, and the TorchSc
 serialisation as the dispatcher ops, loaded in a fresh process with ``torch.ops.load_library``
 only.
 """
+
 import io
 import itertools
 import os
@@ -56,7 +57,12 @@ def _onnx_session(module: nn.Module, examples):
     dynamic_axes = {"x": {0: "n", 2: "h", 3: "w"}}
     dynamic_axes.update({name: {0: "requests"} for name in names[1:]})
     torch.onnx.export(
-        module, examples, f, dynamo=False, opset_version=ONNX_OPSET, input_names=names,
+        module,
+        examples,
+        f,
+        dynamo=False,
+        opset_version=ONNX_OPSET,
+        input_names=names,
         dynamic_axes=dynamic_axes,
     )
     return onnx.load_from_string(f.getvalue()), onnxruntime.InferenceSession(
@@ -135,8 +141,7 @@ class TorchScriptOpTest(unittest.TestCase):
             path = os.path.join(tmp, "op.ts")
             traced.save(path)
             # Without tensormask_proj: only torch and the built library.
-            script = textwrap.dedent(
-                """
+            script = textwrap.dedent("""
                 import sys, torch
                 torch.ops.load_library(sys.argv[1])
                 model = torch.jit.load(sys.argv[2])
@@ -144,12 +149,13 @@ class TorchScriptOpTest(unittest.TestCase):
                 requests = [torch.tensor(r) for r in ([0, 0, 1], [3, 0, 6], [2, 9, 4])]
                 torch.save(model(x, *requests), sys.argv[3])
                 assert "tensormask_proj" not in sys.modules, "tensormask_proj was imported"
-                """
-            )
+                """)
             out = os.path.join(tmp, "out.pt")
             subprocess.run(
                 [sys.executable, "-c", script, op_library_path(), path, out],
-                check=True, cwd=tmp, capture_output=True,
+                check=True,
+                cwd=tmp,
+                capture_output=True,
             )
             for got, want in zip(torch.load(out), expected):
                 self.assertTrue(torch.equal(got, want))

@@ -4,13 +4,13 @@ RuntimeError naming the problem, and if a build ever turns such an error into a 
 once on a GPU machine: a segmentation fault instead of the RuntimeError), the test that asked for
 it fails instead of the crash killing the whole test run.
 """
+
 import json
 import subprocess
 import sys
 import textwrap
 
-_CHILD = textwrap.dedent(
-    """
+_CHILD = textwrap.dedent("""
     import json, sys
     import torch
     import tensormask_proj.layers  # loads the ops and their Python registrations
@@ -25,8 +25,7 @@ _CHILD = textwrap.dedent(
             except Exception as e:
                 results.append([type(e).__name__, str(e).splitlines()[0] if str(e) else ""])
     print(json.dumps(results))
-    """
-)
+    """)
 
 
 def raw_op_errors(test, device, cases, kernels=("default",)):

@@ -4,6 +4,7 @@ of libstdc++ (linked statically, as a relocated GCC on a GPU machine did) turns 
 of its kernels into a segmentation fault: the error is thrown with one runtime and unwound with
 the other. setup.py links the runtime torch has loaded; this checks the built library for it.
 """
+
 import importlib
 import shutil
 import subprocess

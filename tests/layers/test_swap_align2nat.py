@@ -6,6 +6,7 @@ the element functions shared with CUDA ("shared") and the tiled forward ("tiled"
 run checks the CUDA kernels' arithmetic and indexing. CUDA cases run where a GPU is visible and
 are skipped otherwise.
 """
+
 import itertools
 import unittest
 
@@ -37,12 +38,29 @@ class SwapAlign2NatForwardTest(unittest.TestCase):
         # (V, lambda, H, W): odd/even sizes, sizes not divisible by lambda, every V and lambda
         # of the issue (V in 1, 2, 3, 11, 15; lambda in 1, 2, 3, 4, 8, 32).
         cases = [
-            (1, 1, 3, 4), (2, 1, 5, 5), (3, 1, 4, 7), (11, 1, 9, 12), (15, 1, 6, 5),
-            (1, 2, 5, 6), (2, 2, 7, 4), (3, 2, 9, 9), (11, 2, 8, 11), (15, 2, 5, 7),
-            (1, 3, 7, 8), (2, 3, 10, 9), (3, 3, 8, 13), (11, 3, 7, 6),
-            (2, 4, 9, 13), (3, 4, 16, 15), (11, 4, 6, 9),
-            (1, 8, 17, 23), (2, 8, 9, 16), (3, 8, 24, 31),
-            (1, 32, 40, 33), (2, 32, 33, 65), (15, 32, 3, 2),
+            (1, 1, 3, 4),
+            (2, 1, 5, 5),
+            (3, 1, 4, 7),
+            (11, 1, 9, 12),
+            (15, 1, 6, 5),
+            (1, 2, 5, 6),
+            (2, 2, 7, 4),
+            (3, 2, 9, 9),
+            (11, 2, 8, 11),
+            (15, 2, 5, 7),
+            (1, 3, 7, 8),
+            (2, 3, 10, 9),
+            (3, 3, 8, 13),
+            (11, 3, 7, 6),
+            (2, 4, 9, 13),
+            (3, 4, 16, 15),
+            (11, 4, 6, 9),
+            (1, 8, 17, 23),
+            (2, 8, 9, 16),
+            (3, 8, 24, 31),
+            (1, 32, 40, 33),
+            (2, 32, 33, 65),
+            (15, 32, 3, 2),
         ]
         for (v, lam, h, w), pad in itertools.product(cases, (-6.0, 0.0, 1.75)):
             x = torch.randn(2, v * v, h, w, generator=gen, dtype=torch.float64)
@@ -58,8 +76,15 @@ class SwapAlign2NatForwardTest(unittest.TestCase):
         # The tiled kernel sums the same staged values in the same order as the element kernel.
         gen = torch.Generator().manual_seed(3)
         for (v, lam, h, w), dtype in itertools.product(
-            ((1, 1, 300, 7), (3, 1, 5, 600), (2, 2, 9, 13), (3, 3, 10, 11), (15, 2, 6, 7),
-             (2, 8, 17, 40), (3, 32, 33, 70)),
+            (
+                (1, 1, 300, 7),
+                (3, 1, 5, 600),
+                (2, 2, 9, 13),
+                (3, 3, 10, 11),
+                (15, 2, 6, 7),
+                (2, 8, 17, 40),
+                (3, 32, 33, 70),
+            ),
             (torch.float32, torch.float64, torch.float16),
         ):
             with self.subTest(v=v, lam=lam, h=h, w=w, dtype=dtype):
@@ -87,8 +112,12 @@ class SwapAlign2NatForwardTest(unittest.TestCase):
                 self.assertEqual(out.dtype, dtype)
                 _close(self, out.float(), expected, atol=atol, rtol=1e-2)
                 g = torch.randn(out.shape)
-                grad = torch.ops.tensormask_proj.swap_align2nat_backward(g.to(dtype), 2, [2, 4, 9, 7])
-                expected_grad = torch.ops.tensormask_proj.swap_align2nat_backward(g, 2, [2, 4, 9, 7])
+                grad = torch.ops.tensormask_proj.swap_align2nat_backward(
+                    g.to(dtype), 2, [2, 4, 9, 7]
+                )
+                expected_grad = torch.ops.tensormask_proj.swap_align2nat_backward(
+                    g, 2, [2, 4, 9, 7]
+                )
                 self.assertEqual(grad.dtype, dtype)
                 _close(self, grad.float(), expected_grad, atol=atol, rtol=1e-2)
 
@@ -322,8 +351,13 @@ class SwapAlign2NatDispatcherTest(unittest.TestCase):
 @unittest.skipIf(not (HAS_CUDA and _ext.has_ops()), "needs a CUDA GPU")
 class SwapAlign2NatCUDATest(unittest.TestCase):
     CASES = (
-        (1, 1, 3, 4), (11, 1, 9, 12), (15, 2, 9, 13), (2, 3, 10, 9), (3, 8, 24, 31),
-        (2, 32, 33, 65), (1, 1, 300, 7),
+        (1, 1, 3, 4),
+        (11, 1, 9, 12),
+        (15, 2, 9, 13),
+        (2, 3, 10, 9),
+        (3, 8, 24, 31),
+        (2, 32, 33, 65),
+        (1, 1, 300, 7),
     )
 
     def test_cuda_matches_cpu(self):
@@ -360,7 +394,9 @@ class SwapAlign2NatCUDATest(unittest.TestCase):
                 y = swap_align2nat(x, lam)
                 g = torch.randn(y.shape, generator=gen, dtype=torch.float64)
                 cpu = torch.ops.tensormask_proj.swap_align2nat_backward(g, lam, list(x.shape))
-                cuda = torch.ops.tensormask_proj.swap_align2nat_backward(g.cuda(), lam, list(x.shape))
+                cuda = torch.ops.tensormask_proj.swap_align2nat_backward(
+                    g.cuda(), lam, list(x.shape)
+                )
                 _close(self, cuda.cpu(), cpu, atol=1e-13, msg=f"backward V={v} lambda={lam}")
 
     def test_cuda_tiled_forward_is_bit_identical(self):

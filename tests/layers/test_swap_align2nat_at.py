@@ -4,6 +4,7 @@ swap_align2nat op and the pure-PyTorch reference. Every backward case runs with 
 scatter ("default" kernels) and with the gather shared with CUDA ("shared"): a CPU run checks the
 CUDA kernels' arithmetic and indexing. CUDA cases run where a GPU is visible.
 """
+
 import itertools
 import unittest
 
@@ -11,7 +12,6 @@ import torch
 
 from tensormask_proj import _ext
 from tensormask_proj.layers import (
-    KERNEL_CHOICES,
     swap_align2nat,
     swap_align2nat_at,
     swap_align2nat_at_reference,
@@ -65,8 +65,15 @@ def at_backward(grad, requests, lambda_val, shape):
 class SwapAlign2NatAtTest(unittest.TestCase):
     # (V, lambda, H, W): odd and even Vout, sizes not divisible by lambda, 1x1 windows.
     CASES = [
-        (1, 1, 3, 4), (3, 1, 7, 9), (4, 1, 6, 5), (2, 2, 7, 4), (3, 2, 9, 9), (2, 3, 10, 9),
-        (3, 4, 16, 15), (1, 8, 17, 23), (2, 8, 9, 16),
+        (1, 1, 3, 4),
+        (3, 1, 7, 9),
+        (4, 1, 6, 5),
+        (2, 2, 7, 4),
+        (3, 2, 9, 9),
+        (2, 3, 10, 9),
+        (3, 4, 16, 15),
+        (1, 8, 17, 23),
+        (2, 8, 9, 16),
     ]
 
     def test_equals_the_dense_op_at_every_position(self):
@@ -125,7 +132,9 @@ class SwapAlign2NatAtTest(unittest.TestCase):
                 self.assertEqual(out.shape, (0, 4, 4))
                 out.sum().backward()
                 self.assertTrue(torch.equal(x.grad, torch.zeros_like(x)))
-                grad = at_backward(torch.zeros(2, 4, 4), [torch.tensor([0, 1])] * 3, 2, (2, 4, 0, 6))
+                grad = at_backward(
+                    torch.zeros(2, 4, 4), [torch.tensor([0, 1])] * 3, 2, (2, 4, 0, 6)
+                )
                 self.assertEqual(grad.shape, (2, 4, 0, 6))
         # A map with no rows: every corner is outside it, so every cell is pad.
         flat = torch.randn(1, 4, 0, 6)
@@ -247,7 +256,11 @@ class SwapAlign2NatAtGradTest(unittest.TestCase):
             with self.subTest(kernels=kernels), use_kernels(kernels):
                 got = at_backward(g, (ids, rows, cols), 2, (2, 16, 9, 6))
                 torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
-                for dtype, atol in ((torch.float32, 1e-5), (torch.float16, 2e-2), (torch.bfloat16, 1e-1)):
+                for dtype, atol in (
+                    (torch.float32, 1e-5),
+                    (torch.float16, 2e-2),
+                    (torch.bfloat16, 1e-1),
+                ):
                     low = at_backward(g.to(dtype), req, 2, (2, 16, 9, 6))
                     self.assertEqual(low.dtype, dtype)
                     torch.testing.assert_close(low.double(), expected, atol=atol, rtol=1e-2)
@@ -302,25 +315,46 @@ class SwapAlign2NatAtGradTest(unittest.TestCase):
 _MAP = "torch.randn(2, 4, 5, 5, device=dev)"
 _IDX = "torch.tensor([0, 1], device=dev)"
 RAW_OP_CASES = [
-    (f"ops.swap_align2nat_at(torch.randn(1, 5, 4, 4, device=dev), {_IDX}, {_IDX}, {_IDX}, 1, -6.0)",
-     "swap_align2nat_at: the channel count must be a perfect square"),
-    (f"ops.swap_align2nat_at({_MAP}, {_IDX}.int(), {_IDX}, {_IDX}, 1, -6.0)",
-     "image_ids must be a 1-D int64 tensor, got Int"),
-    (f"ops.swap_align2nat_at({_MAP}, {_IDX}, {_IDX}[None], {_IDX}, 1, -6.0)",
-     r"rows must be a 1-D int64 tensor, got Long of shape \[1, 2\]"),
-    (f"ops.swap_align2nat_at({_MAP}, {_IDX}, {_IDX}, {_IDX}[:1], 1, -6.0)",
-     "must have one length, got 2, 2 and 1"),
-    (f"ops.swap_align2nat_at({_MAP}, {_IDX}, {_IDX}, {_IDX}, 0, -6.0)",
-     "lambda_val must be >= 1, got 0"),
-    (f"ops.swap_align2nat_at_backward(torch.randn(2, 3, 3, device=dev), {_IDX}, {_IDX}, {_IDX}, "
-     "1, [2, 4, 5, 5])", "grad_output has shape"),
-    (f"ops.swap_align2nat_at({_MAP}, torch.tensor([0, 2], device=dev), {_IDX}, {_IDX}, 1, -6.0)",
-     r"swap_align2nat_at: image_ids\[1\] = 2 is out of range for a map of 2 images"),
-    (f"ops.swap_align2nat_at_backward(torch.randn(2, 2, 2, device=dev), "
-     f"torch.tensor([-1, 0], device=dev), {_IDX}, {_IDX}, 1, [2, 4, 5, 5])",
-     r"swap_align2nat_at_backward: image_ids\[0\] = -1 is out of range for a map of 2 images"),
-    (f"ops.swap_align2nat_at_backward(torch.randn(2, 2, 2, device=dev), {_IDX}, {_IDX}, {_IDX}, "
-     "1, [2, 4, 5])", r"input_size must be \(N, C, H, W\)"),
+    (
+        f"ops.swap_align2nat_at(torch.randn(1, 5, 4, 4, device=dev), {_IDX}, {_IDX}, {_IDX}, "
+        "1, -6.0)",
+        "swap_align2nat_at: the channel count must be a perfect square",
+    ),
+    (
+        f"ops.swap_align2nat_at({_MAP}, {_IDX}.int(), {_IDX}, {_IDX}, 1, -6.0)",
+        "image_ids must be a 1-D int64 tensor, got Int",
+    ),
+    (
+        f"ops.swap_align2nat_at({_MAP}, {_IDX}, {_IDX}[None], {_IDX}, 1, -6.0)",
+        r"rows must be a 1-D int64 tensor, got Long of shape \[1, 2\]",
+    ),
+    (
+        f"ops.swap_align2nat_at({_MAP}, {_IDX}, {_IDX}, {_IDX}[:1], 1, -6.0)",
+        "must have one length, got 2, 2 and 1",
+    ),
+    (
+        f"ops.swap_align2nat_at({_MAP}, {_IDX}, {_IDX}, {_IDX}, 0, -6.0)",
+        "lambda_val must be >= 1, got 0",
+    ),
+    (
+        f"ops.swap_align2nat_at_backward(torch.randn(2, 3, 3, device=dev), {_IDX}, {_IDX}, {_IDX}, "
+        "1, [2, 4, 5, 5])",
+        "grad_output has shape",
+    ),
+    (
+        f"ops.swap_align2nat_at({_MAP}, torch.tensor([0, 2], device=dev), {_IDX}, {_IDX}, 1, -6.0)",
+        r"swap_align2nat_at: image_ids\[1\] = 2 is out of range for a map of 2 images",
+    ),
+    (
+        f"ops.swap_align2nat_at_backward(torch.randn(2, 2, 2, device=dev), "
+        f"torch.tensor([-1, 0], device=dev), {_IDX}, {_IDX}, 1, [2, 4, 5, 5])",
+        r"swap_align2nat_at_backward: image_ids\[0\] = -1 is out of range for a map of 2 images",
+    ),
+    (
+        f"ops.swap_align2nat_at_backward(torch.randn(2, 2, 2, device=dev), {_IDX}, {_IDX}, {_IDX}, "
+        "1, [2, 4, 5])",
+        r"input_size must be \(N, C, H, W\)",
+    ),
 ]
 
 

@@ -1,6 +1,7 @@
 """atomic_write: all or nothing at the destination, no temporary file left behind; the temporary
 file of a writer killed with SIGKILL is removed by remove_stale_temporary_files, and nothing
 else is."""
+
 import os
 import signal
 import stat
@@ -109,16 +110,14 @@ class TestRemoveStaleTemporaryFiles(unittest.TestCase):
     def test_file_of_a_writer_killed_with_sigkill(self):
         # A process writing a checkpoint-sized file through atomic_write, killed in the middle.
         # (The module is run from its file: no need to import detectron2 in the child.)
-        code = textwrap.dedent(
-            f"""
+        code = textwrap.dedent(f"""
             import os, runpy, signal
             atomic_write = runpy.run_path({atomic_file.__file__!r})["atomic_write"]
             with atomic_write(os.path.join({self.dir!r}, "model_0000009.pth")) as f:
                 f.write(b"half a checkpoint" * 1000)
                 f.flush()
                 os.kill(os.getpid(), signal.SIGKILL)
-            """
-        )
+            """)
         proc = subprocess.run([sys.executable, "-c", code])
         self.assertEqual(proc.returncode, -signal.SIGKILL)
         (left,) = os.listdir(self.dir)

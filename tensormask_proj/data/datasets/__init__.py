@@ -7,6 +7,7 @@ Importing this package registers ``shapes_train``, ``shapes_val``, ``microcontro
 DatasetCatalog/MetadataCatalog (see ``builtin``). ``prepare_dataset(name)`` generates a split
 ahead of time; ``python -m tensormask_proj.data.datasets --help`` does it from a shell.
 """
+
 from .builtin import (  # noqa: F401  (importing builtin registers the datasets)
     SHAPES_SPLITS,
     get_shapes_metadata,
@@ -26,5 +27,11 @@ from .microcontroller import (  # noqa: F401
 )
 from .shape_geometry import SHAPE_COLORS, SHAPE_OUTLINES  # noqa: F401
 from .shape_style import DEFAULT_CLASSES, SCENE_STYLES, STRESS_CLASSES  # noqa: F401
-from .shapes import GENERATOR_VERSION, ShapesDatasetError, ShapesPaths, ShapesSplit  # noqa: F401
-from .shapes import prepare_split, shapes_paths  # noqa: F401
+from .shapes import (  # noqa: F401  # noqa: F401
+    GENERATOR_VERSION,
+    ShapesDatasetError,
+    ShapesPaths,
+    ShapesSplit,
+    prepare_split,
+    shapes_paths,
+)

@@ -4,6 +4,7 @@ Pre-generate the embedded "shapes" datasets:
     python -m tensormask_proj.data.datasets                      # every split, $DETECTRON2_DATASETS
     python -m tensormask_proj.data.datasets --root /data --force shapes_val
 """
+
 import argparse
 import os
 import sys

@@ -28,6 +28,7 @@ photos, 4 classes with the non-contiguous json category ids 1, 3, 4, 5):
 
 Nothing to generate: ``prepare_dataset`` returns their paths.
 """
+
 import os
 from typing import Dict, List, Tuple
 
@@ -35,8 +36,11 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.catalog import Metadata
 from detectron2.data.datasets.coco import load_coco_json
 
-from .microcontroller import MICROCONTROLLER_SPLITS, microcontroller_files
-from .microcontroller import register_all_microcontroller
+from .microcontroller import (
+    MICROCONTROLLER_SPLITS,
+    microcontroller_files,
+    register_all_microcontroller,
+)
 from .shape_geometry import SHAPE_COLORS
 from .shape_style import SCENE_STYLES
 from .shapes import ShapesPaths, ShapesSplit, prepare_split, shapes_paths

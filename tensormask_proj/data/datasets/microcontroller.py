@@ -16,6 +16,7 @@ COCOEvaluator maps its predictions back to 1, 3, 4, 5 through the metadata's
 ``load_coco_json`` derives, so that code reading the metadata before the dataset is loaded,
 such as demo.py, sees the classes too).
 """
+
 import os
 from typing import Dict, Optional
 

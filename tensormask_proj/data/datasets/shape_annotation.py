@@ -15,6 +15,7 @@ rasterizes a polygon with the even-odd rule, and a bridge is traversed once in e
 so its two crossings cancel and the hole stays empty. Crowd regions are annotated as RLE, the
 way COCO stores them.
 """
+
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2

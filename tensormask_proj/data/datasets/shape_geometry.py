@@ -10,6 +10,7 @@ polygons whose chords deviate from the true curve by at most ~0.05 px. A ring's 
 to its outer boundary by a zero-width "keyhole" bridge (see shape_annotation), so that it is
 still one polygon that the even-odd rule of pycocotools and of shape_raster fills correctly.
 """
+
 from typing import Dict, Tuple
 
 import numpy as np

@@ -11,6 +11,7 @@ uses), computed exactly from edge/scanline intersections. cv2.fillPoly is not us
 also fills pixels whose centres are up to half a pixel outside, which would make the rendered
 objects ~0.5 subpixel larger than their annotated polygons.
 """
+
 from typing import Sequence, Tuple
 
 import numpy as np

@@ -10,6 +10,7 @@ Rendering goes through a supersampled label map (see shape_raster for the conven
 image is composited from each object's visible coverage of every pixel, and the annotations are
 derived from the same label map, so the annotated polygons describe exactly what is visible.
 """
+
 import math
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
@@ -25,8 +26,14 @@ from .shape_annotation import (
 from .shape_geometry import shape_polygon
 from .shape_raster import SUPERSAMPLE, fill_polygons
 from .shape_style import SceneStyle
-from .shape_textures import FillStyle, finish_image, make_background, mean_color, render_fill
-from .shape_textures import sample_fill
+from .shape_textures import (
+    FillStyle,
+    finish_image,
+    make_background,
+    mean_color,
+    render_fill,
+    sample_fill,
+)
 
 __all__ = ["SceneObject", "RenderedScene", "sample_scene", "render_scene", "generate_image"]
 
@@ -96,8 +103,8 @@ def remove_hidden_objects(
 ) -> Tuple[List[SceneObject], np.ndarray, np.ndarray]:
     """
     Drop (nearly) fully occluded objects, the least visible first, until every remaining one
-    keeps ``style.min_visible_fraction`` of its area and ``style.min_visible_area`` px visible. Removing an
-    object only uncovers others, so this ends after at most len(objects) rounds.
+    keeps ``style.min_visible_fraction`` of its area and ``style.min_visible_area`` px visible.
+    Removing an object only uncovers others, so this ends after at most len(objects) rounds.
 
     Returns:
         kept objects, their label map, and (len(kept),) bool "nothing covers it" flags.
@@ -116,7 +123,7 @@ def remove_hidden_objects(
         )
         fraction = visible / np.maximum(full, 1)
         hidden = (fraction < style.min_visible_fraction) | (
-            visible < style.min_visible_area * SUPERSAMPLE ** 2
+            visible < style.min_visible_area * SUPERSAMPLE**2
         )
         if not hidden.any():
             return objects, label_map, visible >= full
@@ -152,9 +159,9 @@ def sample_scene(
     """
     Random objects for one image, back to front: [style.min_objects, style.max_objects] of
     them (none with style.empty_image_prob), sizes log-uniform in
-    [style.min_object_size, style.max_object_size_fraction * min(H, W)], random class, rotation and position
-    (fully inside the image), mostly large objects behind small ones (a noisy depth order, so
-    small objects are occluded too), fills contrasting with what lies around them.
+    [style.min_object_size, style.max_object_size_fraction * min(H, W)], random class, rotation
+    and position (fully inside the image), mostly large objects behind small ones (a noisy depth
+    order, so small objects are occluded too), fills contrasting with what lies around them.
 
     Returns:
         list[SceneObject] back to front (before hidden objects are removed).

@@ -44,6 +44,7 @@ lines, illumination and noise). Three styles are registered:
             np.median(per_image[1:]), per_image[1:].mean(), per_image[1:].max())
       EOF
 """
+
 from dataclasses import dataclass, replace
 from typing import Dict, Tuple
 

@@ -9,6 +9,7 @@ across crops and the whole dataset reproducible from a seed.
 
 Arrays are float32 (H, W, 3) in [0, 255], channel order BGR (as written by cv2).
 """
+
 from dataclasses import dataclass
 from typing import Tuple
 
@@ -127,7 +128,7 @@ def sample_fill(
         color_b=color_b,
         period=period,
         angle=float(rng.uniform(0, np.pi)),
-        noise_seed=int(rng.integers(2 ** 31)),
+        noise_seed=int(rng.integers(2**31)),
     )
 
 
@@ -148,7 +149,7 @@ def make_background(
         color_b=color_b,
         period=float(rng.uniform(6, 60)),
         angle=float(rng.uniform(0, np.pi)),
-        noise_seed=int(rng.integers(2 ** 31)),
+        noise_seed=int(rng.integers(2**31)),
     )
     bg = render_fill(style_bg, 0, height, 0, width)
     # Mix in colour noise with a random strength: large smooth blotches.

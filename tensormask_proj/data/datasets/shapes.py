@@ -13,6 +13,7 @@ split made by an older generator version is regenerated. Damage that generation 
 (a corrupt json, a missing image) is reported with an error naming the file, instead of being
 papered over.
 """
+
 import glob
 import json
 import logging

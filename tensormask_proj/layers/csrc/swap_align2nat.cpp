@@ -2,10 +2,9 @@
 // cpu/*_kernel.cpp and cuda/*_kernel.cu; the fake (meta) kernels and
 // the autograd formula are registered from Python next to the wrapper
 // (tensormask_proj/layers/swap_align2nat.py).
-#include <Python.h> // first, as Python's documentation asks
-
 #include "swap_align2nat.h"
 
+#include <Python.h>  // first, as Python's documentation asks
 #include <torch/library.h>
 
 #include <atomic>
@@ -19,7 +18,7 @@ PyObject* PyInit__C(void) {
       PyModuleDef_HEAD_INIT,
       "_C", /* name of module */
       "tensormask_proj compiled operators (see torch.ops.tensormask_proj)",
-      -1, /* size of per-interpreter state of the module */
+      -1,      /* size of per-interpreter state of the module */
       nullptr, /* methods */
   };
   return PyModule_Create(&module_def);
@@ -41,19 +40,14 @@ std::string set_kernels(const std::string& name) {
     }
   }
   TORCH_CHECK(
-      false,
-      "_set_kernels: unknown kernels '",
-      name,
-      "', expected 'default', 'shared' or 'tiled'");
+      false, "_set_kernels: unknown kernels '", name, "', expected 'default', 'shared' or 'tiled'");
 }
 
-} // namespace
+}  // namespace
 
-KernelChoice kernel_choice() {
-  return static_cast<KernelChoice>(selected_kernels.load());
-}
+KernelChoice kernel_choice() { return static_cast<KernelChoice>(selected_kernels.load()); }
 
-} // namespace tensormask_proj
+}  // namespace tensormask_proj
 
 TORCH_LIBRARY(tensormask_proj, m) {
   m.def("swap_align2nat(Tensor x, int lambda_val, float pad_val) -> Tensor");

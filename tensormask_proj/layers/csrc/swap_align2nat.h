@@ -29,9 +29,7 @@ namespace tensormask_proj {
 
 at::Tensor swap_align2nat_forward_cpu(const at::Tensor& x, int64_t lambda_val, double pad_val);
 at::Tensor swap_align2nat_backward_cpu(
-    const at::Tensor& grad_output,
-    int64_t lambda_val,
-    c10::IntArrayRef input_size);
+    const at::Tensor& grad_output, int64_t lambda_val, c10::IntArrayRef input_size);
 
 // Which kernels the ops run, for the whole process; set from Python with
 // torch.ops.tensormask_proj._set_kernels(name) (tensormask_proj.layers.use_kernels), which the
@@ -50,14 +48,9 @@ KernelChoice kernel_choice();
 // Checks shared by every kernel; messages name the offending value and the op `op`. Returns the
 // window size Vin.
 inline int64_t check_swap_align2nat_input(
-    const at::Tensor& x,
-    int64_t lambda_val,
-    const char* op = "swap_align2nat") {
+    const at::Tensor& x, int64_t lambda_val, const char* op = "swap_align2nat") {
   TORCH_CHECK(
-      x.dim() == 4,
-      op,
-      ": expected a 4-D input (N, V*V, H, W), got a tensor of shape ",
-      x.sizes());
+      x.dim() == 4, op, ": expected a 4-D input (N, V*V, H, W), got a tensor of shape ", x.sizes());
   TORCH_CHECK(
       at::isFloatingType(x.scalar_type()),
       op,
@@ -87,15 +80,11 @@ inline int64_t swap_align2nat_out_size(int64_t in_size, int64_t lambda_val) {
 struct SwapAlign2NatSizes {
   int64_t batch, v_in, h_in, w_in, v_out, h_out, w_out;
 
-  std::vector<int64_t> output_shape() const {
-    return {batch, v_out * v_out, h_out, w_out};
-  }
+  std::vector<int64_t> output_shape() const { return {batch, v_out * v_out, h_out, w_out}; }
 };
 
 inline SwapAlign2NatSizes swap_align2nat_sizes(
-    c10::IntArrayRef input_shape,
-    int64_t v_in,
-    int64_t lambda_val) {
+    c10::IntArrayRef input_shape, int64_t v_in, int64_t lambda_val) {
   return {
       input_shape[0],
       v_in,
@@ -109,9 +98,7 @@ inline SwapAlign2NatSizes swap_align2nat_sizes(
 // Checks of the backward's arguments, shared by every kernel; `grad_input` is the (allocated)
 // input gradient of shape input_size.
 inline SwapAlign2NatSizes check_swap_align2nat_backward(
-    const at::Tensor& grad_output,
-    const at::Tensor& grad_input,
-    int64_t lambda_val) {
+    const at::Tensor& grad_output, const at::Tensor& grad_input, int64_t lambda_val) {
   const int64_t v_in = check_swap_align2nat_input(grad_input, lambda_val);
   const auto sizes = swap_align2nat_sizes(grad_input.sizes(), v_in, lambda_val);
   TORCH_CHECK(
@@ -128,8 +115,7 @@ inline SwapAlign2NatSizes check_swap_align2nat_backward(
 }
 
 inline void check_swap_align2nat_input_size(
-    c10::IntArrayRef input_size,
-    const char* op = "swap_align2nat_backward") {
+    c10::IntArrayRef input_size, const char* op = "swap_align2nat_backward") {
   TORCH_CHECK(input_size.size() == 4, op, ": input_size must be (N, C, H, W), got ", input_size);
 }
 
@@ -159,7 +145,8 @@ struct WindowCorners {
 
 template <typename acc_t>
 C10_HOST_DEVICE inline WindowCorners<acc_t> window_corners(int64_t v, int64_t lambda_val) {
-  const acc_t sv = (static_cast<acc_t>(v) + acc_t(0.5)) / static_cast<acc_t>(lambda_val) - acc_t(0.5);
+  const acc_t sv =
+      (static_cast<acc_t>(v) + acc_t(0.5)) / static_cast<acc_t>(lambda_val) - acc_t(0.5);
   const acc_t f = ::floor(sv);
   WindowCorners<acc_t> c;
   c.v0 = static_cast<int64_t>(f);
@@ -169,9 +156,7 @@ C10_HOST_DEVICE inline WindowCorners<acc_t> window_corners(int64_t v, int64_t la
 }
 
 // Spatial offset of output window cell v: output (y, v) reads Q at row y*lambda + offset(v).
-C10_HOST_DEVICE inline int64_t spatial_offset(int64_t v, int64_t v_out) {
-  return v - v_out / 2;
-}
+C10_HOST_DEVICE inline int64_t spatial_offset(int64_t v, int64_t v_out) { return v - v_out / 2; }
 
 // Output window cells v in [begin, end) whose lower corner v0 equals `corner`. v0 is
 // non-decreasing in v: v0(v) = floor((v + 0.5) / lambda - 0.5) == corner exactly when
@@ -182,11 +167,7 @@ C10_HOST_DEVICE inline int64_t spatial_offset(int64_t v, int64_t v_out) {
 // stays the exact adjoint of the forward.
 template <typename acc_t>
 C10_HOST_DEVICE inline void cells_with_lower_corner(
-    int64_t corner,
-    int64_t lambda_val,
-    int64_t v_out,
-    int64_t* begin,
-    int64_t* end) {
+    int64_t corner, int64_t lambda_val, int64_t v_out, int64_t* begin, int64_t* end) {
   const auto first_at_least = [&](int64_t c) {
     // smallest v with v0(v) >= c: ceil((lambda * (2c + 1) - 1) / 2), clamped to [0, v_out]
     int64_t v = -floor_div(1 - lambda_val * (2 * c + 1), 2);
@@ -212,15 +193,11 @@ C10_HOST_DEVICE inline void cells_with_lower_corner(
 // weights anyway), so a float rounding of window_corners could only drop a term, never add a
 // wrong one (it cannot happen for windows shorter than 2^20 cells).
 C10_HOST_DEVICE inline int64_t cell_in_class_with_corner(
-    int64_t t,
-    int64_t vi,
-    int a,
-    int64_t lambda_val,
-    int64_t v_out) {
+    int64_t t, int64_t vi, int a, int64_t lambda_val, int64_t v_out) {
   const int64_t m = vi - a + (2 * t + 1 < lambda_val ? 1 : 0);
   const int64_t v = t + m * lambda_val;
   return (v >= 0 && v < v_out) ? v : -1;
 }
 
-} // namespace geometry
-} // namespace tensormask_proj
+}  // namespace geometry
+}  // namespace tensormask_proj

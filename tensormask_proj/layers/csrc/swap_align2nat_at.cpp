@@ -48,8 +48,8 @@ RequestBuckets bucket_requests(
                                      .logical_and_(bucket_col >= 0)
                                      .logical_and_(bucket_col < b.cols);
   // Requests that read pad only get the key num_buckets: sorted last, in no bucket.
-  const at::Tensor key = at::where(
-      reaches_map, (image_ids * b.rows + bucket_row) * b.cols + bucket_col, num_buckets);
+  const at::Tensor key =
+      at::where(reaches_map, (image_ids * b.rows + bucket_row) * b.cols + bucket_col, num_buckets);
   const auto [sorted_keys, order] = key.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false);
   b.order = order.contiguous();
   b.offsets = at::searchsorted(sorted_keys, at::arange(num_buckets + 1, key.options()));
@@ -61,4 +61,4 @@ RequestBuckets bucket_requests(
   return b;
 }
 
-} // namespace tensormask_proj
+}  // namespace tensormask_proj

@@ -138,4 +138,4 @@ inline int64_t check_swap_align2nat_at_backward(
   return v_in;
 }
 
-} // namespace tensormask_proj
+}  // namespace tensormask_proj

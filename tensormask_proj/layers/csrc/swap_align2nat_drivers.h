@@ -9,9 +9,6 @@
 // stay in the CUDA entry points.
 #pragma once
 
-#include "swap_align2nat_at.h"
-#include "swap_align2nat_elements.h"
-
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -19,6 +16,9 @@
 #include <algorithm>
 #include <limits>
 #include <type_traits>
+
+#include "swap_align2nat_at.h"
+#include "swap_align2nat_elements.h"
 
 namespace tensormask_proj {
 namespace drivers {
@@ -37,10 +37,11 @@ void with_index_type(int64_t largest_numel, const F& f) {
 // The window corners of cells [0, Vout) (elements::FillWindowTable), on the device of `like`, as
 // a byte tensor that holds the table the kernels read.
 template <typename acc_t, typename Runner>
-at::Tensor window_table(const Runner& run, int64_t v_out, int64_t lambda_val, const at::Tensor& like) {
+at::Tensor window_table(
+    const Runner& run, int64_t v_out, int64_t lambda_val, const at::Tensor& like) {
   using Corners = geometry::WindowCorners<acc_t>;
-  at::Tensor table = at::empty(
-      {v_out * static_cast<int64_t>(sizeof(Corners))}, like.options().dtype(at::kByte));
+  at::Tensor table =
+      at::empty({v_out * static_cast<int64_t>(sizeof(Corners))}, like.options().dtype(at::kByte));
   run.elements(
       v_out,
       elements::FillWindowTable<acc_t>{
@@ -75,8 +76,12 @@ void backward_through_q(
   run.elements(
       static_cast<index_t>(grad_input.numel()),
       elements::BoxAdjoint<scalar_t, index_t>{
-          grad_q.const_data_ptr<acc_t>(), grad_x, s.h_in, s.w_in,
-          elements::Divider<index_t>(s.h_in), elements::Divider<index_t>(s.w_in)});
+          grad_q.const_data_ptr<acc_t>(),
+          grad_x,
+          s.h_in,
+          s.w_in,
+          elements::Divider<index_t>(s.h_in),
+          elements::Divider<index_t>(s.w_in)});
 }
 
 // Elements of dL/dQ over Q's domain (at most), for the index-type choice.
@@ -91,11 +96,7 @@ elements::DenseShape<index_t> shape_of(const SwapAlign2NatSizes& s, int64_t lamb
 
 template <typename Runner>
 at::Tensor dense_forward(
-    const Runner& run,
-    const at::Tensor& x_in,
-    int64_t lambda_val,
-    double pad_val,
-    bool tiled) {
+    const Runner& run, const at::Tensor& x_in, int64_t lambda_val, double pad_val, bool tiled) {
   const int64_t v_in = check_swap_align2nat_input(x_in, lambda_val);
   const auto sizes = swap_align2nat_sizes(x_in.sizes(), v_in, lambda_val);
   auto y = at::empty(sizes.output_shape(), x_in.options());
@@ -103,32 +104,31 @@ at::Tensor dense_forward(
     return y;
   }
   const at::Tensor x = x_in.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, x.scalar_type(), "swap_align2nat", [&] {
-        using acc_t = at::opmath_type<scalar_t>;
-        const auto pad = static_cast<acc_t>(pad_val);
-        const at::Tensor window = window_table<acc_t>(run, sizes.v_out, lambda_val, x);
-        // A tile count can reach twice the output size (tiles of one cell at lambda == 1).
-        with_index_type(std::max(2 * y.numel(), x.numel()), [&](auto index_zero) {
-          using index_t = decltype(index_zero);
-          const auto s = shape_of<index_t>(sizes, lambda_val);
-          const scalar_t* x_data = x.const_data_ptr<scalar_t>();
-          scalar_t* y_data = y.mutable_data_ptr<scalar_t>();
-          const auto tiles =
-              elements::make_dense_forward_tiles(x_data, y_data, table_data<acc_t>(window), s, pad);
-          // A tile's stage must fit the 48 KB of shared memory a CUDA block gets without
-          // opting in; it does up to lambda = 1024 (double) and is checked on both devices alike.
-          const bool stage_fits = 4 * tiles.stage_capacity * sizeof(acc_t) <= 48 * 1024;
-          if (tiled && stage_fits) {
-            run.tiles(tiles);
-          } else {
-            run.elements(
-                static_cast<index_t>(y.numel()),
-                elements::DenseForward<scalar_t, index_t>{
-                    x_data, y_data, table_data<acc_t>(window), s, pad});
-          }
-        });
-      });
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "swap_align2nat", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto pad = static_cast<acc_t>(pad_val);
+    const at::Tensor window = window_table<acc_t>(run, sizes.v_out, lambda_val, x);
+    // A tile count can reach twice the output size (tiles of one cell at lambda == 1).
+    with_index_type(std::max(2 * y.numel(), x.numel()), [&](auto index_zero) {
+      using index_t = decltype(index_zero);
+      const auto s = shape_of<index_t>(sizes, lambda_val);
+      const scalar_t* x_data = x.const_data_ptr<scalar_t>();
+      scalar_t* y_data = y.mutable_data_ptr<scalar_t>();
+      const auto tiles =
+          elements::make_dense_forward_tiles(x_data, y_data, table_data<acc_t>(window), s, pad);
+      // A tile's stage must fit the 48 KB of shared memory a CUDA block gets without
+      // opting in; it does up to lambda = 1024 (double) and is checked on both devices alike.
+      const bool stage_fits = 4 * tiles.stage_capacity * sizeof(acc_t) <= 48 * 1024;
+      if (tiled && stage_fits) {
+        run.tiles(tiles);
+      } else {
+        run.elements(
+            static_cast<index_t>(y.numel()),
+            elements::DenseForward<scalar_t, index_t>{
+                x_data, y_data, table_data<acc_t>(window), s, pad});
+      }
+    });
+  });
   return y;
 }
 
@@ -167,7 +167,8 @@ at::Tensor dense_backward(
 
 // DenseShape of a swap_align2nat_at call on a map of shape (N, Vin^2, H, W).
 template <typename index_t>
-elements::DenseShape<index_t> at_shape(c10::IntArrayRef map_size, int64_t v_in, int64_t lambda_val) {
+elements::DenseShape<index_t> at_shape(
+    c10::IntArrayRef map_size, int64_t v_in, int64_t lambda_val) {
   return elements::make_shape<index_t>(map_size[0], v_in, lambda_val, map_size[2], map_size[3]);
 }
 
@@ -193,8 +194,8 @@ at::Tensor at_forward(
   const at::Tensor cols = cols_in.contiguous();
   check_image_ids(op, image_ids, x_in.size(0));
   const at::Tensor x = x_in.contiguous();
-  const int64_t largest = std::max(
-      {y.numel(), x.numel(), x.size(2) + 3 * v_out + 8, x.size(3) + 3 * v_out + 8});
+  const int64_t largest =
+      std::max({y.numel(), x.numel(), x.size(2) + 3 * v_out + 8, x.size(3) + 3 * v_out + 8});
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), op, [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const at::Tensor window = window_table<acc_t>(run, v_out, lambda_val, x);
@@ -203,10 +204,14 @@ at::Tensor at_forward(
       run.elements(
           static_cast<index_t>(y.numel()),
           elements::AtForward<scalar_t, index_t>{
-              x.const_data_ptr<scalar_t>(), image_ids.const_data_ptr<int64_t>(),
-              rows.const_data_ptr<int64_t>(), cols.const_data_ptr<int64_t>(),
-              y.mutable_data_ptr<scalar_t>(), table_data<acc_t>(window),
-              at_shape<index_t>(x.sizes(), v_in, lambda_val), static_cast<acc_t>(pad_val)});
+              x.const_data_ptr<scalar_t>(),
+              image_ids.const_data_ptr<int64_t>(),
+              rows.const_data_ptr<int64_t>(),
+              cols.const_data_ptr<int64_t>(),
+              y.mutable_data_ptr<scalar_t>(),
+              table_data<acc_t>(window),
+              at_shape<index_t>(x.sizes(), v_in, lambda_val),
+              static_cast<acc_t>(pad_val)});
     });
   });
   return y;
@@ -236,11 +241,12 @@ at::Tensor at_backward(
   const auto shape = at_shape<int64_t>(input_size, v_in, lambda_val);
   const RequestBuckets buckets = bucket_requests(image_ids, rows, cols, shape);
   if (buckets.residues.numel() == 0) {
-    return grad_input.zero_(); // every window reads pad only
+    return grad_input.zero_();  // every window reads pad only
   }
   const at::Tensor grad_output = grad_output_in.contiguous();
   const int64_t largest = std::max(
-      {q_numel(input_size[0], v_in, input_size[2], input_size[3]), buckets.offsets.numel(),
+      {q_numel(input_size[0], v_in, input_size[2], input_size[3]),
+       buckets.offsets.numel(),
        grad_output.numel()});
   // The window gradients in bucket order, cell-major: grad_by_cell[v][u][j] is the gradient of
   // cell (v, u) of request order[j]. In request order, the requests of neighbouring centres are
@@ -266,5 +272,5 @@ at::Tensor at_backward(
   return grad_input;
 }
 
-} // namespace drivers
-} // namespace tensormask_proj
+}  // namespace drivers
+}  // namespace tensormask_proj

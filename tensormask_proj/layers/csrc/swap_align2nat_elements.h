@@ -31,12 +31,12 @@
 // and independent of the launch configuration or thread count.
 #pragma once
 
-#include "swap_align2nat.h"
-
 #include <ATen/OpMathType.h>
 #include <c10/macros/Macros.h>
 
 #include <algorithm>
+
+#include "swap_align2nat.h"
 
 namespace tensormask_proj {
 namespace elements {
@@ -51,9 +51,7 @@ struct Divider {
 
   Divider() = default;
   explicit Divider(index_t d) : divisor(d) {}
-  C10_HOST_DEVICE index_t div(index_t n) const {
-    return n / divisor;
-  }
+  C10_HOST_DEVICE index_t div(index_t n) const { return n / divisor; }
   // n / divisor, and n % divisor in *remainder.
   C10_HOST_DEVICE index_t divmod(index_t n, index_t* remainder) const {
     const index_t q = div(n);
@@ -101,18 +99,10 @@ struct DenseShape {
   index_t q_origin, q_h, q_w;
   Divider<index_t> by_v_in, by_lambda, by_v_out, by_h_out, by_w_out, by_q_h, by_q_w;
 
-  C10_HOST_DEVICE bool box() const {
-    return v_out % 2 == 0;
-  }
-  C10_HOST_DEVICE index_t half() const {
-    return v_out / 2;
-  }
-  C10_HOST_DEVICE index_t plane_numel() const {
-    return h_in * w_in;
-  }
-  C10_HOST_DEVICE index_t image_numel() const {
-    return v_in * v_in * h_in * w_in;
-  }
+  C10_HOST_DEVICE bool box() const { return v_out % 2 == 0; }
+  C10_HOST_DEVICE index_t half() const { return v_out / 2; }
+  C10_HOST_DEVICE index_t plane_numel() const { return h_in * w_in; }
+  C10_HOST_DEVICE index_t image_numel() const { return v_in * v_in * h_in * w_in; }
   // a mod lambda for a >= -lambda (the rows and columns of Q's domain plus half qualify).
   C10_HOST_DEVICE index_t mod_lambda(index_t a) const {
     index_t r;
@@ -123,11 +113,7 @@ struct DenseShape {
 
 template <typename index_t>
 inline DenseShape<index_t> make_shape(
-    int64_t batch,
-    int64_t v_in,
-    int64_t lambda_val,
-    int64_t h_in,
-    int64_t w_in) {
+    int64_t batch, int64_t v_in, int64_t lambda_val, int64_t h_in, int64_t w_in) {
   DenseShape<index_t> s;
   s.batch = static_cast<index_t>(batch);
   s.v_in = static_cast<index_t>(v_in);
@@ -154,13 +140,8 @@ inline DenseShape<index_t> make_shape(
 
 // X at (r, c) of one input plane, or pad outside it.
 template <typename acc_t, typename scalar_t, typename index_t>
-C10_HOST_DEVICE C10_ALWAYS_INLINE acc_t read_or_pad(
-    const scalar_t* plane,
-    index_t r,
-    index_t c,
-    index_t height,
-    index_t width,
-    acc_t pad) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE acc_t
+read_or_pad(const scalar_t* plane, index_t r, index_t c, index_t height, index_t width, acc_t pad) {
   return (r >= 0 && r < height && c >= 0 && c < width) ? static_cast<acc_t>(plane[r * width + c])
                                                        : pad;
 }
@@ -168,20 +149,15 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE acc_t read_or_pad(
 // Q at (r, c) of one input plane: X itself (Vout odd) or the average of X at rows r, r + 1 and
 // columns c, c + 1 (Vout even), pad outside X.
 template <typename acc_t, typename scalar_t, typename index_t>
-C10_HOST_DEVICE C10_ALWAYS_INLINE acc_t q_value(
-    const scalar_t* plane,
-    index_t r,
-    index_t c,
-    const DenseShape<index_t>& s,
-    acc_t pad) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE acc_t
+q_value(const scalar_t* plane, index_t r, index_t c, const DenseShape<index_t>& s, acc_t pad) {
   if (!s.box()) {
     return read_or_pad(plane, r, c, s.h_in, s.w_in, pad);
   }
-  return acc_t(0.25) *
-      (read_or_pad(plane, r, c, s.h_in, s.w_in, pad) +
-       read_or_pad(plane, r, c + 1, s.h_in, s.w_in, pad) +
-       read_or_pad(plane, r + 1, c, s.h_in, s.w_in, pad) +
-       read_or_pad(plane, r + 1, c + 1, s.h_in, s.w_in, pad));
+  return acc_t(0.25) * (read_or_pad(plane, r, c, s.h_in, s.w_in, pad) +
+                        read_or_pad(plane, r, c + 1, s.h_in, s.w_in, pad) +
+                        read_or_pad(plane, r + 1, c, s.h_in, s.w_in, pad) +
+                        read_or_pad(plane, r + 1, c + 1, s.h_in, s.w_in, pad));
 }
 
 // The window corners of every cell v in [0, Vout), table[v] = window_corners(v): the element
@@ -279,16 +255,14 @@ struct DenseForwardTiles {
   WindowTable<acc_t> window;
   DenseShape<index_t> s;
   acc_t pad;
-  index_t tile_cols; // output columns per tile
-  index_t stage_capacity; // staged Q values per plane, the most any tile needs
+  index_t tile_cols;       // output columns per tile
+  index_t stage_capacity;  // staged Q values per plane, the most any tile needs
 
   struct Tile {
     index_t n, v, vi0, d, yo, x0, cols, u_begin, u_end, q_row, q_col0, stage_cols;
   };
 
-  C10_HOST_DEVICE index_t column_blocks() const {
-    return (s.w_out + tile_cols - 1) / tile_cols;
-  }
+  C10_HOST_DEVICE index_t column_blocks() const { return (s.w_out + tile_cols - 1) / tile_cols; }
   C10_HOST_DEVICE index_t num_tiles() const {
     return s.batch * s.v_out * (s.v_in + 1) * s.h_out * column_blocks();
   }
@@ -298,7 +272,7 @@ struct DenseForwardTiles {
     const index_t xb = t % column_blocks();
     t /= column_blocks();
     t = s.by_h_out.divmod(t, &k.yo);
-    k.d = t % (s.v_in + 1) - 1; // lower window column corner in [-1, Vin - 1]
+    k.d = t % (s.v_in + 1) - 1;  // lower window column corner in [-1, Vin - 1]
     t /= s.v_in + 1;
     k.n = s.by_v_out.divmod(t, &k.v);
     k.vi0 = static_cast<index_t>(window[k.v].v0);
@@ -314,9 +288,7 @@ struct DenseForwardTiles {
     return k;
   }
 
-  C10_HOST_DEVICE index_t stage_size(const Tile& k) const {
-    return 4 * k.stage_cols;
-  }
+  C10_HOST_DEVICE index_t stage_size(const Tile& k) const { return 4 * k.stage_cols; }
 
   // Staged value j: Q of plane (vi0 + a, d + b) at row q_row, column q_col0 + j % stage_cols.
   C10_HOST_DEVICE acc_t stage_value(const Tile& k, index_t j) const {
@@ -436,9 +408,8 @@ struct DenseGradQ {
           continue;
         }
         acc += w_a * w_b *
-            static_cast<acc_t>(
-                   grad_y[(((q.image * s.v_out + v) * s.v_out + u) * s.h_out + yo) * s.w_out +
-                          xo]);
+               static_cast<acc_t>(
+                   grad_y[(((q.image * s.v_out + v) * s.v_out + u) * s.h_out + yo) * s.w_out + xo]);
       }
     }
     grad_q[i] = static_cast<out_t>(acc);
@@ -487,7 +458,7 @@ struct AtForward {
   const int64_t* cols;
   scalar_t* y;
   WindowTable<acc_t> window;
-  DenseShape<index_t> s; // h_out, w_out unused
+  DenseShape<index_t> s;  // h_out, w_out unused
   acc_t pad;
 
   C10_HOST_DEVICE void operator()(index_t i) const {
@@ -530,12 +501,12 @@ struct RequestBucketsView {
 template <typename scalar_t, typename out_t, typename index_t>
 struct AtGradQ {
   using acc_t = at::opmath_type<scalar_t>;
-  const scalar_t* grad_by_cell; // (Vout, Vout, n)
+  const scalar_t* grad_by_cell;  // (Vout, Vout, n)
   index_t num_requests;
   out_t* grad_q;
   RequestBucketsView buckets;
   WindowTable<acc_t> window;
-  DenseShape<index_t> s; // h_out, w_out unused
+  DenseShape<index_t> s;  // h_out, w_out unused
 
   C10_HOST_DEVICE void operator()(index_t i) const {
     const auto q = split_q_index(i, s);
@@ -548,8 +519,8 @@ struct AtGradQ {
     acc_t acc = 0;
     for (int64_t class_index = 0; class_index < buckets.num_residues; ++class_index) {
       index_t col_residue;
-      const index_t row_residue = s.by_lambda.divmod(
-          static_cast<index_t>(buckets.residues[class_index]), &col_residue);
+      const index_t row_residue =
+          s.by_lambda.divmod(static_cast<index_t>(buckets.residues[class_index]), &col_residue);
       const index_t row_class = s.mod_lambda(q.row + s.half() - row_residue);
       const index_t col_class = s.mod_lambda(q.col + s.half() - col_residue);
       for (int a = 0; a < 2; ++a) {
@@ -566,7 +537,7 @@ struct AtGradQ {
         }
         const index_t row_key = (q.image * bucket_rows + bucket_row) * bucket_cols;
         if (offsets[row_key] == offsets[row_key + bucket_cols]) {
-          continue; // no request centred on this row
+          continue;  // no request centred on this row
         }
         for (int b = 0; b < 2; ++b) {
           const index_t u = static_cast<index_t>(
@@ -577,8 +548,7 @@ struct AtGradQ {
           const auto wu = window[u];
           const acc_t w_b = b ? wu.w1 : wu.w0;
           const index_t bucket_col = q.col + s.half() - u - col_origin;
-          if (wu.v0 != q.uj - b || w_b == acc_t(0) || bucket_col < 0 ||
-              bucket_col >= bucket_cols) {
+          if (wu.v0 != q.uj - b || w_b == acc_t(0) || bucket_col < 0 || bucket_col >= bucket_cols) {
             continue;
           }
           const index_t key = row_key + bucket_col;
@@ -595,5 +565,5 @@ struct AtGradQ {
   }
 };
 
-} // namespace elements
-} // namespace tensormask_proj
+}  // namespace elements
+}  // namespace tensormask_proj

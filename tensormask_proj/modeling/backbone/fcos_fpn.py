@@ -6,6 +6,7 @@ is read from ``MODEL.FCOS.TOP_LEVELS`` (AdelaiDet's convention).
 Parameter names are detectron2's (``bottom_up.*``, ``fpn_lateral{i}``, ``fpn_output{i}``,
 ``top_block.p6``, ``top_block.p7``), so AdelaiDet checkpoints load unchanged.
 """
+
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone import FPN, build_resnet_backbone

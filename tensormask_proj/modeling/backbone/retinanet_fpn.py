@@ -8,6 +8,7 @@ it leaves P7's convolution without gradient, and DistributedDataParallel stops a
 iteration ("parameters that were not used in producing loss"). The official TensorMask configs
 read P2..P7 and keep detectron2's builder.
 """
+
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone import FPN, build_resnet_backbone

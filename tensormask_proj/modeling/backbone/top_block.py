@@ -1,6 +1,7 @@
 """
 The one-level top block of an FPN (P6 only).
 """
+
 import fvcore.nn.weight_init as weight_init
 from torch import nn
 

@@ -5,6 +5,7 @@ Importing this package registers (registration side effects): the meta-architect
 "BlendMask" (META_ARCH_REGISTRY), the proposal generator "FCOS" (PROPOSAL_GENERATOR_REGISTRY) and
 the basis module "ProtoNet" (this package's BASIS_MODULE_REGISTRY).
 """
+
 from .basis_module import BASIS_MODULE_REGISTRY, ProtoNet, build_basis_module
 from .blender import Blender, blend
 from .fcos import FCOS

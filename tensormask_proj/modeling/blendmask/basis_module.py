@@ -9,14 +9,14 @@ Shape shorthand in this module:
     H, W: padded input size; s: stride of IN_FEATURES[0] (8 for p3)
     C: number of thing classes of the auxiliary semantic head
 """
+
 from typing import Dict, List, Optional
 
 import torch.nn.functional as F
-from torch import Tensor, nn
-
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, get_norm
 from detectron2.utils.registry import Registry
+from torch import Tensor, nn
 
 from .losses import basis_semantic_loss
 

@@ -9,18 +9,18 @@ Shape shorthand in this module:
     P: number of instances (positive locations in training, detections in inference)
     G: number of ground-truth instances in the minibatch
 """
+
 from typing import List
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
-
 from detectron2.config import configurable
 from detectron2.layers import ROIAlign, paste_masks_in_image
 from detectron2.modeling.poolers import ROIPooler
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.structures.boxes import matched_pairwise_iou
 from detectron2.utils.memory import retry_if_cuda_oom
+from torch import Tensor
 
 from .losses import blender_mask_loss
 

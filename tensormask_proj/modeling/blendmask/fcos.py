@@ -18,18 +18,18 @@ MODEL.FCOS.BOX_QUALITY "iou"), AdelaiDet's keys.
 Reused from detectron2: the (N, K, H, W) -> (N, HW, K) transpose of its dense detectors, the
 point-to-box distances, fvcore's focal loss and (in ``fcos_postprocess``) ``batched_nms``.
 """
+
 from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
-from fvcore.nn import sigmoid_focal_loss_jit
-from torch import Tensor, nn
-
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import PROPOSAL_GENERATOR_REGISTRY
 from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
 from detectron2.structures import ImageList, Instances
+from fvcore.nn import sigmoid_focal_loss_jit
+from torch import Tensor, nn
 
 from .fcos_head import FCOSHead
 from .fcos_postprocess import distances_to_boxes, predict_instances
@@ -377,9 +377,7 @@ class FCOS(nn.Module):
             gt_ctrs=ctrness_targets,
             # The box each positive predicts now, as inference would decode it; detached, so that
             # the blender can train on it (MODEL.BLENDMASK.TRAIN_BOXES) without moving it.
-            box_preds=distances_to_boxes(
-                pos_locations, pos_deltas.detach().float() * pos_strides
-            ),
+            box_preds=distances_to_boxes(pos_locations, pos_deltas.detach().float() * pos_strides),
         )
         losses = {"loss_fcos_cls": loss_cls, "loss_fcos_loc": loss_loc, quality_key: loss_quality}
         return positives, loss_denorm, losses

@@ -14,16 +14,16 @@ reused here: its parameters are named ``cls_subnet``/``cls_score`` instead of Ad
 ``cls_tower``/``cls_logits``, it has no tower shared by both branches (the "550" and real-time
 configs use one), no per-level BatchNorm, and no learnable per-level scale.
 """
+
 import logging
 import math
 from typing import List
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
+from torch import nn
 
 __all__ = ["FCOSHead", "PerLevelNorm", "NaiveGroupNorm", "Scale"]
 
@@ -139,9 +139,7 @@ class FCOSHead(nn.Module):
         self.cls_logits = nn.Conv2d(in_channels, num_classes, 3, stride=1, padding=1)
         self.bbox_pred = nn.Conv2d(in_channels, 4, 3, stride=1, padding=1)
         self.ctrness = nn.Conv2d(in_channels, 1, 3, stride=1, padding=1)
-        self.scales = (
-            nn.ModuleList([Scale(1.0) for _ in range(num_levels)]) if use_scale else None
-        )
+        self.scales = nn.ModuleList([Scale(1.0) for _ in range(num_levels)]) if use_scale else None
 
         for module in [self.cls_tower, self.bbox_tower, self.share_tower]:
             for layer in module.modules():

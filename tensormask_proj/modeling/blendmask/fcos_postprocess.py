@@ -7,13 +7,13 @@ Shape shorthand in this module:
     N: number of images; L: number of levels; Hi, Wi, si: size and stride of level i
     C: number of foreground classes
 """
+
 from typing import List, Sequence, Tuple
 
 import torch
-from torch import Tensor
-
 from detectron2.layers import batched_nms
 from detectron2.structures import Boxes, Instances
+from torch import Tensor
 
 __all__ = ["predict_instances", "decode_level", "distances_to_boxes", "best_class_only"]
 

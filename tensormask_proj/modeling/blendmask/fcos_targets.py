@@ -12,12 +12,12 @@ Shape shorthand in this module:
 A *location* is the input-image point a feature-map cell looks at:
 (x, y) = (j*si + si//2, i*si + si//2) for cell (i, j) of level i, flattened row-major.
 """
+
 from typing import List, Optional, Sequence, Tuple
 
 import torch
-from torch import Tensor
-
 from detectron2.structures import Boxes, pairwise_point_box_distance
+from torch import Tensor
 
 __all__ = [
     "INF",

@@ -9,12 +9,12 @@ Shape shorthand in this module:
 
 (The focal classification loss is fvcore's ``sigmoid_focal_loss_jit``, as in detectron2's FCOS.)
 """
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import Tensor
-
 from detectron2.utils import comm
+from torch import Tensor
 
 __all__ = [
     "reduce_mean",

@@ -11,16 +11,16 @@ Shape shorthand in this module:
     Hi, Wi: size of FCOS level i
     P: number of instances (positive locations in training, detections in inference)
 """
+
 from typing import Dict, List
 
 import torch
-from torch import Tensor, nn
-
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.modeling.proposal_generator import build_proposal_generator
 from detectron2.structures import ImageList
+from torch import Tensor, nn
 
 from .basis_module import build_basis_module
 from .blender import Blender

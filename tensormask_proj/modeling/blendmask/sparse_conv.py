@@ -8,6 +8,7 @@ used. Computing exactly those outputs gives the same values for a tiny fraction 
 
 Shape shorthand: L levels, N images, C input channels, O output channels, P selected cells.
 """
+
 from typing import Sequence
 
 import torch

@@ -4,6 +4,7 @@ TensorMask (Chen et al., "TensorMask: A Foundation for Dense Object Segmentation
 Importing this package registers the meta-architecture "TensorMask" in detectron2's
 ``META_ARCH_REGISTRY`` (registration side effect of ``meta_arch``).
 """
+
 from .anchor_generator import TensorMaskAnchorGenerator
 from .assignment import WindowTargets, assign_windows
 from .head import TensorMaskHead, build_tensormask_head

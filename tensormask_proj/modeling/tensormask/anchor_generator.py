@@ -16,12 +16,12 @@ assignment rule) is the stride of its level.
 The windows are the same for all images, are cheap to compute and are not stored: the module has
 no state (older checkpoints' ``anchor_generator.cell_anchors.*`` entries are ignored on load).
 """
+
 from typing import List, Sequence, Tuple
 
 import torch
-from torch import nn
-
 from detectron2.config import configurable
+from torch import nn
 
 __all__ = ["TensorMaskAnchorGenerator"]
 
@@ -96,7 +96,7 @@ class TensorMaskAnchorGenerator(nn.Module):
         Returns:
             list[Tensor[H_l * W_l * A, 4]]: the windows of every level (see :meth:`grid_windows`).
         """
-        return [self.grid_windows(l, h, w, device) for l, (h, w) in enumerate(grid_sizes)]
+        return [self.grid_windows(level, h, w, device) for level, (h, w) in enumerate(grid_sizes)]
 
     @staticmethod
     def level_offsets(grid_sizes: List[Tuple[int, int]], num_anchors: int) -> List[int]:

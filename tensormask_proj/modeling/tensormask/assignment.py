@@ -24,6 +24,7 @@ within sqrt(spatial_thresh) strides of its centre, so this implementation only e
 comparisons on them, for all levels in one pass: the result equals the dense rule (tested) with
 O(G * L * A) work and a few dozen tensor operations per image.
 """
+
 import math
 from dataclasses import dataclass
 from typing import List, Sequence, Tuple

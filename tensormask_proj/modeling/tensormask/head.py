@@ -23,14 +23,14 @@ Parameter names, shapes and their order are the official ones (``cls_subnet.{0,2
 ``cls_score``, ``bbox_subnet.*``, ``bbox_pred``, ``mask_subnet.*``, ``mask_pred_%02d``,
 ``mask_fuse.0``), so official checkpoints load. :func:`build_tensormask_head` picks the variant.
 """
+
 import math
 from typing import Dict, List, Optional
 
 import torch
-from torch import nn
-
 from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
+from torch import nn
 
 __all__ = ["TensorMaskHead", "build_tensormask_head"]
 

@@ -8,6 +8,7 @@ Shape shorthand / naming:
 All three losses are sums divided by the same normalizer, max(1, number of positives in the
 batch), as in the official code (no EMA and no cross-device average of the normalizer).
 """
+
 import torch
 import torch.nn.functional as F
 from fvcore.nn import sigmoid_focal_loss_star_jit

@@ -19,13 +19,13 @@ a bilinear upsampling and the 1x1 predictors), so a crop grown by their reach an
 map gives the same values there (the conv's zero padding and the interpolation's border clamp
 act only where the crop edge is the map edge).
 """
-from typing import Dict, List, Tuple
+
+from typing import Dict, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from detectron2.config import configurable
+from torch import nn
 
 from tensormask_proj.layers import SwapAlign2Nat, swap_align2nat_at
 
@@ -199,9 +199,7 @@ class BipyramidMaskHead(TensorMaskHead):
         for level, tower in enumerate(towers):
             fused = self.mask_fuse(self.upsample_to_finest(tower, level, height, width) + finest)
             to_natural = self.to_natural[level]
-            out.append(
-                [to_natural(self.mask_predictor(a)(fused)) for a in range(self.num_anchors)]
-            )
+            out.append([to_natural(self.mask_predictor(a)(fused)) for a in range(self.num_anchors)])
         return out
 
     def _fused_region(self, towers, level: int, region):
@@ -221,8 +219,13 @@ class BipyramidMaskHead(TensorMaskHead):
             coarse = _crop(towers[level], (q0, q1, p0, p1))
             up = F.interpolate(coarse, scale_factor=lam, mode="bilinear", align_corners=False)
             upsampled = _crop(
-                up, (grown[0] - q0 * lam, grown[1] - q0 * lam, grown[2] - p0 * lam,
-                     grown[3] - p0 * lam)
+                up,
+                (
+                    grown[0] - q0 * lam,
+                    grown[1] - q0 * lam,
+                    grown[2] - p0 * lam,
+                    grown[3] - p0 * lam,
+                ),
             )
         fused = self.mask_fuse(upsampled + finest)
         return _crop(fused, (r0 - grown[0], r1 - grown[0], c0 - grown[2], c1 - grown[2]))

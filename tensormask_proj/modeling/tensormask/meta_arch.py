@@ -12,11 +12,11 @@ and ``postprocess``. Mask windows are computed densely by the head (official) or
 needed (``SPARSE_WINDOWS``, default): the positive windows in training, the kept detections at
 inference, by the head's ``mask_windows`` (one call per level).
 """
+
 import logging
 from typing import Dict, List, Optional
 
 import torch
-
 from detectron2.config import configurable
 from detectron2.layers import batched_nms, cat
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
@@ -184,7 +184,9 @@ class TensorMask(DenseDetector):
             in_h, in_w = inputs["image"].shape[-2:]
             out_h, out_w = inst.image_size
             masks = paste_mask_windows(
-                inst.pred_mask_windows, inst.pred_window_boxes, (out_w / in_w, out_h / in_h),
+                inst.pred_mask_windows,
+                inst.pred_window_boxes,
+                (out_w / in_w, out_h / in_h),
                 (out_h, out_w),
             )
             processed.append(
@@ -234,8 +236,12 @@ class TensorMask(DenseDetector):
         gt_labels = torch.stack([t.gt_labels for t in targets])  # (N, R)
         losses = {
             "loss_cls": classification_loss(
-                logits.reshape(-1, K), gt_labels.reshape(-1), K, self.focal_loss_alpha,
-                self.focal_loss_gamma, normalizer,
+                logits.reshape(-1, K),
+                gt_labels.reshape(-1),
+                K,
+                self.focal_loss_alpha,
+                self.focal_loss_gamma,
+                normalizer,
             )
         }
         if pred_deltas is not None:
@@ -274,19 +280,30 @@ class TensorMask(DenseDetector):
         mask_features = self.head.mask_features(features) if pred_masks is None else None
         for level, at_level in self._per_level(levels):
             pred_windows = self._level_windows(
-                mask_features, pred_masks, level, image_ids[at_level], ys[at_level],
-                xs[at_level], anchor_ids[at_level],
+                mask_features,
+                pred_masks,
+                level,
+                image_ids[at_level],
+                ys[at_level],
+                xs[at_level],
+                anchor_ids[at_level],
             )
             for a, pred in enumerate(pred_windows):
                 if pred is None:
                     continue
                 sel = at_level[anchor_ids[at_level] == a]
                 gt = self._gt_mask_windows(
-                    gt_instances, image_ids[sel], pos_gt[sel], windows[pos_indices[sel]],
+                    gt_instances,
+                    image_ids[sel],
+                    pos_gt[sel],
+                    windows[pos_indices[sel]],
                     self.head.window_side(level, a),
                 )
                 loss = loss + mask_loss(
-                    pred, gt.to(pred.device), self.mask_loss_weight, self.mask_pos_weight,
+                    pred,
+                    gt.to(pred.device),
+                    self.mask_loss_weight,
+                    self.mask_pos_weight,
                     normalizer,
                 )
         return loss
@@ -344,8 +361,13 @@ class TensorMask(DenseDetector):
         levels, ys, xs, anchor_ids = self.anchor_generator.locate(unique, grid_sizes)
         for level, at_level in self._per_level(levels):
             per_anchor = self._level_windows(
-                mask_features, pred_masks, level, torch.full_like(at_level, image), ys[at_level],
-                xs[at_level], anchor_ids[at_level],
+                mask_features,
+                pred_masks,
+                level,
+                torch.full_like(at_level, image),
+                ys[at_level],
+                xs[at_level],
+                anchor_ids[at_level],
             )
             for a, pred in enumerate(per_anchor):
                 if pred is None:
@@ -374,8 +396,14 @@ class TensorMask(DenseDetector):
             mask_features = self.head.mask_features(features)
         return [
             self._inference_single_image(
-                i, image_size, mask_features, logits[i], None if deltas is None else deltas[i],
-                pred_masks, windows, grid_sizes,
+                i,
+                image_size,
+                mask_features,
+                logits[i],
+                None if deltas is None else deltas[i],
+                pred_masks,
+                windows,
+                grid_sizes,
             )
             for i, image_size in enumerate(images.image_sizes)
         ]

@@ -11,10 +11,10 @@ window's (anchor) box, which is generally larger than the object and not the reg
 Pasting therefore uses the window box, scaled like the output boxes but not clipped, with
 detectron2's ``paste_masks_in_image`` (bilinear, threshold 0.5), one call per window size.
 """
+
 from typing import List, Sequence, Tuple
 
 import torch
-
 from detectron2.layers import paste_masks_in_image
 from detectron2.structures import Boxes
 

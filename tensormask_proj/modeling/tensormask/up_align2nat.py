@@ -20,6 +20,7 @@ the operation commutes with cropping the spatial axes (the sparse inference reli
 ``up_align2nat`` = upsample the window axes of an *aligned* tensor, then ``align2nat`` at equal
 units (``swap_align2nat`` with lambda = 1). The units of the output are sigma_VU = sigma_HW.
 """
+
 from functools import lru_cache
 
 import torch

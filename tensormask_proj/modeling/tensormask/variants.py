@@ -6,6 +6,7 @@ without ALIGNED_ON fails with an AttributeError; a second aspect ratio misaligns
 predictors; window sizes that are not multiples of the stride are floored). Here each refused
 combination raises a ``ValueError`` naming the keys involved.
 """
+
 __all__ = ["check_tensormask_config"]
 
 

@@ -1,11 +1,11 @@
 """Helpers shared by the BlendMask tests: configs and synthetic inputs."""
+
 import os
 
 import torch
+from project_testing import CONFIG_DIR, make_instances, project_cfg
 
 from tensormask_proj.data.dataset_mapper import thing_semantic_from_instances
-
-from project_testing import CONFIG_DIR, make_instances, project_cfg
 
 FIXTURE_DIR = os.path.join(os.path.dirname(__file__), "fixtures")
 QUICK_CONFIG = os.path.join(CONFIG_DIR, "BlendMask", "Base-Shapes.yaml")

@@ -1,9 +1,9 @@
 """The blender against hand computations."""
+
 import math
 import unittest
 
 import torch
-
 from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
 
 from tensormask_proj.modeling.blendmask.blender import Blender, blend, crop_boxes, maskness
@@ -124,9 +124,7 @@ class TestCropScale(unittest.TestCase):
             (0, 0), im_inds=torch.tensor([0]), gt_inds=torch.tensor([0]),
             gt_ctrs=torch.ones(1), box_preds=torch.tensor([[16.0, 16.0, 48.0, 48.0]]),
         )  # fmt: skip
-        blender = Blender(
-            pooler_resolution=8, attn_size=2, train_boxes="predicted", crop_scale=2.0
-        )
+        blender = Blender(pooler_resolution=8, attn_size=2, train_boxes="predicted", crop_scale=2.0)
         rois, targets = blender._crop_with_predicted_boxes(bases, positives, [gt])
         self.assertTrue(torch.equal(targets[0], middle))
         whole_image = blender.pooler(bases, [Boxes(torch.tensor([[0.0, 0.0, 64.0, 64.0]]))])

@@ -1,4 +1,5 @@
 """BlendMask config keys, every BlendMask YAML, and AdelaiDet state-dict compatibility."""
+
 import glob
 import json
 import os
@@ -6,10 +7,9 @@ import unittest
 
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
+from project_testing import assert_every_config_builds
 
 from tensormask_proj.config import add_blendmask_config
-
-from project_testing import assert_every_config_builds
 
 from .blendmask_testing import CONFIG_DIR, FIXTURE_DIR, blendmask_cfg, regular_and_empty_batch
 

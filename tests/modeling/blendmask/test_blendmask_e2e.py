@@ -1,4 +1,5 @@
 """BlendMask end to end on CPU: training and inference steps, module hygiene, checkpoints."""
+
 import copy
 import math
 import os
@@ -8,12 +9,10 @@ from collections import OrderedDict
 from unittest import mock
 
 import torch
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
 from .blendmask_testing import CONFIG_DIR, blendmask_cfg, make_input, regular_and_empty_batch
-
 
 LOSS_KEYS = {"loss_basis_sem", "loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr", "loss_mask"}
 OUTPUT_FIELDS = {
@@ -128,8 +127,9 @@ class TestInference(unittest.TestCase):
             return predict(bases, proposals)
 
         h, w = 128, 160
-        with mock.patch.object(model.proposal_generator, "forward", record_fcos), mock.patch.object(
-            model.blender, "predict", record_blender
+        with (
+            mock.patch.object(model.proposal_generator, "forward", record_fcos),
+            mock.patch.object(model.blender, "predict", record_blender),
         ):
             model([make_input((h, w))])
         raw, cropped = fcos_boxes[0], cropped_boxes[0]

@@ -1,11 +1,11 @@
 """FCOS post-processing on hand-made predictions."""
+
 import math
 import unittest
 
 import torch
-from torch import nn
-
 from detectron2.structures import ImageList
+from torch import nn
 
 from tensormask_proj.modeling.blendmask.fcos import FCOS
 
@@ -78,9 +78,7 @@ class TestFCOSInference(unittest.TestCase):
         # another class and survives class-aware NMS.
         big = (4.0, 4.0, 4.0, 4.0)
         shifted = (5.0, 4.0, 3.0, 4.0)  # from (12, 4): same box as cell 0's from (4, 4)
-        outputs = _predictions(
-            {(0, 0): 0.9, (1, 0): 0.8, (1, 1): 0.7}, {}, {0: big, 1: shifted}
-        )
+        outputs = _predictions({(0, 0): 0.9, (1, 0): 0.8, (1, 1): 0.7}, {}, {0: big, 1: shifted})
         result = _run(_fcos(outputs, thresh_with_ctr=False))
         pairs = sorted(zip(result.locations[:, 0].tolist(), result.pred_classes.tolist()))
         self.assertEqual(pairs, [(4.0, 0), (12.0, 1)])

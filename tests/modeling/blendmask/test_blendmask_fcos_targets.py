@@ -1,11 +1,11 @@
 """FCOS locations and target assignment on hand-made cases."""
+
 import math
 import unittest
 
 import torch
-from torch import nn
-
 from detectron2.structures import Boxes, Instances
+from torch import nn
 
 from tensormask_proj.modeling.blendmask.fcos import FCOS
 from tensormask_proj.modeling.blendmask.fcos_targets import (

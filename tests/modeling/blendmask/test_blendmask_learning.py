@@ -5,15 +5,15 @@ shortened to 350 iterations of 4 images at 192 px, bfloat16 CPU autocast where t
 trains from scratch on the embedded "shapes_train" dataset and reaches a mask AP on "shapes_val"
 clearly above chance, measured with detectron2's COCOEvaluator.
 """
+
 import os
 import tempfile
 import unittest
 
 import pytest
+from project_testing import shortened_schedule_opts, train_and_evaluate
 
 from tensormask_proj.data import BlendMaskDatasetMapper
-
-from project_testing import shortened_schedule_opts, train_and_evaluate
 
 from .blendmask_testing import CONFIG_DIR, blendmask_cfg
 

@@ -1,12 +1,12 @@
 """FCOS / BlendMask losses against hand-computed values."""
+
 import math
 import unittest
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from detectron2.structures import Boxes, Instances
+from torch import nn
 
 from tensormask_proj.modeling.blendmask.fcos import FCOS
 from tensormask_proj.modeling.blendmask.losses import (
@@ -191,7 +191,6 @@ class TestFCOSLosses(unittest.TestCase):
         expected_cls = (4 * 0.25 + 4 * 0.75) * 0.25 * math.log(2) / 4
         self.assertAlmostEqual(losses["loss_fcos_cls"].item(), expected_cls, places=6)
 
-
     def test_one_positive_iou_quality(self):
         # The layout of test_one_positive, box quality "iou": every location predicts
         # (1, 1, 1, 1) strides against targets that are permutations of (0.5, 0.5, 1.5, 1.5).
@@ -212,9 +211,7 @@ class TestFCOSLosses(unittest.TestCase):
         # Unweighted GIoU loss over the 4 positives.
         self.assertAlmostEqual(losses["loss_fcos_loc"].item(), 1 - (iou - 0.08), places=6)
         # BCE with logit 1 against the IoU: softplus(1) - IoU, per positive; / 4 positives.
-        self.assertAlmostEqual(
-            losses["loss_fcos_iou"].item(), math.log1p(math.e) - iou, places=6
-        )
+        self.assertAlmostEqual(losses["loss_fcos_iou"].item(), math.log1p(math.e) - iou, places=6)
         # The blender's normaliser stays the sum of centerness targets (4 x 1/3).
         self.assertAlmostEqual(outputs["loss_denorm"].item(), 4 / 3, places=6)
         # The IoU target is detached: the quality loss moves only the quality logits.

@@ -1,12 +1,12 @@
 """FCOS head, basis module and backbone: structure, naming and shapes."""
+
 import math
 import unittest
 
 import torch
-from torch import nn
-
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone
+from torch import nn
 
 from tensormask_proj.modeling.blendmask.basis_module import ProtoNet
 from tensormask_proj.modeling.blendmask.fcos_head import FCOSHead, NaiveGroupNorm
@@ -133,7 +133,9 @@ class TestFCOSBackbone(unittest.TestCase):
                 backbone = build_backbone(cfg)
                 shapes = backbone.output_shape()
                 self.assertEqual(sorted(shapes), names)
-                self.assertEqual([shapes[n].stride for n in names], [8, 16, 32, 64, 128][: len(names)])
+                self.assertEqual(
+                    [shapes[n].stride for n in names], [8, 16, 32, 64, 128][: len(names)]
+                )
                 self.assertEqual(backbone.size_divisibility, 32)
                 out = backbone(torch.randn(1, 3, 64, 96))
                 self.assertEqual(sorted(out), names)

@@ -1,4 +1,5 @@
 """The top layer evaluated only at selected cells equals the dense convolution."""
+
 import unittest
 
 import torch

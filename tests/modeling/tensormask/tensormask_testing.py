@@ -1,8 +1,8 @@
 """Helpers shared by the TensorMask tests: configs, head variants and synthetic inputs."""
+
 import os
 
 import torch
-
 from project_testing import CONFIG_DIR, project_cfg
 from project_testing import make_instances as _make_instances
 

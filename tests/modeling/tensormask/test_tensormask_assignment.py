@@ -1,4 +1,5 @@
 """The label assignment rule on hand-made boxes, and against a direct (dense) implementation."""
+
 import unittest
 
 import torch

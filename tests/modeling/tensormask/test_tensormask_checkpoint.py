@@ -3,6 +3,7 @@ State-dict compatibility with the official TensorMask: names, shapes and order e
 of the official models (fixtures copied from the spec), and detectron2-format checkpoints (.pth
 and .pkl) load with DetectionCheckpointer, stale entries included.
 """
+
 import json
 import os
 import pickle
@@ -11,7 +12,6 @@ import unittest
 
 import numpy as np
 import torch
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 

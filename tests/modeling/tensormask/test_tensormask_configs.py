@@ -1,13 +1,14 @@
 """Every TensorMask config file loads and builds on the CPU; the config keys and defaults."""
+
 import glob
 import os
 import unittest
 
 from detectron2.config import get_cfg
+from project_testing import assert_every_config_builds
 
 from tensormask_proj.config import add_tensormask_config
 
-from project_testing import assert_every_config_builds
 from .tensormask_testing import CONFIG_DIR, regular_and_empty_batch, tensormask_cfg
 
 # The microcontroller configs have 4 classes, fewer than the classes of regular_and_empty_batch
@@ -92,18 +93,35 @@ class TestConfigFiles(unittest.TestCase):
             cfg = tensormask_cfg(os.path.join(CONFIG_DIR, "TensorMask", "ablations", name))
             t = cfg.MODEL.TENSOR_MASK
             return (
-                t.ALIGNED_ON, t.BIPYRAMID_ON, t.UPSCALE_FACTOR, t.UPSCALE_MODE, t.BOX_HEAD_ON,
-                t.NMS_BOXES, len(cfg.MODEL.ANCHOR_GENERATOR.SIZES[0]),
+                t.ALIGNED_ON,
+                t.BIPYRAMID_ON,
+                t.UPSCALE_FACTOR,
+                t.UPSCALE_MODE,
+                t.BOX_HEAD_ON,
+                t.NMS_BOXES,
+                len(cfg.MODEL.ANCHOR_GENERATOR.SIZES[0]),
             )
 
         rows = {
             "tab1_simple_natural.yaml": (False, False, 1.0, "bilinear", True, "regressed", 1),
             "tab1_simple_aligned.yaml": (True, False, 1.0, "bilinear", True, "regressed", 1),
             "tab2a_upscale_natural_lambda3.yaml": (
-                False, False, 3.0, "bilinear", True, "regressed", 1
+                False,
+                False,
+                3.0,
+                "bilinear",
+                True,
+                "regressed",
+                1,
             ),
             "tab2b_upscale_nearest_lambda1p5.yaml": (
-                True, False, 1.5, "nearest", True, "regressed", 1
+                True,
+                False,
+                1.5,
+                "nearest",
+                True,
+                "regressed",
+                1,
             ),
             "tab2c_tensor_bipyramid.yaml": (True, True, 1.0, "bilinear", True, "regressed", 1),
             "tab2d_bipyramid_15x15_11x11.yaml": (True, True, 1.0, "bilinear", True, "regressed", 2),
@@ -112,6 +130,7 @@ class TestConfigFiles(unittest.TestCase):
         }
         for name, expected in rows.items():
             self.assertEqual(head(name), expected, name)
+
 
 if __name__ == "__main__":
     unittest.main()

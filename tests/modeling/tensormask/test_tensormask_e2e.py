@@ -1,15 +1,15 @@
 """TensorMask end to end on CPU: every head variant trains and infers; output format."""
+
 import copy
 import unittest
 from unittest import mock
 
 import numpy as np
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-
 from detectron2.data import DatasetMapper
 from detectron2.modeling import build_model
 from detectron2.structures import BoxMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from .tensormask_testing import HEAD_VARIANTS, make_input, regular_and_empty_batch, tensormask_cfg
 
@@ -228,15 +228,26 @@ class TestRefusedCombinations(unittest.TestCase):
                 "BIPYRAMID_ON.*ALIGNED_ON",
             ),
             (["MODEL.TENSOR_MASK.UPSCALE_FACTOR", 2.0], "UPSCALE_FACTOR.*BIPYRAMID_ON"),
-            (HEAD_VARIANTS["aligned"] + ["MODEL.TENSOR_MASK.UPSCALE_FACTOR", 1.5],
-             "UPSCALE_FACTOR=1.5 does not divide the window side 8"),
+            (
+                HEAD_VARIANTS["aligned"] + ["MODEL.TENSOR_MASK.UPSCALE_FACTOR", 1.5],
+                "UPSCALE_FACTOR=1.5 does not divide the window side 8",
+            ),
             (["MODEL.TENSOR_MASK.BOX_HEAD_ON", False], "BOX_HEAD_ON=False.*NMS_BOXES='mask'"),
             (
                 ["MODEL.MASK_ON", False, "MODEL.TENSOR_MASK.NMS_BOXES", "mask"],
                 "NMS_BOXES='mask'.*MASK_ON",
             ),
-            (["MODEL.MASK_ON", False, "MODEL.TENSOR_MASK.BOX_HEAD_ON", False,
-              "MODEL.TENSOR_MASK.NMS_BOXES", "mask"], "nothing to predict"),
+            (
+                [
+                    "MODEL.MASK_ON",
+                    False,
+                    "MODEL.TENSOR_MASK.BOX_HEAD_ON",
+                    False,
+                    "MODEL.TENSOR_MASK.NMS_BOXES",
+                    "mask",
+                ],
+                "nothing to predict",
+            ),
             (["MODEL.TENSOR_MASK.NMS_BOXES", "box"], "NMS_BOXES"),
             (["MODEL.TENSOR_MASK.UPSCALE_MODE", "cubic"], "UPSCALE_MODE"),
             (["MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", [[0.5, 1.0]]], "ASPECT_RATIOS"),

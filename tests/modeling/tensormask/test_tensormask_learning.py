@@ -4,12 +4,13 @@ quick TensorMask config, its schedule shortened to 300 iterations of 4 images (b
 autocast where the CPU has it), trains from scratch on the embedded "shapes_train" dataset and
 reaches a mask AP on "shapes_val" clearly above chance, measured with detectron2's COCOEvaluator.
 """
+
 import tempfile
 import unittest
 
 import pytest
-
 from project_testing import shortened_schedule_opts, train_and_evaluate
+
 from .tensormask_testing import QUICK_CONFIG, tensormask_cfg
 
 # Measured with this exact test (`pytest -s`) at 300 iterations (warm-up 23, steps 240 and 282:

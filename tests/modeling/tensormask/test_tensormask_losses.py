@@ -1,4 +1,5 @@
 """TensorMask losses against hand-computed values."""
+
 import math
 import unittest
 

@@ -4,10 +4,10 @@ the image, e.g. in the padding to the size divisibility, made detectron2's per-b
 "upper bound and lower bound inconsistent with step sign". Such a window now gives an empty mask;
 windows that overlap the image are pasted exactly as detectron2 pastes them alone.
 """
+
 import unittest
 
 import torch
-
 from detectron2.layers import paste_masks_in_image
 from detectron2.structures import Boxes
 

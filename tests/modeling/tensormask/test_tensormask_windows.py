@@ -1,7 +1,10 @@
 """Window geometry: sliding windows, window upsampling / up_align2nat, post-processing."""
+
 import unittest
 
 import torch
+from detectron2.layers import paste_masks_in_image
+from detectron2.structures import Boxes
 
 from tensormask_proj.layers import swap_align2nat
 from tensormask_proj.modeling.tensormask import (
@@ -15,8 +18,6 @@ from tensormask_proj.modeling.tensormask.postprocess import (
     mask_window_boxes,
     paste_mask_windows,
 )
-from detectron2.layers import paste_masks_in_image
-from detectron2.structures import Boxes
 
 
 class TestAnchorGenerator(unittest.TestCase):
@@ -68,7 +69,9 @@ class TestUpsampleWindows(unittest.TestCase):
         x = torch.randn(2, 25, 3, 4, dtype=torch.float64)
         out = upsample_windows(x, 15, "bilinear")  # lambda 3
         ref = torch.nn.functional.interpolate(
-            x.permute(0, 2, 3, 1).reshape(-1, 1, 5, 5), size=(15, 15), mode="bilinear",
+            x.permute(0, 2, 3, 1).reshape(-1, 1, 5, 5),
+            size=(15, 15),
+            mode="bilinear",
             align_corners=False,
         )
         ref = ref.reshape(2, 3, 4, 225).permute(0, 3, 1, 2)

@@ -26,12 +26,12 @@ inline void q_adjoint_plane(const acc_t* grad_q, scalar_t* grad_x, int64_t h, in
     const acc_t* q_row = grad_q + r * q_w;
     scalar_t* x_row = grad_x + r * w;
     for (int64_t c = 0; c < w; ++c) {
-      const acc_t g = box
-          ? acc_t(0.25) * (q_row[c] + q_row[c + 1] + q_row[q_w + c] + q_row[q_w + c + 1])
-          : q_row[c];
+      const acc_t g =
+          box ? acc_t(0.25) * (q_row[c] + q_row[c + 1] + q_row[q_w + c] + q_row[q_w + c + 1])
+              : q_row[c];
       x_row[c] = static_cast<scalar_t>(g);
     }
   }
 }
 
-} // namespace tensormask_proj
+}  // namespace tensormask_proj

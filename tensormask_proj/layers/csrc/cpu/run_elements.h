@@ -32,20 +32,22 @@ struct CpuRunner {
     using acc_t = typename Tiles::acc_t;
     using index_t = decltype(tiles.num_tiles());
     // About 256 outputs per tile: 16 tiles per task and more.
-    const int64_t grain = std::max<int64_t>(16, kGrain / std::max<int64_t>(1, tiles.tile_cols * tiles.s.lambda_val));
-    at::parallel_for(0, static_cast<int64_t>(tiles.num_tiles()), grain, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> stage(4 * static_cast<size_t>(tiles.stage_capacity));
-      for (int64_t t = begin; t < end; ++t) {
-        const auto tile = tiles.tile(static_cast<index_t>(t));
-        for (index_t j = 0; j < tiles.stage_size(tile); ++j) {
-          stage[j] = tiles.stage_value(tile, j);
-        }
-        for (index_t j = 0; j < tiles.output_count(tile); ++j) {
-          tiles.write_output(tile, j, stage.data());
-        }
-      }
-    });
+    const int64_t grain =
+        std::max<int64_t>(16, kGrain / std::max<int64_t>(1, tiles.tile_cols * tiles.s.lambda_val));
+    at::parallel_for(
+        0, static_cast<int64_t>(tiles.num_tiles()), grain, [&](int64_t begin, int64_t end) {
+          std::vector<acc_t> stage(4 * static_cast<size_t>(tiles.stage_capacity));
+          for (int64_t t = begin; t < end; ++t) {
+            const auto tile = tiles.tile(static_cast<index_t>(t));
+            for (index_t j = 0; j < tiles.stage_size(tile); ++j) {
+              stage[j] = tiles.stage_value(tile, j);
+            }
+            for (index_t j = 0; j < tiles.output_count(tile); ++j) {
+              tiles.write_output(tile, j, stage.data());
+            }
+          }
+        });
   }
 };
 
-} // namespace tensormask_proj
+}  // namespace tensormask_proj

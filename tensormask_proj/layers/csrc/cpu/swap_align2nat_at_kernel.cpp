@@ -14,15 +14,15 @@
 //    adjoint of Q: no two tasks write the same memory, and the result does not depend on the
 //    thread count.
 // The tests run every case with both.
-#include "../swap_align2nat_drivers.h"
-#include "q_adjoint.h"
-#include "run_elements.h"
-
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <vector>
+
+#include "../swap_align2nat_drivers.h"
+#include "q_adjoint.h"
+#include "run_elements.h"
 
 namespace tensormask_proj {
 namespace {
@@ -76,52 +76,54 @@ at::Tensor backward_scatter(
     const int64_t* row_data = rows.const_data_ptr<int64_t>();
     const int64_t* col_data = cols.const_data_ptr<int64_t>();
     // A task: one plane of the map, and about 4 lambda^2 cells of each request of its image.
-    const int64_t task_work = s.q_h * s.q_w + 4 * lambda_val * lambda_val * image_ids.numel() / batch;
-    at::parallel_for(0, batch * v_in * v_in, grain_for(task_work), [&](int64_t task_begin, int64_t task_end) {
-      std::vector<acc_t> grad_q(s.q_h * s.q_w);
-      for (int64_t p = task_begin; p < task_end; ++p) {
-        const int64_t image = p / (v_in * v_in);
-        const int64_t vi = (p / v_in) % v_in;
-        const int64_t uj = p % v_in;
-        std::fill(grad_q.begin(), grad_q.end(), acc_t(0));
-        for (int64_t j = begin_of[image]; j < begin_of[image + 1]; ++j) {
-          const int64_t k = order[j];
-          const scalar_t* window = grad_y + k * v_out * v_out;
-          // Cell (v, u) reads Q at row rows[k] + v - half, column cols[k] + u - half; the
-          // cells reading plane (vi, uj) have window corners vi - a and uj - b.
-          const int64_t q_row0 = row_data[k] - half - s.q_origin;
-          const int64_t q_col0 = col_data[k] - half - s.q_origin;
-          for (int a = 0; a < 2; ++a) {
-            const int64_t v_first = std::max(cells_begin[vi - a + 1], -q_row0);
-            const int64_t v_last = std::min(cells_end[vi - a + 1], s.q_h - q_row0);
-            for (int64_t v = v_first; v < v_last; ++v) {
-              const acc_t w_a = a ? w1[v] : w0[v];
-              if (w_a == acc_t(0)) {
-                continue;
-              }
-              acc_t* q_row = grad_q.data() + (q_row0 + v) * s.q_w;
-              const scalar_t* window_row = window + v * v_out;
-              for (int b = 0; b < 2; ++b) {
-                const int64_t u_first = std::max(cells_begin[uj - b + 1], -q_col0);
-                const int64_t u_last = std::min(cells_end[uj - b + 1], s.q_w - q_col0);
-                const acc_t* w_b = b ? w1.data() : w0.data();
-                for (int64_t u = u_first; u < u_last; ++u) {
-                  if (w_b[u] != acc_t(0)) {
-                    q_row[q_col0 + u] += w_a * w_b[u] * static_cast<acc_t>(window_row[u]);
+    const int64_t task_work =
+        s.q_h * s.q_w + 4 * lambda_val * lambda_val * image_ids.numel() / batch;
+    at::parallel_for(
+        0, batch * v_in * v_in, grain_for(task_work), [&](int64_t task_begin, int64_t task_end) {
+          std::vector<acc_t> grad_q(s.q_h * s.q_w);
+          for (int64_t p = task_begin; p < task_end; ++p) {
+            const int64_t image = p / (v_in * v_in);
+            const int64_t vi = (p / v_in) % v_in;
+            const int64_t uj = p % v_in;
+            std::fill(grad_q.begin(), grad_q.end(), acc_t(0));
+            for (int64_t j = begin_of[image]; j < begin_of[image + 1]; ++j) {
+              const int64_t k = order[j];
+              const scalar_t* window = grad_y + k * v_out * v_out;
+              // Cell (v, u) reads Q at row rows[k] + v - half, column cols[k] + u - half; the
+              // cells reading plane (vi, uj) have window corners vi - a and uj - b.
+              const int64_t q_row0 = row_data[k] - half - s.q_origin;
+              const int64_t q_col0 = col_data[k] - half - s.q_origin;
+              for (int a = 0; a < 2; ++a) {
+                const int64_t v_first = std::max(cells_begin[vi - a + 1], -q_row0);
+                const int64_t v_last = std::min(cells_end[vi - a + 1], s.q_h - q_row0);
+                for (int64_t v = v_first; v < v_last; ++v) {
+                  const acc_t w_a = a ? w1[v] : w0[v];
+                  if (w_a == acc_t(0)) {
+                    continue;
+                  }
+                  acc_t* q_row = grad_q.data() + (q_row0 + v) * s.q_w;
+                  const scalar_t* window_row = window + v * v_out;
+                  for (int b = 0; b < 2; ++b) {
+                    const int64_t u_first = std::max(cells_begin[uj - b + 1], -q_col0);
+                    const int64_t u_last = std::min(cells_end[uj - b + 1], s.q_w - q_col0);
+                    const acc_t* w_b = b ? w1.data() : w0.data();
+                    for (int64_t u = u_first; u < u_last; ++u) {
+                      if (w_b[u] != acc_t(0)) {
+                        q_row[q_col0 + u] += w_a * w_b[u] * static_cast<acc_t>(window_row[u]);
+                      }
+                    }
                   }
                 }
               }
             }
+            q_adjoint_plane(grad_q.data(), grad_x + p * height * width, height, width, s.box());
           }
-        }
-        q_adjoint_plane(grad_q.data(), grad_x + p * height * width, height, width, s.box());
-      }
-    });
+        });
   });
   return grad_input;
 }
 
-} // namespace
+}  // namespace
 
 at::Tensor swap_align2nat_at_forward_cpu(
     const at::Tensor& x,
@@ -152,4 +154,4 @@ TORCH_LIBRARY_IMPL(tensormask_proj, CPU, m) {
   m.impl("swap_align2nat_at_backward", &swap_align2nat_at_backward_cpu);
 }
 
-} // namespace tensormask_proj
+}  // namespace tensormask_proj

@@ -13,10 +13,6 @@
 //    task computes Q for just those (a few MB that stay in cache) instead of the whole map. The
 //    backward is deterministic: each task owns one input plane and gathers (as a scatter into its
 //    own buffer) the contributions of the at most 4 * (lambda + 1)^2 output planes that read it.
-#include "../swap_align2nat_drivers.h"
-#include "q_adjoint.h"
-#include "run_elements.h"
-
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -25,6 +21,10 @@
 #include <algorithm>
 #include <vector>
 
+#include "../swap_align2nat_drivers.h"
+#include "q_adjoint.h"
+#include "run_elements.h"
+
 namespace tensormask_proj {
 namespace {
 
@@ -32,9 +32,7 @@ using geometry::floor_div;
 using geometry::spatial_offset;
 using geometry::window_corners;
 
-inline int64_t ceil_div(int64_t a, int64_t b) {
-  return -floor_div(-a, b);
-}
+inline int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }
 
 // Q's domain along one spatial axis: indices [origin, origin + size) of the input grid.
 struct QAxis {
@@ -66,15 +64,15 @@ void box_filter_plane(
     std::vector<acc_t>& column_sums) {
   const int64_t q_width = width + 1;
   column_sums.resize(width + 2);
-  acc_t* sums = column_sums.data() + 1; // sums[c] for c in [-1, width]
+  acc_t* sums = column_sums.data() + 1;  // sums[c] for c in [-1, width]
   sums[-1] = sums[width] = 2 * pad;
   for (int64_t qr = 0; qr <= height; ++qr) {
     const int64_t r = qr - 1;
     const scalar_t* top = r >= 0 ? x + r * width : nullptr;
     const scalar_t* bottom = r + 1 < height ? x + (r + 1) * width : nullptr;
     for (int64_t c = 0; c < width; ++c) {
-      sums[c] = (top ? static_cast<acc_t>(top[c]) : pad) +
-          (bottom ? static_cast<acc_t>(bottom[c]) : pad);
+      sums[c] =
+          (top ? static_cast<acc_t>(top[c]) : pad) + (bottom ? static_cast<acc_t>(bottom[c]) : pad);
     }
     acc_t* q_row = q + qr * q_width;
     for (int64_t qc = 0; qc < q_width; ++qc) {
@@ -88,12 +86,7 @@ void box_filter_plane(
 // so that the lambda == 1 rows vectorise.
 template <int NUM_CORNERS, int STRIDE, typename scalar_t, typename acc_t, typename q_t>
 inline void blend_row(
-    scalar_t* out,
-    const q_t* const* src,
-    const acc_t* w,
-    acc_t base,
-    int64_t n,
-    int64_t stride) {
+    scalar_t* out, const q_t* const* src, const acc_t* w, acc_t base, int64_t n, int64_t stride) {
   const int64_t s = STRIDE > 0 ? STRIDE : stride;
   for (int64_t x = 0; x < n; ++x) {
     acc_t value = base;
@@ -161,7 +154,7 @@ void forward_window_row(
     const q_t* corner_plane[4];
     acc_t corner_weight[4];
     int num_corners = 0;
-    acc_t pad_weight = 0; // total weight of window corners outside the VxV window
+    acc_t pad_weight = 0;  // total weight of window corners outside the VxV window
     for (int i = 0; i < 2; ++i) {
       const acc_t w_i = i ? wv.w1 : wv.w0;
       const int64_t vi = wv.v0 + i;
@@ -245,8 +238,17 @@ at::Tensor forward_rows(const at::Tensor& x_in, int64_t lambda_val, double pad_v
                 return x_data + ((n * v_in + vi) * v_in + uj) * x_plane;
               };
               forward_window_row<scalar_t, acc_t, scalar_t>(
-                  n, nv % v_out, plane, {0, h_in}, {0, w_in}, y_data, v_in, lambda_val, h_out,
-                  w_out, pad);
+                  n,
+                  nv % v_out,
+                  plane,
+                  {0, h_in},
+                  {0, w_in},
+                  y_data,
+                  v_in,
+                  lambda_val,
+                  h_out,
+                  w_out,
+                  pad);
             }
           });
           return;
@@ -255,7 +257,7 @@ at::Tensor forward_rows(const at::Tensor& x_in, int64_t lambda_val, double pad_v
         // window corner c (rows v with v0(v) == c read input window rows c and c + 1 only); a
         // task computes Q for those two input window rows into its own small buffers, which
         // stay in cache, then every output row of the group. Q is never materialised whole.
-        const int64_t groups = v_in + 1; // c in [-1, v_in - 1]
+        const int64_t groups = v_in + 1;  // c in [-1, v_in - 1]
         const int64_t q_plane = (h_in + 1) * (w_in + 1);
         // A task: Q of two window rows, then about lambda output window rows.
         const int64_t task_work = 2 * v_in * q_plane + lambda_val * v_out * h_out * w_out;
@@ -273,12 +275,15 @@ at::Tensor forward_rows(const at::Tensor& x_in, int64_t lambda_val, double pad_v
             for (int64_t k = 0; k < 2; ++k) {
               const int64_t vi = c + k;
               if (vi < 0 || vi >= v_in) {
-                continue; // out of the window: read as pad by forward_window_row
+                continue;  // out of the window: read as pad by forward_window_row
               }
               for (int64_t uj = 0; uj < v_in; ++uj) {
                 box_filter_plane(
                     x_data + ((n * v_in + vi) * v_in + uj) * x_plane,
-                    q_window_rows.data() + (k * v_in + uj) * q_plane, h_in, w_in, pad,
+                    q_window_rows.data() + (k * v_in + uj) * q_plane,
+                    h_in,
+                    w_in,
+                    pad,
                     column_sums);
               }
             }
@@ -287,8 +292,17 @@ at::Tensor forward_rows(const at::Tensor& x_in, int64_t lambda_val, double pad_v
             };
             for (int64_t v = v_begin; v < v_end; ++v) {
               forward_window_row<scalar_t, acc_t, acc_t>(
-                  n, v, plane, {-1, h_in + 1}, {-1, w_in + 1}, y_data, v_in, lambda_val, h_out,
-                  w_out, pad);
+                  n,
+                  v,
+                  plane,
+                  {-1, h_in + 1},
+                  {-1, w_in + 1},
+                  y_data,
+                  v_in,
+                  lambda_val,
+                  h_out,
+                  w_out,
+                  pad);
             }
           }
         });
@@ -297,9 +311,7 @@ at::Tensor forward_rows(const at::Tensor& x_in, int64_t lambda_val, double pad_v
 }
 
 at::Tensor backward_rows(
-    const at::Tensor& grad_output_in,
-    int64_t lambda_val,
-    c10::IntArrayRef input_size) {
+    const at::Tensor& grad_output_in, int64_t lambda_val, c10::IntArrayRef input_size) {
   check_swap_align2nat_input_size(input_size);
   // Every element is written below (planes no output reads get 0).
   auto grad_input = at::empty(input_size, grad_output_in.options());
@@ -320,65 +332,68 @@ at::Tensor backward_rows(
         scalar_t* gx = grad_input.mutable_data_ptr<scalar_t>();
         const int64_t out_plane = h_out * w_out;
         // A task: one input plane, read by about 4 lambda^2 output planes.
-        const int64_t task_work = q_rows.size * q_cols.size + 4 * v_out * v_out * out_plane / (v_in * v_in);
-        at::parallel_for(0, batch * v_in * v_in, grain_for(task_work), [&](int64_t begin, int64_t end) {
-          std::vector<acc_t> gq(q_rows.size * q_cols.size);
-          for (int64_t p = begin; p < end; ++p) {
-            const int64_t n = p / (v_in * v_in);
-            const int64_t vi = (p / v_in) % v_in;
-            const int64_t uj = p % v_in;
-            std::fill(gq.begin(), gq.end(), acc_t(0));
-            // Output window cells v read this input plane as their corner i (v0 + i == vi).
-            for (int i = 0; i < 2; ++i) {
-              int64_t v_begin, v_end;
-              geometry::cells_with_lower_corner<acc_t>(vi - i, lambda_val, v_out, &v_begin, &v_end);
-              for (int64_t v = v_begin; v < v_end; ++v) {
-                const auto wv = window_corners<acc_t>(v, lambda_val);
-                const acc_t w_i = i ? wv.w1 : wv.w0;
-                if (w_i == acc_t(0)) {
-                  continue;
-                }
-                const int64_t row_offset = spatial_offset(v, v_out);
-                for (int j = 0; j < 2; ++j) {
-                  int64_t u_begin, u_end;
+        const int64_t task_work =
+            q_rows.size * q_cols.size + 4 * v_out * v_out * out_plane / (v_in * v_in);
+        at::parallel_for(
+            0, batch * v_in * v_in, grain_for(task_work), [&](int64_t begin, int64_t end) {
+              std::vector<acc_t> gq(q_rows.size * q_cols.size);
+              for (int64_t p = begin; p < end; ++p) {
+                const int64_t n = p / (v_in * v_in);
+                const int64_t vi = (p / v_in) % v_in;
+                const int64_t uj = p % v_in;
+                std::fill(gq.begin(), gq.end(), acc_t(0));
+                // Output window cells v read this input plane as their corner i (v0 + i == vi).
+                for (int i = 0; i < 2; ++i) {
+                  int64_t v_begin, v_end;
                   geometry::cells_with_lower_corner<acc_t>(
-                      uj - j, lambda_val, v_out, &u_begin, &u_end);
-                  for (int64_t u = u_begin; u < u_end; ++u) {
-                    const auto wu = window_corners<acc_t>(u, lambda_val);
-                    const acc_t w = w_i * (j ? wu.w1 : wu.w0);
-                    if (w == acc_t(0)) {
+                      vi - i, lambda_val, v_out, &v_begin, &v_end);
+                  for (int64_t v = v_begin; v < v_end; ++v) {
+                    const auto wv = window_corners<acc_t>(v, lambda_val);
+                    const acc_t w_i = i ? wv.w1 : wv.w0;
+                    if (w_i == acc_t(0)) {
                       continue;
                     }
-                    const int64_t col_offset = spatial_offset(u, v_out);
-                    int64_t x_lo, x_hi;
-                    valid_output_range(q_cols, col_offset, lambda_val, w_out, &x_lo, &x_hi);
-                    const int64_t q_col0 = x_lo * lambda_val + col_offset - q_cols.origin;
-                    const scalar_t* g_plane = gy + ((n * v_out + v) * v_out + u) * out_plane;
-                    for (int64_t yy = 0; yy < h_out; ++yy) {
-                      const int64_t q_row = yy * lambda_val + row_offset - q_rows.origin;
-                      if (q_row < 0 || q_row >= q_rows.size) {
-                        continue;
-                      }
-                      acc_t* dst = gq.data() + q_row * q_cols.size + q_col0;
-                      const scalar_t* src = g_plane + yy * w_out + x_lo;
-                      if (lambda_val == 1) {
-                        strided_scatter<1>(dst, src, w, x_hi - x_lo, 1);
-                      } else {
-                        strided_scatter<0>(dst, src, w, x_hi - x_lo, lambda_val);
+                    const int64_t row_offset = spatial_offset(v, v_out);
+                    for (int j = 0; j < 2; ++j) {
+                      int64_t u_begin, u_end;
+                      geometry::cells_with_lower_corner<acc_t>(
+                          uj - j, lambda_val, v_out, &u_begin, &u_end);
+                      for (int64_t u = u_begin; u < u_end; ++u) {
+                        const auto wu = window_corners<acc_t>(u, lambda_val);
+                        const acc_t w = w_i * (j ? wu.w1 : wu.w0);
+                        if (w == acc_t(0)) {
+                          continue;
+                        }
+                        const int64_t col_offset = spatial_offset(u, v_out);
+                        int64_t x_lo, x_hi;
+                        valid_output_range(q_cols, col_offset, lambda_val, w_out, &x_lo, &x_hi);
+                        const int64_t q_col0 = x_lo * lambda_val + col_offset - q_cols.origin;
+                        const scalar_t* g_plane = gy + ((n * v_out + v) * v_out + u) * out_plane;
+                        for (int64_t yy = 0; yy < h_out; ++yy) {
+                          const int64_t q_row = yy * lambda_val + row_offset - q_rows.origin;
+                          if (q_row < 0 || q_row >= q_rows.size) {
+                            continue;
+                          }
+                          acc_t* dst = gq.data() + q_row * q_cols.size + q_col0;
+                          const scalar_t* src = g_plane + yy * w_out + x_lo;
+                          if (lambda_val == 1) {
+                            strided_scatter<1>(dst, src, w, x_hi - x_lo, 1);
+                          } else {
+                            strided_scatter<0>(dst, src, w, x_hi - x_lo, lambda_val);
+                          }
+                        }
                       }
                     }
                   }
                 }
+                q_adjoint_plane(gq.data(), gx + p * h_in * w_in, h_in, w_in, box);
               }
-            }
-            q_adjoint_plane(gq.data(), gx + p * h_in * w_in, h_in, w_in, box);
-          }
-        });
+            });
       });
   return grad_input;
 }
 
-} // namespace
+}  // namespace
 
 at::Tensor swap_align2nat_forward_cpu(const at::Tensor& x, int64_t lambda_val, double pad_val) {
   switch (kernel_choice()) {
@@ -393,9 +408,7 @@ at::Tensor swap_align2nat_forward_cpu(const at::Tensor& x, int64_t lambda_val, d
 }
 
 at::Tensor swap_align2nat_backward_cpu(
-    const at::Tensor& grad_output,
-    int64_t lambda_val,
-    c10::IntArrayRef input_size) {
+    const at::Tensor& grad_output, int64_t lambda_val, c10::IntArrayRef input_size) {
   if (kernel_choice() == KernelChoice::kDefault) {
     return backward_rows(grad_output, lambda_val, input_size);
   }
@@ -407,4 +420,4 @@ TORCH_LIBRARY_IMPL(tensormask_proj, CPU, m) {
   m.impl("swap_align2nat_backward", &swap_align2nat_backward_cpu);
 }
 
-} // namespace tensormask_proj
+}  // namespace tensormask_proj

@@ -59,7 +59,7 @@ __global__ void __launch_bounds__(kThreads) tiles_kernel(Tiles tiles) {
   }
 }
 
-} // namespace cuda_launch
+}  // namespace cuda_launch
 
 struct CudaRunner {
   cudaStream_t stream;
@@ -90,4 +90,4 @@ struct CudaRunner {
   }
 };
 
-} // namespace tensormask_proj
+}  // namespace tensormask_proj

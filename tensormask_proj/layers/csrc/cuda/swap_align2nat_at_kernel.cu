@@ -5,13 +5,13 @@
 // centre, so its cost does not grow with (map size) x (requests), and it is deterministic
 // without atomics. Image ids are checked on the host (one device synchronisation per call, as
 // is the bucketing of the backward's requests).
-#include "../swap_align2nat_drivers.h"
-#include "run_elements.cuh"
-
 #include <ATen/TensorUtils.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
+
+#include "../swap_align2nat_drivers.h"
+#include "run_elements.cuh"
 
 namespace tensormask_proj {
 namespace {
@@ -28,8 +28,7 @@ at::Tensor swap_align2nat_at_forward_cuda(
   at::checkAllSameGPU("swap_align2nat_at", {x_arg, ids_arg, rows_arg, cols_arg});
   const c10::cuda::CUDAGuard device_guard(x.device());
   return drivers::at_forward(
-      CudaRunner{c10::cuda::getCurrentCUDAStream()}, x, image_ids, rows, cols, lambda_val,
-      pad_val);
+      CudaRunner{c10::cuda::getCurrentCUDAStream()}, x, image_ids, rows, cols, lambda_val, pad_val);
 }
 
 at::Tensor swap_align2nat_at_backward_cuda(
@@ -44,15 +43,20 @@ at::Tensor swap_align2nat_at_backward_cuda(
   at::checkAllSameGPU("swap_align2nat_at_backward", {g_arg, ids_arg, rows_arg, cols_arg});
   const c10::cuda::CUDAGuard device_guard(grad_output.device());
   return drivers::at_backward(
-      CudaRunner{c10::cuda::getCurrentCUDAStream()}, grad_output, image_ids, rows, cols,
-      lambda_val, input_size);
+      CudaRunner{c10::cuda::getCurrentCUDAStream()},
+      grad_output,
+      image_ids,
+      rows,
+      cols,
+      lambda_val,
+      input_size);
 }
 
-} // namespace
+}  // namespace
 
 TORCH_LIBRARY_IMPL(tensormask_proj, CUDA, m) {
   m.impl("swap_align2nat_at", &swap_align2nat_at_forward_cuda);
   m.impl("swap_align2nat_at_backward", &swap_align2nat_at_backward_cuda);
 }
 
-} // namespace tensormask_proj
+}  // namespace tensormask_proj
