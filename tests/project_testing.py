@@ -1,6 +1,7 @@
 """
 Helpers shared by the tests of both models (on the path through pytest.ini's ``pythonpath``):
-project cfgs on the CPU and the from-scratch training + COCO evaluation of the learning tests.
+project cfgs on the CPU, synthetic inputs, and the from-scratch training + COCO evaluation of
+the learning tests.
 """
 
 import os
@@ -17,6 +18,7 @@ from detectron2.utils.events import EventStorage
 
 from tensormask_proj.config import get_project_cfg
 from tensormask_proj.data import prepare_dataset
+from tensormask_proj.data.dataset_mapper import thing_semantic_from_instances
 from tensormask_proj.engine import cpu_autocast
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -97,6 +99,35 @@ def make_instances(image_size, boxes, classes, bitmask=False, shape="rectangle")
     if bitmask:
         inst.gt_masks = BitMasks.from_polygon_masks(inst.gt_masks, h, w)
     return inst
+
+
+def make_input(image_size, boxes=(), classes=(), seed=0, bitmask=False, shape="rectangle"):
+    """
+    A training input as the project's mappers give it: a random uint8 BGR image drawn from
+    ``seed``, :func:`make_instances` (``boxes``, ``classes``, ``bitmask``, ``shape``), and the
+    "basis_sem" map BlendMask trains on (the other models ignore it).
+    """
+    g = torch.Generator().manual_seed(seed)
+    h, w = image_size
+    instances = make_instances(image_size, list(boxes), list(classes), bitmask, shape)
+    return {
+        "image": torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g),
+        "height": h,
+        "width": w,
+        "instances": instances,
+        "basis_sem": thing_semantic_from_instances(instances, image_size),
+    }
+
+
+def regular_and_empty_batch(images, bitmask=False, shape="rectangle"):
+    """
+    The inputs of :func:`make_input` for ``images``, a model's (image_size, boxes, classes, seed)
+    per image: images with objects of several sizes and at least one without any.
+    """
+    return [
+        make_input(size, boxes, classes, seed, bitmask, shape)
+        for size, boxes, classes, seed in images
+    ]
 
 
 def train_and_evaluate(cfg, output_dir, train_mapper=None, test_mapper=None):

@@ -16,10 +16,15 @@ import unittest
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from engine.workflow_helpers import cfg_opts, load_predictions, run_train_net, tail
-from modeling.blendmask import blendmask_testing
 from modeling.tensormask import tensormask_testing
 from PIL import Image
-from project_testing import CONFIG_DIR, REPO_ROOT, assert_every_config_builds, project_cfg
+from project_testing import (
+    CONFIG_DIR,
+    REPO_ROOT,
+    assert_every_config_builds,
+    make_input,
+    project_cfg,
+)
 
 from tensormask_proj.data import prepare_dataset
 from tensormask_proj.data.datasets import (
@@ -147,7 +152,7 @@ class TestConfigs(unittest.TestCase):
     def test_each_config_builds_and_trains_on_a_batch(self):
         for path, arch, batch in (
             (TENSORMASK_CONFIG, "TensorMask", _batch(tensormask_testing.make_input, seed=1)),
-            (BLENDMASK_CONFIG, "BlendMask", _batch(blendmask_testing.make_input, seed=1)),
+            (BLENDMASK_CONFIG, "BlendMask", _batch(make_input, seed=1)),
             (MASK_RCNN_CONFIG, "GeneralizedRCNN", _batch(tensormask_testing.make_input, seed=1)),
         ):
             assert_every_config_builds(self, [path], arch, batch)

@@ -1,11 +1,13 @@
-"""Helpers shared by the BlendMask tests: configs and synthetic inputs."""
+"""Helpers shared by the BlendMask tests: configs, synthetic inputs and FCOS on fixed outputs."""
 
+import functools
 import os
 
-import torch
-from project_testing import CONFIG_DIR, make_instances, project_cfg
+import project_testing
+from project_testing import CONFIG_DIR, project_cfg
+from torch import nn
 
-from tensormask_proj.data.dataset_mapper import thing_semantic_from_instances
+from tensormask_proj.modeling.blendmask.fcos import FCOS
 
 FIXTURE_DIR = os.path.join(os.path.dirname(__file__), "fixtures")
 QUICK_CONFIG = os.path.join(CONFIG_DIR, "BlendMask", "Base-Shapes.yaml")
@@ -16,26 +18,35 @@ def blendmask_cfg(config_file=QUICK_CONFIG, opts=()):
     return project_cfg(config_file, opts)
 
 
-def make_input(image_size=(128, 160), boxes=(), classes=(), seed=0, bitmask=False):
-    """A model input dict with a random uint8 image, instances and basis_sem."""
-    g = torch.Generator().manual_seed(seed)
-    h, w = image_size
-    inst = make_instances(image_size, list(boxes), list(classes), bitmask)
-    return {
-        "image": torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g),
-        "height": h,
-        "width": w,
-        "instances": inst,
-        "basis_sem": thing_semantic_from_instances(inst, image_size),
-    }
+# Objects of several sizes in two images of different sizes, none in the third.
+REGULAR_AND_EMPTY_IMAGES = [
+    ((128, 160), [[10, 12, 70, 90], [90, 20, 110, 40], [60, 60, 150, 120]], [0, 3, 5], 0),
+    ((120, 128), [[30, 30, 60, 50]], [2], 1),
+    ((128, 128), [], [], 2),
+]
+regular_and_empty_batch = functools.partial(
+    project_testing.regular_and_empty_batch, REGULAR_AND_EMPTY_IMAGES
+)
 
 
-def regular_and_empty_batch():
-    """Two images with objects of several sizes and one image without any."""
-    return [
-        make_input(
-            (128, 160), [[10, 12, 70, 90], [90, 20, 110, 40], [60, 60, 150, 120]], [0, 3, 5]
-        ),
-        make_input((120, 128), [[30, 30, 60, 50]], [2], seed=1),
-        make_input((128, 128), [], [], seed=2),
-    ]
+class FixedHead(nn.Module):
+    """An FCOS head that returns ``outputs``, whatever the features."""
+
+    def __init__(self, outputs):
+        super().__init__()
+        self.outputs = outputs
+
+    def forward(self, features):
+        return self.outputs
+
+
+def fixed_fcos(outputs, **kwargs):
+    """
+    FCOS (in training mode) on one level "p3" of stride 8, whose head predicts ``outputs``:
+    (logits, deltas, quality, box features), a list of one tensor per level each. NUM_CLASSES
+    is the logits' channel count unless ``num_classes`` is given.
+    """
+    kwargs.setdefault("num_classes", outputs[0][0].shape[1] if outputs else None)
+    return FCOS(
+        head=FixedHead(outputs), in_features=["p3"], strides=[8], sizes_of_interest=[], **kwargs
+    )

@@ -11,8 +11,9 @@ from unittest import mock
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
+from project_testing import make_input
 
-from .blendmask_testing import CONFIG_DIR, blendmask_cfg, make_input, regular_and_empty_batch
+from .blendmask_testing import CONFIG_DIR, blendmask_cfg, regular_and_empty_batch
 
 LOSS_KEYS = {"loss_basis_sem", "loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr", "loss_mask"}
 OUTPUT_FIELDS = {

@@ -6,15 +6,15 @@ import unittest
 import torch
 import torch.nn.functional as F
 from detectron2.structures import Boxes, Instances
-from torch import nn
 
-from tensormask_proj.modeling.blendmask.fcos import FCOS
 from tensormask_proj.modeling.blendmask.losses import (
     basis_semantic_loss,
     blender_mask_loss,
     distance_box_ious,
     iou_loss,
 )
+
+from .blendmask_testing import fixed_fcos
 
 
 class TestIoULoss(unittest.TestCase):
@@ -80,42 +80,19 @@ class TestMaskAndSemanticLosses(unittest.TestCase):
             basis_semantic_loss(logits, targets, 4)
 
 
-class _FixedHead(nn.Module):
-    """Returns fixed predictions, whatever the features."""
-
-    def __init__(self, outputs):
-        super().__init__()
-        self.outputs = outputs
-
-    def forward(self, features):
-        return self.outputs
-
-
 class TestFCOSLosses(unittest.TestCase):
-    def _fcos(self, head, **kwargs):
-        return FCOS(
-            head=head,
-            in_features=["p3"],
-            strides=[8],
-            num_classes=2,
-            sizes_of_interest=[],
-            **kwargs,
-        )
-
     def test_no_gt_only_classification_loss(self):
         # 2x2 cells, 2 classes, every logit log(0.01/0.99) (p = 0.01); no positives -> the
         # normaliser is max(0, 1) = 1 and every element is a negative:
         # FL = (1 - alpha) * p^2 * -log(1 - p) = 0.75 * 1e-4 * -log(0.99), times 4 * 2 elements.
         logit = math.log(0.01 / 0.99)
-        head = _FixedHead(
-            (
-                [torch.full((1, 2, 2, 2), logit, requires_grad=True)],
-                [torch.ones(1, 4, 2, 2, requires_grad=True)],
-                [torch.zeros(1, 1, 2, 2, requires_grad=True)],
-                [torch.zeros(1, 8, 2, 2)],
-            )
+        predictions = (
+            [torch.full((1, 2, 2, 2), logit, requires_grad=True)],
+            [torch.ones(1, 4, 2, 2, requires_grad=True)],
+            [torch.zeros(1, 1, 2, 2, requires_grad=True)],
+            [torch.zeros(1, 8, 2, 2)],
         )
-        fcos = self._fcos(head).train()
+        fcos = fixed_fcos(predictions).train()
         gt = Instances((16, 16), gt_boxes=Boxes(torch.zeros(0, 4)))
         gt.gt_classes = torch.zeros(0, dtype=torch.long)
         outputs, losses = fcos(None, {"p3": torch.zeros(1, 8, 2, 2)}, [gt])
@@ -125,7 +102,7 @@ class TestFCOSLosses(unittest.TestCase):
         self.assertEqual(losses["loss_fcos_ctr"].item(), 0.0)
         self.assertEqual(len(outputs["positives"]), 0)
         sum(losses.values()).backward()  # all predictions stay connected to the graph
-        self.assertIsNotNone(head.outputs[1][0].grad)
+        self.assertIsNotNone(predictions[1][0].grad)
 
     def test_moving_fg_normaliser_is_checkpointed(self):
         # No positives: the EMA moves from AdelaiDet's 100 towards max(0, 1) = 1.
@@ -138,7 +115,7 @@ class TestFCOSLosses(unittest.TestCase):
         )
         gt = Instances((16, 16), gt_boxes=Boxes(torch.zeros(0, 4)))
         gt.gt_classes = torch.zeros(0, dtype=torch.long)
-        fcos = self._fcos(_FixedHead(outputs), loss_normalizer_cls="moving_fg").train()
+        fcos = fixed_fcos(outputs, loss_normalizer_cls="moving_fg").train()
         for _ in range(2):
             _, losses = fcos(None, {"p3": torch.zeros(1, 8, 2, 2)}, [gt])
         ema = 0.9 * (0.9 * 100 + 0.1) + 0.1
@@ -146,11 +123,11 @@ class TestFCOSLosses(unittest.TestCase):
         expected = 8 * 0.75 * 1e-4 * -math.log(0.99) / ema
         self.assertAlmostEqual(losses["loss_fcos_cls"].item(), expected, places=9)
         # In the state dict, so a checkpoint (and --resume) continues the EMA.
-        resumed = self._fcos(_FixedHead(outputs), loss_normalizer_cls="moving_fg")
+        resumed = fixed_fcos(outputs, loss_normalizer_cls="moving_fg")
         resumed.load_state_dict(fcos.state_dict())
         self.assertAlmostEqual(float(resumed.moving_num_pos), ema, places=4)
         # The other settings keep AdelaiDet's state-dict names.
-        self.assertNotIn("moving_num_pos", self._fcos(_FixedHead(outputs)).state_dict())
+        self.assertNotIn("moving_num_pos", fixed_fcos(outputs).state_dict())
 
     def test_one_positive(self):
         # One 2x2 level of stride 8 (locations (4|12, 4|12)), gt [0, 0, 16, 16] of class 1.
@@ -162,15 +139,13 @@ class TestFCOSLosses(unittest.TestCase):
             [[0.5, 0.5, 1.5, 1.5], [1.5, 0.5, 0.5, 1.5], [0.5, 1.5, 1.5, 0.5], [1.5, 1.5, 0.5, 0.5]]
         )
         deltas = reg_targets.t().reshape(1, 4, 2, 2)
-        head = _FixedHead(
-            (
-                [torch.zeros(1, 2, 2, 2)],
-                [deltas],
-                [torch.zeros(1, 1, 2, 2)],
-                [torch.zeros(1, 8, 2, 2)],
-            )
+        predictions = (
+            [torch.zeros(1, 2, 2, 2)],
+            [deltas],
+            [torch.zeros(1, 1, 2, 2)],
+            [torch.zeros(1, 8, 2, 2)],
         )
-        fcos = self._fcos(head).train()
+        fcos = fixed_fcos(predictions).train()
         gt = Instances((16, 16))
         gt.gt_boxes = Boxes(torch.tensor([[0.0, 0.0, 16.0, 16.0]]))
         gt.gt_classes = torch.tensor([1])
@@ -198,10 +173,13 @@ class TestFCOSLosses(unittest.TestCase):
         # enclosing C = 2.5^2 = 6.25, GIoU = 13/27 - 0.5/6.25.
         deltas = torch.ones(1, 4, 2, 2, requires_grad=True)
         quality_logits = torch.ones(1, 1, 2, 2, requires_grad=True)
-        head = _FixedHead(
-            ([torch.zeros(1, 2, 2, 2)], [deltas], [quality_logits], [torch.zeros(1, 8, 2, 2)])
+        predictions = (
+            [torch.zeros(1, 2, 2, 2)],
+            [deltas],
+            [quality_logits],
+            [torch.zeros(1, 8, 2, 2)],
         )
-        fcos = self._fcos(head, box_quality="iou").train()
+        fcos = fixed_fcos(predictions, box_quality="iou").train()
         gt = Instances((16, 16))
         gt.gt_boxes = Boxes(torch.tensor([[0.0, 0.0, 16.0, 16.0]]))
         gt.gt_classes = torch.tensor([1])
@@ -221,7 +199,7 @@ class TestFCOSLosses(unittest.TestCase):
 
     def test_bad_box_quality(self):
         with self.assertRaisesRegex(ValueError, "BOX_QUALITY"):
-            self._fcos(_FixedHead(None), box_quality="centerness")
+            fixed_fcos(None, num_classes=2, box_quality="centerness")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """Helpers shared by the TensorMask tests: configs, head variants and synthetic inputs."""
 
+import functools
 import os
 
-import torch
+import project_testing
 from project_testing import CONFIG_DIR, project_cfg
-from project_testing import make_instances as _make_instances
 
 FIXTURE_DIR = os.path.join(os.path.dirname(__file__), "fixtures")
 QUICK_CONFIG = os.path.join(CONFIG_DIR, "quick_schedules", "tensormask_R_18_GN_FPN_shapes.yaml")
@@ -39,27 +39,14 @@ def tensormask_cfg(config_file=QUICK_CONFIG, opts=()):
     return project_cfg(config_file, opts)
 
 
-def make_input(image_size, boxes=(), classes=(), bitmask=False, seed=0):
-    """A DatasetMapper-like dict with a random BGR image and the given instances."""
-    g = torch.Generator().manual_seed(seed)
-    h, w = image_size
-    return {
-        "image": torch.randint(0, 256, (3, h, w), generator=g).to(torch.float32),
-        "instances": _make_instances(image_size, boxes, classes, bitmask, shape="triangle"),
-        "height": h,
-        "width": w,
-    }
+# TensorMask's inputs have triangular masks, so that a mask differs from its box.
+make_input = functools.partial(project_testing.make_input, shape="triangle")
 
-
-def regular_and_empty_batch(bitmask=False):
-    """Two images: one with three objects of various sizes, one without any object."""
-    return [
-        make_input(
-            (128, 160),
-            [[10, 12, 40, 50], [60, 20, 150, 110], [100, 90, 112, 104]],
-            [0, 3, 5],
-            bitmask=bitmask,
-            seed=1,
-        ),
-        make_input((128, 160), seed=2),
-    ]
+# Three objects of various sizes in one image, none in the other.
+REGULAR_AND_EMPTY_IMAGES = [
+    ((128, 160), [[10, 12, 40, 50], [60, 20, 150, 110], [100, 90, 112, 104]], [0, 3, 5], 1),
+    ((128, 160), [], [], 2),
+]
+regular_and_empty_batch = functools.partial(
+    project_testing.regular_and_empty_batch, REGULAR_AND_EMPTY_IMAGES, shape="triangle"
+)
