@@ -162,10 +162,28 @@ class TestInference(unittest.TestCase):
         self.assertEqual(tuple(out.pred_masks.shape), (0, 128, 160))
 
     def test_visualize_outputs(self):
-        model = _build(["MODEL.BLENDMASK.VISUALIZE", True]).eval()
-        out = model([make_input((128, 160))])[0]
-        self.assertEqual(tuple(out["bases"][0].shape), (4, 32, 40))
-        self.assertEqual(tuple(out["sem_thing_seg"].shape), (7, 16, 20))
+        # Each image of a batch gets its own bases (stride 4) and semantic logits (6 classes and
+        # background, stride 8): those of the image run alone. The detections are those of the
+        # same model without VISUALIZE.
+        opts = ["MODEL.FCOS.INFERENCE_TH_TEST", 0.0]
+        model = _build(opts + ["MODEL.BLENDMASK.VISUALIZE", True]).eval()
+        batch = [make_input((128, 160)), make_input((128, 160), seed=1)]
+        together = model(batch)
+        alone = [model([x])[0] for x in batch]
+        plain = _build(opts).eval()(batch)
+        maps = lambda out: {"bases": out["bases"][0], "sem": out["sem_thing_seg"]}  # noqa: E731
+        for out, own, other, without in zip(together, alone, alone[::-1], plain):
+            self.assertEqual(len(out["bases"]), 1)
+            self.assertEqual(tuple(out["bases"][0].shape), (4, 32, 40))
+            self.assertEqual(tuple(out["sem_thing_seg"].shape), (7, 16, 20))
+            for key, value in maps(out).items():
+                torch.testing.assert_close(value, maps(own)[key], msg=key)
+                self.assertFalse(torch.allclose(value, maps(other)[key]), key)
+            self.assertEqual(set(without), {"instances"})
+            a, b = out["instances"], without["instances"]
+            self.assertGreater(len(a), 0)
+            self.assertTrue(torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor))
+            self.assertTrue(torch.equal(a.pred_masks, b.pred_masks))
 
 
 class TestModuleHygiene(unittest.TestCase):

@@ -32,10 +32,24 @@ class TestFCOSHead(unittest.TestCase):
             self.assertEqual(tuple(d.shape), (2, 4, h, w))
             self.assertEqual(tuple(c.shape), (2, 1, h, w))
             self.assertEqual(tuple(b.shape), (2, 64, h, w))
-            self.assertTrue(bool((d >= 0).all()))  # ReLU on the regression
         prior_bias = -math.log((1 - 0.01) / 0.01)
         self.assertTrue(torch.allclose(head.cls_logits.bias, torch.full((5,), prior_bias)))
         self.assertAlmostEqual(head.bbox_pred.weight.std().item(), 0.01, delta=0.002)
+
+    def test_regression_is_scaled_per_level_then_clipped_at_zero(self):
+        # bbox_pred reduced to its bias (1, -1, 2, -0.5), level scales 1, 2, 3: every location
+        # of level l predicts ReLU(s_l * bias) = s_l * (1, 0, 2, 0).
+        head = _head()
+        with torch.no_grad():
+            head.bbox_pred.weight.zero_()
+            head.bbox_pred.bias.copy_(torch.tensor([1.0, -1.0, 2.0, -0.5]))
+            for scale, value in zip(head.scales, (1.0, 2.0, 3.0)):
+                scale.scale.fill_(value)
+        feats = [torch.randn(2, 64, 8, 10), torch.randn(2, 64, 4, 5), torch.randn(2, 64, 2, 3)]
+        _, deltas, _, _ = head(feats)
+        for d, s in zip(deltas, (1.0, 2.0, 3.0)):
+            expected = torch.tensor([s, 0.0, 2 * s, 0.0]).view(1, 4, 1, 1).expand_as(d)
+            self.assertTrue(torch.equal(d, expected))
 
     def test_parameter_names_per_norm(self):
         names = set(_head(norm="GN").state_dict())
