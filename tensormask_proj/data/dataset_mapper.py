@@ -94,10 +94,11 @@ class BlendMaskDatasetMapper(DatasetMapper):
 
 def build_train_mapper(cfg) -> DatasetMapper:
     """
-    The training mapper of cfg's model: :class:`BlendMaskDatasetMapper` for BlendMask (it adds
-    the "basis_sem" target), detectron2's :class:`DatasetMapper` otherwise. Shared by
-    ``train_net.py`` and ``tools/visualize_data.py`` so that the pictures show what trains.
+    The training mapper of cfg's architecture, as the engine's table of architectures names it
+    (:func:`tensormask_proj.engine.architectures.build_train_mapper`; this name stays for the
+    code that imports it from here).
     """
-    if cfg.MODEL.META_ARCHITECTURE == "BlendMask":
-        return BlendMaskDatasetMapper(cfg, is_train=True)
-    return DatasetMapper(cfg, is_train=True)
+    # Imported on use: the engine's table imports this module for BlendMaskDatasetMapper.
+    from ..engine.architectures import build_train_mapper as build
+
+    return build(cfg)

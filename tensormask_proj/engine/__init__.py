@@ -1,6 +1,8 @@
 """
-The training engine of ``train_net.py`` (:class:`Trainer`, :func:`launch` for several processes on
-any device) and the workflow helpers it and ``demo.py`` use: a checkpointer that
+The training engine of ``train_net.py`` (:class:`Trainer`, :func:`run_training`,
+:func:`run_evaluation`, :func:`launch` for several processes on any device), the config set-up of
+every entry point (:func:`setup_cfg`), the table of per-architecture facts (:func:`architecture_of`)
+and the workflow helpers the scripts use: a checkpointer that
 never leaves a broken checkpoint, a checkpoint of the last finished iteration when training
 stops on an error, per-iteration seeds for an exact ``--resume``, config checks with actionable
 errors, ``--dataset`` (checked COCO datasets from the command line), a mapper wrapper whose errors
@@ -8,6 +10,13 @@ name the image (and tell unreadable images apart), evaluation without the unread
 metrics.json plot, and bfloat16 mixed precision on the CPU.
 """
 
+from .architectures import (
+    ARCHITECTURES,
+    Architecture,
+    UnknownArchitectureError,
+    architecture_of,
+    build_train_mapper,
+)
 from .checkpoint import AtomicDetectionCheckpointer, CheckpointDiskFullError, non_finite_tensors
 from .command_line_datasets import (
     ConfigKeyEndsList,
@@ -25,6 +34,7 @@ from .config_checks import (
     check_device,
     check_num_classes,
     check_weights,
+    num_classes_keys,
 )
 from .cpu_autocast import (
     CPUAutocastTrainer,
@@ -37,6 +47,7 @@ from .iteration_seed import ReseedEachIteration
 from .launch import distributed_backend, launch, started_by_torchrun
 from .mapper_errors import DatasetMappingError, NamedErrorMapper, UnreadableImageError
 from .plot_metrics import load_metrics, mean_losses, plot_metrics
+from .setup import UnknownConfigKeyError, setup_cfg, setup_training
 from .size_fitting import (
     count_positive_windows,
     fit_sizes_of_interest,
@@ -45,7 +56,13 @@ from .size_fitting import (
     warn_unassigned_objects,
 )
 from .stop_checkpoint import CheckpointOnStop, resume_command
-from .trainer import Trainer, wrap_for_processes
+from .trainer import (
+    Trainer,
+    inner_trainer_class,
+    run_evaluation,
+    run_training,
+    wrap_for_processes,
+)
 from .unreadable_test_images import (
     MarkUnreadable,
     ReadableImagesCOCOEvaluator,
@@ -54,6 +71,18 @@ from .unreadable_test_images import (
 )
 
 __all__ = [
+    "setup_cfg",
+    "setup_training",
+    "UnknownConfigKeyError",
+    "Architecture",
+    "ARCHITECTURES",
+    "UnknownArchitectureError",
+    "architecture_of",
+    "build_train_mapper",
+    "num_classes_keys",
+    "run_training",
+    "run_evaluation",
+    "inner_trainer_class",
     "count_positive_windows",
     "fit_window_sizes",
     "fit_sizes_of_interest",

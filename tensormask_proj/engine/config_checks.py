@@ -5,10 +5,13 @@ a checkpoint loader minutes later. Used by ``train_net.py`` and ``demo.py``.
 """
 
 import os
+from typing import List
 
 import torch
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from .architectures import architecture_of, config_value
 
 __all__ = [
     "check_device",
@@ -16,6 +19,7 @@ __all__ = [
     "check_datasets",
     "check_num_classes",
     "check_config",
+    "num_classes_keys",
 ]
 
 
@@ -73,27 +77,10 @@ def check_datasets(cfg: CfgNode, splits=("TRAIN", "TEST")) -> None:
                 )
 
 
-def num_classes_keys(cfg: CfgNode):
-    """The config keys holding the number of classes of cfg's meta-architecture."""
-    arch = cfg.MODEL.META_ARCHITECTURE
-    if arch == "TensorMask":
-        return ["MODEL.TENSOR_MASK.NUM_CLASSES"]
-    if arch == "BlendMask":
-        # The basis module's auxiliary semantic head has a class per thing (+ background).
-        keys = ["MODEL.FCOS.NUM_CLASSES"]
-        return keys + (["MODEL.BASIS_MODULE.NUM_CLASSES"] if cfg.MODEL.BASIS_MODULE.LOSS_ON else [])
-    if arch == "GeneralizedRCNN":  # the Mask R-CNN baselines
-        return ["MODEL.ROI_HEADS.NUM_CLASSES"]
-    if arch == "RetinaNet":
-        return ["MODEL.RETINANET.NUM_CLASSES"]
-    return []
-
-
-def _get_key(cfg: CfgNode, key: str):
-    node = cfg
-    for part in key.split("."):
-        node = node[part]
-    return node
+def num_classes_keys(cfg: CfgNode) -> List[str]:
+    """The config keys holding the number of classes of cfg's meta-architecture (none for an
+    architecture outside the table of :mod:`.architectures`: nothing to check)."""
+    return architecture_of(cfg, unknown_ok=True).class_count_keys(cfg)
 
 
 def check_num_classes(cfg: CfgNode, splits=("TRAIN", "TEST")) -> None:
@@ -109,9 +96,9 @@ def check_num_classes(cfg: CfgNode, splits=("TRAIN", "TEST")) -> None:
             classes = MetadataCatalog.get(name).get("thing_classes")
             if classes is None:
                 continue
-            wrong = [k for k in keys if _get_key(cfg, k) != len(classes)]
+            wrong = [k for k in keys if config_value(cfg, k) != len(classes)]
             if wrong:
-                values = ", ".join(f"{k} = {_get_key(cfg, k)}" for k in wrong)
+                values = ", ".join(f"{k} = {config_value(cfg, k)}" for k in wrong)
                 setting = " ".join(f"{k} {len(classes)}" for k in keys)
                 raise ValueError(
                     f"DATASETS.{split}: dataset '{name}' has {len(classes)} classes but the "

@@ -32,13 +32,14 @@ import logging
 import math
 import random
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Sequence, Tuple
 
 import numpy as np
 import torch
 from detectron2.config import CfgNode
 
 from ..modeling.tensormask.assignment import assign_windows
+from .architectures import architecture_of
 
 __all__ = [
     "ScaledImage",
@@ -50,6 +51,8 @@ __all__ = [
     "SizesOfInterestFit",
     "evaluate_sizes_of_interest",
     "fit_sizes_of_interest",
+    "SizeFitter",
+    "SIZE_FITTERS",
     "fit_sizes_to_data",
     "warn_unassigned_objects",
 ]
@@ -65,6 +68,9 @@ PATIENCE = 6
 # AdelaiDet's SIZES_OF_INTEREST [64, 128, 256, 512] for strides [8, 16, 32, 64, 128]: a level
 # takes objects whose half-size is at most 8 of its strides.
 FCOS_STRIDES_PER_LEVEL = 8.0
+# TensorMask's window sizes: the fitted sizes whose positives are windows (the others are FCOS's
+# level ranges), where objects can get no positive window at all.
+WINDOW_SIZES_KEY = "MODEL.ANCHOR_GENERATOR.SIZES"
 
 
 @dataclass
@@ -300,23 +306,43 @@ def fit_sizes_of_interest(cfg: CfgNode, dataset_dicts: Sequence[Dict]) -> SizesO
     return evaluate_sizes_of_interest(cfg, images, bounds)
 
 
+class SizeFitter(NamedTuple):
+    """How the sizes of one config key are fitted (:data:`SIZE_FITTERS`)."""
+
+    evaluate: Callable  # (cfg, images, sizes) -> what ``sizes`` give on ``images``
+    fit: Callable  # (cfg, dataset_dicts) -> the fitted sizes and what they give
+    value: Callable  # the fit -> the key's new value
+
+
+# The fitting of each key that an architecture's ``fitted_sizes_key`` names (.architectures).
+SIZE_FITTERS: Dict[str, SizeFitter] = {
+    WINDOW_SIZES_KEY: SizeFitter(evaluate_window_sizes, fit_window_sizes, lambda f: f.sizes),
+    "MODEL.FCOS.SIZES_OF_INTEREST": SizeFitter(
+        evaluate_sizes_of_interest, fit_sizes_of_interest, lambda f: f.sizes_of_interest
+    ),
+}
+
+
 def fit_sizes_to_data(cfg: CfgNode, dataset_dicts: Sequence[Dict]) -> Tuple[CfgNode, str]:
     """
     A copy of ``cfg`` (frozen) whose sizes are fitted to ``dataset_dicts`` (the training set):
-    ANCHOR_GENERATOR.SIZES for TensorMask, FCOS.SIZES_OF_INTEREST for BlendMask; and the text
-    that tells what was chosen (for the log).
+    the ``fitted_sizes_key`` of its architecture (ANCHOR_GENERATOR.SIZES for TensorMask,
+    FCOS.SIZES_OF_INTEREST for BlendMask); and the text that tells what was chosen (for the log).
     """
+    key = architecture_of(cfg, unknown_ok=True).fitted_sizes_key
+    if key is None:
+        raise ValueError(
+            f"MODEL.FIT_SIZES_TO_DATA: no sizes to fit for {cfg.MODEL.META_ARCHITECTURE}"
+        )
+    fitter = SIZE_FITTERS[key]
+    fit = fitter.fit(cfg, dataset_dicts)
     fitted = cfg.clone()
     fitted.defrost()
-    arch = cfg.MODEL.META_ARCHITECTURE
-    if arch == "TensorMask":
-        fit = fit_window_sizes(cfg, dataset_dicts)
-        fitted.MODEL.ANCHOR_GENERATOR.SIZES = fit.sizes
-    elif arch == "BlendMask":
-        fit = fit_sizes_of_interest(cfg, dataset_dicts)
-        fitted.MODEL.FCOS.SIZES_OF_INTEREST = fit.sizes_of_interest
-    else:
-        raise ValueError(f"MODEL.FIT_SIZES_TO_DATA: no sizes to fit for {arch}")
+    *path, last = key.split(".")
+    node = fitted
+    for part in path:
+        node = node[part]
+    node[last] = fitter.value(fit)
     fitted.freeze()
     datasets = ", ".join(cfg.DATASETS.TRAIN)
     return fitted, f"MODEL.FIT_SIZES_TO_DATA: fitted to {datasets}:\n{fit.describe(cfg)}"
@@ -327,7 +353,7 @@ def warn_unassigned_objects(cfg: CfgNode, dataset_dicts: Sequence[Dict]) -> int:
     For TensorMask: warn, with the counts, when objects of ``dataset_dicts`` get no positive
     window with the config's SIZES (they are learnt as background). Returns how many.
     """
-    if cfg.MODEL.META_ARCHITECTURE != "TensorMask":
+    if architecture_of(cfg, unknown_ok=True).fitted_sizes_key != WINDOW_SIZES_KEY:
         return 0
     images = scaled_images(cfg, dataset_dicts)
     if not images:

@@ -23,23 +23,34 @@ import weakref
 import torch
 from detectron2.data import DatasetMapper
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
+from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
-from ..data.dataset_mapper import build_train_mapper
 from ..data.resumable_train_loader import build_resumable_train_loader
+from .architectures import build_train_mapper
 from .checkpoint import AtomicDetectionCheckpointer
 from .cpu_autocast import CPUAutocastTrainer, cpu_autocast, requests_cpu_amp, uses_cpu_autocast
 from .iteration_seed import ReseedEachIteration
 from .mapper_errors import NamedErrorMapper
+from .plot_metrics import plot_metrics
 from .size_fitting import warn_unassigned_objects
 from .stop_checkpoint import CheckpointOnStop
 from .unreadable_test_images import ReadableImagesCOCOEvaluator, build_readable_test_loader
 
-__all__ = ["Trainer", "wrap_for_processes", "check_sync_batchnorm"]
+__all__ = [
+    "Trainer",
+    "run_training",
+    "run_evaluation",
+    "inner_trainer_class",
+    "wrap_for_processes",
+    "check_sync_batchnorm",
+]
 
 logger = logging.getLogger(__name__)
+# (train_net.py's messages keep the name of its logger.)
+train_net_logger = logging.getLogger("tensormask_proj.train_net")
 
 
 # Buffers (BatchNorm statistics of the COCO configs) stay per process, as in detectron2. Recent
@@ -85,7 +96,7 @@ def check_sync_batchnorm(model: torch.nn.Module, device: str) -> None:
         )
 
 
-def _inner_trainer_class(cfg):
+def inner_trainer_class(cfg):
     """The loop of one iteration: float16 AMP on CUDA, bfloat16 autocast on a CPU that has it
     (elsewhere SOLVER.AMP falls back to float32, with a warning), else float32."""
     if not cfg.SOLVER.AMP.ENABLED:
@@ -120,7 +131,7 @@ class Trainer(DefaultTrainer):
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = wrap_for_processes(model, cfg.MODEL.DEVICE)
-        self._trainer = _inner_trainer_class(cfg)(model, data_loader, optimizer)
+        self._trainer = inner_trainer_class(cfg)(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = AtomicDetectionCheckpointer(
             model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
@@ -217,3 +228,43 @@ class Trainer(DefaultTrainer):
                 "is intact; lower SOLVER.BASE_LR or raise SOLVER.WARMUP_ITERS and resume with "
                 "--resume."
             ) from e
+
+
+def run_evaluation(cfg, resume: bool = False):
+    """
+    ``train_net.py --eval-only``: the model of MODEL.WEIGHTS (``resume``: of OUTPUT_DIR's last
+    checkpoint, when MODEL.WEIGHTS is empty) evaluated on DATASETS.TEST as :meth:`Trainer.test`
+    does; checked against TEST.EXPECTED_RESULTS when set. Returns the results (a dict).
+    """
+    model = Trainer.build_model(cfg)
+    checkpointer = AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+    if resume and not cfg.MODEL.WEIGHTS and not checkpointer.has_checkpoint():
+        raise FileNotFoundError(
+            f"--eval-only --resume: no last_checkpoint in OUTPUT_DIR {cfg.OUTPUT_DIR}"
+        )
+    checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
+    res = Trainer.test(cfg, model)
+    if comm.is_main_process():
+        verify_results(cfg, res)
+    return res
+
+
+def run_training(cfg, resume: bool = False):
+    """
+    ``train_net.py`` without ``--eval-only``: :class:`Trainer` from MODEL.WEIGHTS (``resume``:
+    from OUTPUT_DIR's last checkpoint) to SOLVER.MAX_ITER; then, even when training failed,
+    OUTPUT_DIR/metrics.png plots metrics.json. Returns the last evaluation's results (a dict).
+    """
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=resume)
+    try:
+        # (DefaultTrainer.train runs verify_results itself when TEST.EXPECTED_RESULTS is set.)
+        return trainer.train()
+    finally:
+        metrics = os.path.join(cfg.OUTPUT_DIR, "metrics.json")
+        if comm.is_main_process() and os.path.isfile(metrics):
+            try:
+                png = plot_metrics(metrics, metrics[:-5] + ".png")
+                train_net_logger.info(f"Loss/AP plot: {png}")
+            except ValueError as e:  # an empty metrics.json: nothing to plot
+                train_net_logger.warning(f"No plot: {e}")
