@@ -28,6 +28,10 @@ import sys
 import tempfile
 from typing import List
 
+# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
+import tensormask_proj  # noqa: F401
+
+# isort: split
 import cv2
 import detectron2.data.transforms as T
 import numpy as np
@@ -38,9 +42,6 @@ from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
-# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
-import tensormask_proj  # noqa: F401, I001
-from tensormask_proj import get_project_cfg
 from tensormask_proj.data.coco_checks import CocoDatasetError
 from tensormask_proj.engine import (
     AtomicDetectionCheckpointer,
@@ -51,17 +52,11 @@ from tensormask_proj.engine import (
     chosen_dataset,
     log_registrations,
     register_command_line_datasets,
+    setup_cfg,
 )
 from tensormask_proj.utils import atomic_write
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-# Test-time score threshold of each meta-architecture (cfg.MODEL.<node>.<key>). Lowered to the
-# demo's threshold when that is lower, so that low-confidence instances exist to be drawn.
-_SCORE_THRESH_KEYS = {
-    "TensorMask": ("TENSOR_MASK", "SCORE_THRESH_TEST"),
-    "BlendMask": ("FCOS", "INFERENCE_TH_TEST"),
-}
 
 logger = logging.getLogger("tensormask_proj.demo")
 
@@ -100,21 +95,6 @@ def get_parser() -> argparse.ArgumentParser:
     return add_dataset_argument(
         parser, help="The class names drawn are the last --dataset's (default: DATASETS.TEST[0])"
     )
-
-
-def setup_cfg(args):
-    cfg = get_project_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    keys = _SCORE_THRESH_KEYS.get(cfg.MODEL.META_ARCHITECTURE)
-    if keys is not None:
-        node = cfg.MODEL[keys[0]]
-        node[keys[1]] = min(node[keys[1]], args.confidence_threshold)
-    if args.dataset:
-        # The dataset whose class names are drawn (checked against the model's class count).
-        cfg.DATASETS.TEST = (chosen_dataset(args.dataset, None),)
-    cfg.freeze()
-    return cfg
 
 
 def collect_inputs(patterns: List[str]) -> List[str]:
@@ -246,7 +226,15 @@ def register_datasets(args, cfg) -> None:
 
 def run(args) -> List[str]:
     """Visualise every input of ``args``; return the paths of the PNGs written."""
-    cfg = setup_cfg(args)
+    # The architecture's score threshold is lowered to --confidence-threshold when that is
+    # lower, so that low-confidence instances exist to be drawn; the last --dataset is the one
+    # whose class names are drawn (checked against the model's class count).
+    cfg = setup_cfg(
+        args.config_file,
+        args.opts,
+        score_threshold=args.confidence_threshold,
+        datasets={"TEST": (chosen_dataset(args.dataset, None),)} if args.dataset else None,
+    )
     register_datasets(args, cfg)
     try:
         check_device(cfg)

@@ -26,6 +26,10 @@ import logging
 import sys
 import tempfile
 
+# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
+import tensormask_proj  # noqa: F401
+
+# isort: split
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
@@ -35,9 +39,6 @@ from detectron2.modeling import build_model
 from detectron2.structures import BoxMode
 from detectron2.utils.logger import setup_logger
 
-# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
-import tensormask_proj  # noqa: F401, I001
-from tensormask_proj import get_project_cfg
 from tensormask_proj.engine import (
     NamedErrorMapper,
     add_dataset_argument,
@@ -48,6 +49,7 @@ from tensormask_proj.engine import (
     cpu_autocast,
     log_registrations,
     register_command_line_datasets,
+    setup_cfg,
 )
 from tensormask_proj.evaluation import ClassConfusion
 
@@ -105,9 +107,8 @@ def main(argv=None) -> ClassConfusion:
     setup_logger(name="fvcore")
     setup_logger(name="tensormask_proj")
     with tempfile.TemporaryDirectory(prefix="class_confusion_") as cache_dir:
-        cfg = get_project_cfg()
-        cfg.merge_from_file(args.config_file)
-        cfg.merge_from_list(args.opts)
+        # (Frozen once DATASETS.TEST is the dataset evaluated, which needs --dataset registered.)
+        cfg = setup_cfg(args.config_file, args.opts, freeze=False)
         check_weights(cfg, required=True)
         log_registrations(register_command_line_datasets(args.dataset, cfg, cache_dir))
         split = chosen_dataset(args.dataset, cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)

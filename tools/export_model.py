@@ -20,13 +20,19 @@ import argparse
 import logging
 import sys
 
+# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
+import tensormask_proj  # noqa: F401
+
+# isort: split
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
-# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
-import tensormask_proj  # noqa: F401, I001
-from tensormask_proj import get_project_cfg
-from tensormask_proj.engine import AtomicDetectionCheckpointer, check_device, check_weights
+from tensormask_proj.engine import (
+    AtomicDetectionCheckpointer,
+    check_device,
+    check_weights,
+    setup_cfg,
+)
 from tensormask_proj.export import (
     EXPORT_FORMATS,
     ExportError,
@@ -86,10 +92,7 @@ def _error(error: Exception) -> int:
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     setup_logger(name="tensormask_proj")
-    cfg = get_project_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.freeze()
+    cfg = setup_cfg(args.config_file, args.opts)
     try:
         # Traced on MODEL.DEVICE: a TorchScript trace runs on the device it was traced on (it
         # records where tensors are created); the ONNX file is device-independent.

@@ -20,23 +20,23 @@ import argparse
 import sys
 import tempfile
 
+# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
+import tensormask_proj  # noqa: F401
+
+# isort: split
 from detectron2.data import DatasetCatalog
 
-# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
-from tensormask_proj import get_project_cfg  # noqa: I001
 from tensormask_proj.engine import (
+    ARCHITECTURES,
     add_dataset_argument,
+    architecture_of,
     chosen_dataset,
     log_registrations,
     register_command_line_datasets,
+    setup_cfg,
 )
-from tensormask_proj.engine.size_fitting import (
-    evaluate_sizes_of_interest,
-    evaluate_window_sizes,
-    fit_sizes_of_interest,
-    fit_window_sizes,
-    scaled_images,
-)
+from tensormask_proj.engine.architectures import config_value
+from tensormask_proj.engine.size_fitting import SIZE_FITTERS, scaled_images
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -59,20 +59,16 @@ def get_parser() -> argparse.ArgumentParser:
 
 def fit(cfg, dataset_dicts) -> str:
     """The report of the config's sizes and of the fitted ones on ``dataset_dicts``."""
-    arch = cfg.MODEL.META_ARCHITECTURE
-    images = scaled_images(cfg, dataset_dicts)
-    if arch == "TensorMask":
-        own = evaluate_window_sizes(cfg, images, cfg.MODEL.ANCHOR_GENERATOR.SIZES)
-        fitted = fit_window_sizes(cfg, dataset_dicts)
-        key, value = "MODEL.ANCHOR_GENERATOR.SIZES", fitted.sizes
-    elif arch == "BlendMask":
-        own = evaluate_sizes_of_interest(cfg, images, cfg.MODEL.FCOS.SIZES_OF_INTEREST)
-        fitted = fit_sizes_of_interest(cfg, dataset_dicts)
-        key, value = "MODEL.FCOS.SIZES_OF_INTEREST", fitted.sizes_of_interest
-    else:
+    key = architecture_of(cfg, unknown_ok=True).fitted_sizes_key
+    if key is None:
+        fitting = " or ".join(a.name for a in ARCHITECTURES.values() if a.fitted_sizes_key)
         raise ValueError(
-            f"{arch} is not a TensorMask or BlendMask config (MODEL.META_ARCHITECTURE)"
+            f"{cfg.MODEL.META_ARCHITECTURE} is not a {fitting} config (MODEL.META_ARCHITECTURE)"
         )
+    fitter = SIZE_FITTERS[key]
+    own = fitter.evaluate(cfg, scaled_images(cfg, dataset_dicts), config_value(cfg, key))
+    fitted = fitter.fit(cfg, dataset_dicts)
+    value = fitter.value(fitted)
     return "\n".join(
         [
             "config: " + own.describe(cfg),
@@ -85,9 +81,7 @@ def fit(cfg, dataset_dicts) -> str:
 def main(argv=None) -> int:
     parser = get_parser()
     args = parser.parse_args(argv)
-    cfg = get_project_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = setup_cfg(args.config_file, args.opts)
     with tempfile.TemporaryDirectory(prefix="fit_sizes_") as cache_dir:
         try:
             log_registrations(register_command_line_datasets(args.dataset, cfg, cache_dir))

@@ -30,22 +30,24 @@ import logging
 import os
 import tempfile
 
+# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
+import tensormask_proj  # noqa: F401
+
+# isort: split
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_train_loader
 from detectron2.data.detection_utils import convert_image_to_rgb, read_image
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import Visualizer
 
-# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
-import tensormask_proj  # noqa: F401, I001
-from tensormask_proj import get_project_cfg
-from tensormask_proj.data.dataset_mapper import build_train_mapper
 from tensormask_proj.engine import (
     NamedErrorMapper,
     add_dataset_argument,
+    build_train_mapper,
     check_datasets,
     check_num_classes,
     log_registrations,
     register_command_line_datasets,
+    setup_cfg,
 )
 
 logger = logging.getLogger("tensormask_proj.visualize_data")
@@ -84,12 +86,8 @@ def get_parser() -> argparse.ArgumentParser:
 def setup(args, cache_dir: str):
     """The frozen cfg, with the --dataset datasets registered (checked copies in cache_dir) and
     made its DATASETS.TRAIN."""
-    cfg = get_project_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    if args.dataset:
-        cfg.DATASETS.TRAIN = tuple(dict.fromkeys(spec.name for spec in args.dataset))
-    cfg.freeze()
+    names = tuple(dict.fromkeys(spec.name for spec in args.dataset))
+    cfg = setup_cfg(args.config_file, args.opts, datasets={"TRAIN": names} if names else None)
     log_registrations(register_command_line_datasets(args.dataset, cfg, cache_dir))
     check_datasets(cfg, splits=("TRAIN",))
     check_num_classes(cfg, splits=("TRAIN",))
