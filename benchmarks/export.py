@@ -25,42 +25,33 @@ import sys
 import tempfile
 import time
 
+# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
+import tensormask_proj  # noqa: F401
+
+# isort: split
 import onnxruntime
 import torch
 from detectron2.modeling import build_model
 
-# First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
-from tensormask_proj import get_project_cfg  # noqa: I001
+from tensormask_proj.engine import setup_cfg
 from tensormask_proj.export import export_model, sample_image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-from inference import DETECTIONS, neutral_box_regression  # noqa: E402
+from inference import DETECTIONS, every_detection_opts, neutral_box_regression  # noqa: E402
 
-# name -> (config file, opts forcing exactly DETECTIONS detections)
+# name -> (config file, opts of the model besides inference.every_detection_opts)
 MODELS = {
-    "tensormask": (
-        "configs/quick_schedules/tensormask_R_18_GN_FPN_shapes.yaml",
-        ["MODEL.TENSOR_MASK.SCORE_THRESH_TEST", "0.0", "MODEL.TENSOR_MASK.NMS_THRESH_TEST", "1.0"],
-    ),
+    "tensormask": ("configs/quick_schedules/tensormask_R_18_GN_FPN_shapes.yaml", []),
     "blendmask": (
         "configs/quick_schedules/blendmask_R_18_GN_FPN_shapes.yaml",
-        [
-            "MODEL.FCOS.INFERENCE_TH_TEST",
-            "0.0",
-            "MODEL.FCOS.NMS_TH",
-            "1.0",
-            "MODEL.FCOS.POST_NMS_TOPK_TEST",
-            str(DETECTIONS),
-        ],
+        ["MODEL.FCOS.POST_NMS_TOPK_TEST", str(DETECTIONS)],
     ),
 }
 
 
 def build(name, min_size):
     config_file, opts = MODELS[name]
-    cfg = get_project_cfg()
-    cfg.merge_from_file(os.path.join(REPO, config_file))
     opts = opts + [
         "MODEL.WEIGHTS",
         "",
@@ -71,7 +62,8 @@ def build(name, min_size):
     ]
     if min_size:
         opts += ["INPUT.MIN_SIZE_TEST", str(min_size), "INPUT.MAX_SIZE_TEST", str(min_size * 2)]
-    cfg.merge_from_list(opts)
+    cfg = setup_cfg(os.path.join(REPO, config_file), opts, freeze=False)
+    cfg.merge_from_list(every_detection_opts(cfg))
     cfg.freeze()
     torch.manual_seed(0)
     model = build_model(cfg).eval()

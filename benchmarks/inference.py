@@ -33,39 +33,29 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_SIZE = (800, 1067)
 DETECTIONS = 100
 
-# name -> (config file, opts forcing exactly DETECTIONS detections)
+# name -> (config file, opts of the variant). Every model keeps exactly DETECTIONS detections:
+# score threshold 0 and NMS at IoU 1 (every_detection_opts), DETECTIONS per image.
 MODELS = {
-    "mask_rcnn": (
-        "detectron2://COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml",
-        ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "MODEL.ROI_HEADS.NMS_THRESH_TEST", "1.0"],
-    ),
+    "mask_rcnn": ("detectron2://COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml", []),
     "tensormask_dense": (
         "configs/TensorMask/tensormask_R_50_FPN_1x.yaml",
-        [
-            "MODEL.TENSOR_MASK.SCORE_THRESH_TEST",
-            "0.0",
-            "MODEL.TENSOR_MASK.NMS_THRESH_TEST",
-            "1.0",
-            "MODEL.TENSOR_MASK.SPARSE_WINDOWS",
-            "False",
-        ],
+        ["MODEL.TENSOR_MASK.SPARSE_WINDOWS", "False"],
     ),
     "tensormask_sparse": (
         "configs/TensorMask/tensormask_R_50_FPN_1x.yaml",
-        [
-            "MODEL.TENSOR_MASK.SCORE_THRESH_TEST",
-            "0.0",
-            "MODEL.TENSOR_MASK.NMS_THRESH_TEST",
-            "1.0",
-            "MODEL.TENSOR_MASK.SPARSE_WINDOWS",
-            "True",
-        ],
+        ["MODEL.TENSOR_MASK.SPARSE_WINDOWS", "True"],
     ),
-    "blendmask": (
-        "configs/BlendMask/R_50_1x.yaml",
-        ["MODEL.FCOS.INFERENCE_TH_TEST", "0.0", "MODEL.FCOS.NMS_TH", "1.0"],
-    ),
+    "blendmask": ("configs/BlendMask/R_50_1x.yaml", []),
 }
+
+
+def every_detection_opts(cfg):
+    """The opts that keep every candidate of cfg's architecture: its test-time score threshold
+    0 and its NMS at IoU 1 (the keys of tensormask_proj.engine.architectures)."""
+    from tensormask_proj.engine import architecture_of
+
+    arch = architecture_of(cfg)
+    return [arch.score_threshold_key, "0.0", arch.nms_threshold_key, "1.0"]
 
 
 def max_rss_mb():
@@ -75,26 +65,17 @@ def max_rss_mb():
 def build_cfg(name, device):
     from detectron2 import model_zoo
 
-    from tensormask_proj import get_project_cfg  # (first: silences detectron2's FutureWarning)
+    from tensormask_proj.engine import setup_cfg
 
     config_file, opts = MODELS[name]
-    cfg = get_project_cfg()
     if config_file.startswith("detectron2://"):
         config_file = model_zoo.get_config_file(config_file[len("detectron2://") :])
     else:
         config_file = os.path.join(REPO, config_file)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(
-        opts
-        + [
-            "MODEL.WEIGHTS",
-            "",
-            "MODEL.DEVICE",
-            device,
-            "TEST.DETECTIONS_PER_IMAGE",
-            str(DETECTIONS),
-        ]
-    )
+    opts = opts + ["MODEL.WEIGHTS", "", "MODEL.DEVICE", device]
+    opts += ["TEST.DETECTIONS_PER_IMAGE", str(DETECTIONS)]
+    cfg = setup_cfg(config_file, opts, freeze=False)
+    cfg.merge_from_list(every_detection_opts(cfg))
     cfg.freeze()
     return cfg
 

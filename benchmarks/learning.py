@@ -53,8 +53,12 @@ REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, REPO_ROOT)
 
 # First: importing tensormask_proj silences the FutureWarning that importing detectron2 prints.
-from tensormask_proj import get_project_cfg  # noqa: E402, I001
-from tensormask_proj.engine import ConfigKeyEndsList, add_dataset_argument  # noqa: E402
+from tensormask_proj.engine import (  # noqa: E402
+    ConfigKeyEndsList,
+    add_dataset_argument,
+    architecture_of,
+    setup_cfg,
+)
 
 # The config of each model: the quick configs and the Mask R-CNN baseline with the same
 # backbone (ResNet-18-GN-FPN), image size, batch, learning rate and schedule.
@@ -71,10 +75,9 @@ METRICS = ("AP", "AP50", "APs", "APm", "APl")
 
 
 def load_config(config_file: str, opts: List[str]):
-    cfg = get_project_cfg()
-    cfg.merge_from_file(os.path.join(REPO_ROOT, config_file))
-    cfg.merge_from_list(opts)
-    return cfg
+    """The (unfrozen) config that train_net.py builds from ``config_file`` (relative to the
+    repository) and ``opts``."""
+    return setup_cfg(os.path.join(REPO_ROOT, config_file), opts, freeze=False)
 
 
 def schedule_opts(config_file: str, iters: int, batch: int) -> List[str]:
@@ -440,7 +443,6 @@ def choose_datasets(parser: argparse.ArgumentParser, args, opts: List[str], work
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     from tensormask_proj.engine import register_command_line_datasets
-    from tensormask_proj.engine.config_checks import num_classes_keys
 
     chosen = list(args.train_dataset or []) + ([args.test_dataset] if args.test_dataset else [])
     for spec in args.dataset:
@@ -475,7 +477,8 @@ def choose_datasets(parser: argparse.ArgumentParser, args, opts: List[str], work
         return
     num_classes = next(iter(counts.values()))
     for model, config in MODEL_CONFIGS.items():
-        keys = num_classes_keys(load_config(config, opts))
+        cfg = load_config(config, opts)
+        keys = architecture_of(cfg).class_count_keys(cfg)
         args.class_opts[model] = [word for key in keys for word in (key, str(num_classes))]
 
 
