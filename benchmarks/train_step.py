@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """
-Cost of one training iteration (forward + backward + SGD step, batch of the config) of the
+Cost of one training iteration (the inner trainer's ``run_step`` of train_net.py's trainer:
+forward, backward, the losses logged, the config's SGD step; batch of the config) of the
 TensorMask quick config against detectron2's Mask R-CNN with the same backbone, data, image size
 and batch (configs/Baselines/mask_rcnn_R_18_GN_FPN_shapes.yaml), measured in one run:
 
@@ -50,36 +51,42 @@ class OpCounter(TorchDispatchMode):
 
 
 def build(config_file, device, amp):
-    from detectron2.data import build_detection_train_loader
-    from detectron2.modeling import build_model
+    """
+    (the training iterations, the training loader) of ``config_file`` on ``device``: the
+    model, optimizer, learning rate and loader of the package's :class:`Trainer`, and its inner
+    trainer's ``run_step`` as the iteration. ``amp`` (bool): bfloat16 autocast on a CPU; a GPU
+    trains in float32 either way.
+    """
+    # (First: importing tensormask_proj silences detectron2's FutureWarning.)
+    from tensormask_proj.data import prepare_dataset
+    from tensormask_proj.engine import CPUAutocastTrainer, Trainer, inner_trainer_class, setup_cfg
 
-    from tensormask_proj import get_project_cfg  # (first: silences detectron2's FutureWarning)
-    from tensormask_proj.data import BlendMaskDatasetMapper, prepare_dataset
-
-    cfg = get_project_cfg()
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(["SOLVER.AMP.ENABLED", amp, "MODEL.DEVICE", device])
+    cpu_amp = amp and torch.device(device).type == "cpu"
+    cfg = setup_cfg(config_file, ["SOLVER.AMP.ENABLED", cpu_amp, "MODEL.DEVICE", device])
     prepare_dataset(cfg.DATASETS.TRAIN[0], progress=False)
-    is_blendmask = cfg.MODEL.META_ARCHITECTURE == "BlendMask"
-    mapper = BlendMaskDatasetMapper(cfg, True) if is_blendmask else None
     torch.manual_seed(0)
-    model = build_model(cfg).train()
-    loader = build_detection_train_loader(cfg, mapper=mapper)
-    return cfg, model, loader
-
-
-def train_iteration(cfg, model, optimizer, data):
-    from detectron2.utils.events import EventStorage
-
+    model = Trainer.build_model(cfg)
+    optimizer = Trainer.build_optimizer(cfg, model)
+    # The first iteration's learning rate (the warm-up's start), as in train_net.py: these
+    # iterations measure cost, and the full rate could diverge from random weights.
+    Trainer.build_lr_scheduler(cfg, optimizer)
     # bfloat16 CPU autocast whenever asked, even where train_net.py would fall back to float32
     # (see tensormask_proj/engine/cpu_autocast.py): this benchmark measures what it costs.
-    autocast_on = cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE == "cpu"
-    # (detectron2's RPN logs to an event storage, as under its trainer)
-    with EventStorage(0), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_on):
-        loss = sum(model(data).values())
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
+    trainer_class = CPUAutocastTrainer if cpu_amp else inner_trainer_class(cfg)
+    return Iterations(trainer_class, model, optimizer), Trainer.build_train_loader(cfg)
+
+
+class Iterations:
+    """Training iterations of the package's inner trainer (``run_step``: forward, losses,
+    backward, the logged metrics, the optimizer step) over pre-loaded batches."""
+
+    def __init__(self, trainer_class, model, optimizer):
+        self.trainer_class, self.model, self.optimizer = trainer_class, model, optimizer
+
+    def run(self, batches):
+        """One iteration per batch of ``batches`` (a list): detectron2's ``TrainerBase.train``
+        loop (no hooks) of the inner trainer."""
+        self.trainer_class(self.model, batches, self.optimizer).train(0, len(batches))
 
 
 def measure(config_file, device, iters, amp, count_ops, profile=False):
@@ -87,40 +94,34 @@ def measure(config_file, device, iters, amp, count_ops, profile=False):
     (seconds per iteration, ATen calls per iteration or None, top ops, profile lines) on
     ``device``; the profile lines are empty unless ``profile``.
     """
-    cfg, model, loader = build(config_file, device, amp)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
-    loader = iter(loader)
-    batches = [next(loader) for _ in range(iters + 2)]
+    iterations, loader = build(config_file, device, amp)
+    stream = iter(loader)
+    batches = [next(stream) for _ in range(iters + 2)]
+    del stream  # (its DataLoader workers, if any, stop before the timing)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    for data in batches[:2]:
-        train_iteration(cfg, model, optimizer, data)
+    iterations.run(batches[:2])
     sync()
     start = time.perf_counter()
-    for data in batches[2:]:
-        train_iteration(cfg, model, optimizer, data)
+    iterations.run(batches[2:])
     sync()
     seconds = (time.perf_counter() - start) / iters
     calls, top = None, []
     if count_ops:
-        counts = collections.Counter()
-        for data in batches[2:]:
-            with OpCounter() as counter:
-                train_iteration(cfg, model, optimizer, data)
-            counts.update(counter.counts)
-        calls = sum(counts.values()) / iters
-        top = [(name, n / iters) for name, n in counts.most_common()]
-    lines = profile_lines(cfg, model, optimizer, batches[2:]) if profile else []
+        with OpCounter() as counter:
+            iterations.run(batches[2:])
+        calls = sum(counter.counts.values()) / iters
+        top = [(name, n / iters) for name, n in counter.counts.most_common()]
+    lines = profile_lines(iterations, batches[2:]) if profile else []
     return seconds, calls, top, lines
 
 
-def profile_lines(cfg, model, optimizer, batches, rows=8):
+def profile_lines(iterations, batches, rows=8):
     """Self CPU time of the iterations on ``batches``: the convolutions' share, the costliest
     ops."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for data in batches:
-            train_iteration(cfg, model, optimizer, data)
+        iterations.run(batches)
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events) or 1
     conv = sum(e.self_cpu_time_total for e in events if "convolution" in e.key)
