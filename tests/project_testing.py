@@ -1,17 +1,14 @@
 """
 Helpers shared by the tests of both models (on the path through pytest.ini's ``pythonpath``):
-project cfgs on the CPU, synthetic inputs, and the from-scratch training + COCO evaluation of
-the learning tests.
+project cfgs on the CPU, synthetic inputs, and the from-scratch training (the package's
+Trainer) + COCO evaluation of the learning tests.
 """
 
 import os
 import time
 
 import torch
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.evaluation import COCOEvaluator, inference_on_dataset
 from detectron2.modeling import build_model
-from detectron2.solver import build_lr_scheduler, build_optimizer
 from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
@@ -19,7 +16,7 @@ from detectron2.utils.events import EventStorage
 from tensormask_proj.config import get_project_cfg
 from tensormask_proj.data import prepare_dataset
 from tensormask_proj.data.dataset_mapper import thing_semantic_from_instances
-from tensormask_proj.engine import cpu_autocast
+from tensormask_proj.engine import NamedErrorMapper, Trainer, build_readable_test_loader
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 CONFIG_DIR = os.path.join(REPO_ROOT, "configs")
@@ -132,10 +129,11 @@ def regular_and_empty_batch(images, bitmask=False, shape="rectangle"):
 
 def train_and_evaluate(cfg, output_dir, train_mapper=None, test_mapper=None):
     """
-    Train ``cfg`` from scratch with a plain loop over detectron2's loader, optimizer and LR
-    schedule, then COCO-evaluate it on DATASETS.TEST[0] (the pure-Python COCOeval), and print
-    the APs and the time taken. With SOLVER.AMP.ENABLED, training and inference run under CPU
-    bfloat16 autocast as in train_net.py.
+    Train ``cfg`` from scratch with the package's :class:`~tensormask_proj.engine.Trainer` (as
+    ``train_net.py`` does: its loader, inner trainer, SOLVER.AMP autocast, hooks), writing into
+    ``output_dir``, then COCO-evaluate it on DATASETS.TEST[0] with ``Trainer.test``, and print
+    the APs and the time taken. SEED < 0 trains with SEED 0, so that a run repeats itself.
+    ``train_mapper`` / ``test_mapper`` replace the Trainer's mappers when given.
 
     Returns:
         (results, losses): the evaluator's {"bbox": {...}, "segm": {...}} and the total loss of
@@ -144,32 +142,25 @@ def train_and_evaluate(cfg, output_dir, train_mapper=None, test_mapper=None):
     for name in (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST):
         prepare_dataset(name, progress=False)  # COCOEvaluator reads the json files
     start = time.perf_counter()
-    # Seeds the model's initialisation and the loader's TrainingSampler (shared_random_seed).
-    seed_all_rng(cfg.SEED if cfg.SEED >= 0 else 0)
-    model = build_model(cfg).train()
-    optimizer = build_optimizer(cfg, model)
-    scheduler = build_lr_scheduler(cfg, optimizer)
-    loader = build_detection_train_loader(cfg, mapper=train_mapper)
-    losses = []
-    with EventStorage(0) as storage:
-        for iteration, data in zip(range(cfg.SOLVER.MAX_ITER), loader):
-            storage.iter = iteration
-            with cpu_autocast(cfg):
-                loss_dict = model(data)
-            loss = sum(loss_dict.values())
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss {loss_dict} at iteration {iteration}")
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-    model.eval()
-    name = cfg.DATASETS.TEST[0]
-    evaluator = COCOEvaluator(name, output_dir=output_dir, use_fast_impl=False)
-    loader = build_detection_test_loader(cfg, name, mapper=test_mapper)
-    with cpu_autocast(cfg):
-        results = inference_on_dataset(model, loader, evaluator)
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.OUTPUT_DIR = output_dir
+    cfg.SEED = max(cfg.SEED, 0)
+    # Only model_final.pth is written (one checkpoint, not one per period).
+    cfg.SOLVER.CHECKPOINT_PERIOD = cfg.SOLVER.MAX_ITER + 1
+    test_cfg = cfg.clone()
+    test_cfg.DATASETS.TEST = cfg.DATASETS.TEST[:1]
+    # No evaluation by the trainer's hook: the one evaluation is Trainer.test's below.
+    cfg.DATASETS.TEST = ()
+    cfg.freeze()
+    test_cfg.freeze()
+    # Seeds the model's initialisation (as default_setup does in train_net.py).
+    seed_all_rng(cfg.SEED)
+    trainer = _trainer_class(train_mapper, test_mapper)(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    losses = [loss for loss, _ in trainer.storage.history("total_loss").values()]
+    results = trainer.test(test_cfg, trainer.model)
     mask, box = results.get("segm", {}), results["bbox"]
     print(
         f"\n{cfg.MODEL.META_ARCHITECTURE} {cfg.SOLVER.MAX_ITER} iterations, "
@@ -178,3 +169,28 @@ def train_and_evaluate(cfg, output_dir, train_mapper=None, test_mapper=None):
         f"(AP50 {box['AP50']:.2f}), {time.perf_counter() - start:.0f} s"
     )
     return results, losses
+
+
+def _trainer_class(train_mapper=None, test_mapper=None):
+    """:class:`Trainer`, its loaders built with ``train_mapper`` / ``test_mapper`` if given (each
+    wrapped as the Trainer wraps its own, so errors name the image file)."""
+    if train_mapper is None and test_mapper is None:
+        return Trainer
+    # Imported here: imported before tensormask_proj.engine, this module would enter the
+    # engine's import of it half-initialised (data.resumable_train_loader imports the engine).
+    from tensormask_proj.data.resumable_train_loader import build_resumable_train_loader
+
+    class TrainerWithMappers(Trainer):
+        @classmethod
+        def build_train_loader(cls, cfg):
+            if train_mapper is None:
+                return super().build_train_loader(cfg)
+            return build_resumable_train_loader(cfg, NamedErrorMapper(train_mapper))
+
+        @classmethod
+        def build_test_loader(cls, cfg, dataset_name):
+            if test_mapper is None:
+                return super().build_test_loader(cfg, dataset_name)
+            return build_readable_test_loader(cfg, dataset_name, NamedErrorMapper(test_mapper))
+
+    return TrainerWithMappers
