@@ -41,8 +41,8 @@ from detectron2.data.samplers import (
 from detectron2.utils import comm
 from detectron2.utils.serialize import PicklableWrapper
 
-from ..engine.mapper_errors import UnreadableImageError
 from .bad_images import BadImageLog, BadImagesError, UnreadableImage, describe_files
+from .mapper_errors import UnreadableImageError
 from .seeds import retry_seed, sample_seed, seeded_rngs
 
 __all__ = ["IndexBatches", "ResumableTrainLoader", "build_resumable_train_loader"]

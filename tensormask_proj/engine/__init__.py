@@ -10,6 +10,7 @@ name the image (and tell unreadable images apart), evaluation without the unread
 metrics.json plot, and bfloat16 mixed precision on the CPU.
 """
 
+from ..data.mapper_errors import DatasetMappingError, NamedErrorMapper, UnreadableImageError
 from .architectures import (
     ARCHITECTURES,
     Architecture,
@@ -45,7 +46,6 @@ from .cpu_autocast import (
 )
 from .iteration_seed import ReseedEachIteration
 from .launch import distributed_backend, launch, started_by_torchrun
-from .mapper_errors import DatasetMappingError, NamedErrorMapper, UnreadableImageError
 from .plot_metrics import load_metrics, mean_losses, plot_metrics
 from .setup import UnknownConfigKeyError, setup_cfg, setup_training
 from .size_fitting import (

@@ -28,12 +28,12 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
+from ..data.mapper_errors import NamedErrorMapper
 from ..data.resumable_train_loader import build_resumable_train_loader
 from .architectures import build_train_mapper
 from .checkpoint import AtomicDetectionCheckpointer
 from .cpu_autocast import CPUAutocastTrainer, cpu_autocast, requests_cpu_amp, uses_cpu_autocast
 from .iteration_seed import ReseedEachIteration
-from .mapper_errors import NamedErrorMapper
 from .plot_metrics import plot_metrics
 from .size_fitting import warn_unassigned_objects
 from .stop_checkpoint import CheckpointOnStop

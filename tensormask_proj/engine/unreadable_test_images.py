@@ -16,7 +16,7 @@ from detectron2.data import build_detection_test_loader
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 
-from .mapper_errors import UnreadableImageError
+from ..data.mapper_errors import UnreadableImageError
 
 __all__ = ["MarkUnreadable", "SkipUnreadableImages", "ReadableImagesCOCOEvaluator"]
 

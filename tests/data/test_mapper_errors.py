@@ -8,12 +8,17 @@ import shutil
 import tempfile
 import unittest
 
-from data.coco_fixtures import write_image
 from detectron2.data import DatasetMapper
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
 
-from tensormask_proj.engine import DatasetMappingError, NamedErrorMapper, UnreadableImageError
+from tensormask_proj.data.mapper_errors import (
+    DatasetMappingError,
+    NamedErrorMapper,
+    UnreadableImageError,
+)
+
+from .coco_fixtures import write_image
 
 
 class TestNamedErrorMapper(unittest.TestCase):
