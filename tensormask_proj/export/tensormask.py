@@ -36,26 +36,9 @@ from .traceable import (
     in_group_order,
     paste_masks,
     select,
-    stack_sizes,
 )
 
 __all__ = ["DeployableTensorMask"]
-
-
-def _locate(indices: Tensor, grid_sizes, num_anchors: int):
-    """
-    (level, row, column, window id) of window indices into all levels' windows; the traceable
-    counterpart of ``TensorMaskAnchorGenerator.locate`` (whose offsets are Python ints).
-    """
-    device = indices.device
-    counts = stack_sizes([h * w * num_anchors for h, w in grid_sizes], device)
-    widths = stack_sizes([w for _, w in grid_sizes], device)
-    ends = torch.cumsum(counts, dim=0)
-    levels = (indices[:, None] >= ends[None, :]).sum(dim=1)
-    local = indices - (ends - counts)[levels]
-    position = local // num_anchors
-    width = widths[levels]
-    return levels, position // width, position % width, local % num_anchors
 
 
 def _mask_boxes(logits: Tensor, window_boxes: Tensor) -> Tensor:
@@ -153,8 +136,7 @@ class DeployableTensorMask(nn.Module):
     def _window_groups(self, pred_masks, image: int, window_idx: Tensor, grid_sizes):
         """(index into window_idx, logits Tensor[n_g, S, S]) per (level, window id)."""
         head = self.model.head
-        num_anchors = self.model.anchor_generator.num_anchors
-        levels, ys, xs, anchor_ids = _locate(window_idx, grid_sizes, num_anchors)
+        levels, ys, xs, anchor_ids = self.model.anchor_generator.locate(window_idx, grid_sizes)
         for level, per_anchor in enumerate(pred_masks):
             for a, dense in enumerate(per_anchor):
                 sel = select((levels == level) & (anchor_ids == a))

@@ -15,6 +15,11 @@ assignment rule) is the stride of its level.
 
 The windows are the same for all images, are cheap to compute and are not stored: the module has
 no state (older checkpoints' ``anchor_generator.cell_anchors.*`` entries are ignored on load).
+
+This module holds all of the windows' geometry, so that the model, the label assignment and the
+exported model compute it once: the boxes (:meth:`~TensorMaskAnchorGenerator.grid_windows`, and
+:meth:`~TensorMaskAnchorGenerator.windows_at` for chosen windows) and the flattened order
+(:meth:`~TensorMaskAnchorGenerator.level_offsets`, ``window_indices`` and its inverse ``locate``).
 """
 
 from typing import List, Sequence, Tuple
@@ -76,17 +81,45 @@ class TensorMaskAnchorGenerator(nn.Module):
         Returns:
             Tensor[H_l * W_l * A, 4]: XYXY windows of level l, float32, order (H, W, A).
         """
-        stride = self.strides[level]
-        # Same arithmetic as detectron2's DefaultAnchorGenerator with offset 0 (float32 shifts
-        # plus centred cell boxes), so the boxes are bit-identical to the official ones.
-        shift_x = torch.arange(0, width * stride, step=stride, dtype=torch.float32, device=device)
-        shift_y = torch.arange(0, height * stride, step=stride, dtype=torch.float32, device=device)
-        shift_y, shift_x = torch.meshgrid(shift_y, shift_x, indexing="ij")
-        shift_x, shift_y = shift_x.reshape(-1), shift_y.reshape(-1)
-        shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=1)
-        half = torch.tensor(self.sizes[level], dtype=torch.float32, device=device) / 2
-        cell = torch.stack([-half, -half, half, half], dim=1)  # (A, 4)
-        return (shifts.view(-1, 1, 4) + cell.view(1, -1, 4)).reshape(-1, 4)
+        ys, xs, anchor_ids = torch.meshgrid(
+            torch.arange(height, device=device),
+            torch.arange(width, device=device),
+            torch.arange(self.num_anchors, device=device),
+            indexing="ij",
+        )
+        ys, xs, anchor_ids = ys.reshape(-1), xs.reshape(-1), anchor_ids.reshape(-1)
+        levels = torch.full_like(ys, level)
+        return self.windows_at(levels, ys, xs, anchor_ids, self.strides, self.sizes)
+
+    @staticmethod
+    def windows_at(
+        levels: torch.Tensor,
+        ys: torch.Tensor,
+        xs: torch.Tensor,
+        anchor_ids: torch.Tensor,
+        strides: Sequence[int],
+        sizes: Sequence[Sequence[float]],
+    ) -> torch.Tensor:
+        """
+        The windows at given grid positions: the one computation of window boxes (the grid's
+        and the label assignment's, which only enumerates windows near the objects).
+
+        Args:
+            levels, ys, xs, anchor_ids (Tensor[n], int64): level, grid row, grid column and
+                window id of every window.
+            strides, sizes: see :meth:`__init__` (static, for callers holding only these).
+
+        Returns:
+            Tensor[n, 4]: XYXY windows, float32.
+        """
+        device = ys.device
+        stride = torch.tensor(strides, device=device)[levels]
+        half = torch.tensor(sizes, dtype=torch.float32, device=device)[levels, anchor_ids] / 2
+        # Same arithmetic as detectron2's DefaultAnchorGenerator with offset 0 (exact float32
+        # shifts, then +- half the side), so the boxes are bit-identical to the official ones.
+        shift_x = (xs * stride).to(torch.float32)
+        shift_y = (ys * stride).to(torch.float32)
+        return torch.stack([shift_x - half, shift_y - half, shift_x + half, shift_y + half], dim=1)
 
     def forward(self, grid_sizes: List[Tuple[int, int]], device=None) -> List[torch.Tensor]:
         """
@@ -100,15 +133,46 @@ class TensorMaskAnchorGenerator(nn.Module):
 
     @staticmethod
     def level_offsets(grid_sizes: List[Tuple[int, int]], num_anchors: int) -> List[int]:
-        """Index of the first window of every level in the concatenation of all levels (L+1)."""
+        """
+        Index of the first window of every level in the concatenation of all levels (L+1
+        entries, the last one R). The sizes may be traced 0-dim tensors (``torch.jit.trace``
+        records the shapes so); the offsets are then too.
+        """
         offsets = [0]
         for h, w in grid_sizes:
             offsets.append(offsets[-1] + h * w * num_anchors)
         return offsets
 
+    @staticmethod
+    def window_indices(
+        levels: torch.Tensor,
+        ys: torch.Tensor,
+        xs: torch.Tensor,
+        anchor_ids: torch.Tensor,
+        grid_sizes: List[Tuple[int, int]],
+        num_anchors: int,
+    ) -> torch.Tensor:
+        """
+        Indices into the concatenation of all levels' windows: the inverse of :meth:`locate`.
+
+        Args:
+            levels, ys, xs, anchor_ids (Tensor[n], int64): see :meth:`locate`.
+            grid_sizes: (H_l, W_l) of every level.
+            num_anchors (int): A.
+
+        Returns:
+            Tensor[n], int64.
+        """
+        device = levels.device
+        starts = _index_tensor(TensorMaskAnchorGenerator.level_offsets(grid_sizes, num_anchors))
+        widths = _index_tensor([w for _, w in grid_sizes])
+        position = ys * widths.to(device)[levels] + xs
+        return starts.to(device)[levels] + position * num_anchors + anchor_ids
+
     def locate(self, indices: torch.Tensor, grid_sizes: List[Tuple[int, int]]):
         """
-        Decompose indices into the concatenation of all levels' windows.
+        Decompose indices into the concatenation of all levels' windows. Traceable (the
+        exported model uses it): the grid sizes may be traced 0-dim tensors.
 
         Args:
             indices (Tensor[n], int64): window indices in [0, R).
@@ -119,9 +183,22 @@ class TensorMaskAnchorGenerator(nn.Module):
             window id of every index.
         """
         a = self.num_anchors
-        offsets = torch.tensor(self.level_offsets(grid_sizes, a), device=indices.device)
-        levels = torch.searchsorted(offsets, indices, right=True) - 1
+        device = indices.device
+        offsets = _index_tensor(self.level_offsets(grid_sizes, a)).to(device)
+        widths = _index_tensor([w for _, w in grid_sizes]).to(device)
+        # A comparison with every level's end rather than searchsorted, which ONNX lacks.
+        levels = (indices[:, None] >= offsets[None, 1:]).sum(dim=1)
         local = indices - offsets[levels]
-        widths = torch.tensor([w for _, w in grid_sizes], device=indices.device)[levels]
         position = local // a
-        return levels, position // widths, position % widths, local % a
+        width = widths[levels]
+        return levels, position // width, position % width, local % a
+
+
+def _index_tensor(values: Sequence) -> torch.Tensor:
+    """
+    Ints, or traced 0-dim tensors when tracing, as one int64 tensor; ``torch.tensor`` would
+    record traced values as constants.
+    """
+    if not any(isinstance(v, torch.Tensor) for v in values):
+        return torch.tensor(values, dtype=torch.int64)
+    return torch.stack([torch.as_tensor(v, dtype=torch.int64) for v in values])

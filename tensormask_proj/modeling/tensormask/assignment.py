@@ -31,6 +31,8 @@ from typing import List, Sequence, Tuple
 
 import torch
 
+from .anchor_generator import TensorMaskAnchorGenerator
+
 __all__ = ["WindowTargets", "assign_windows"]
 
 
@@ -57,7 +59,7 @@ def _candidates(gt_boxes, strides, sizes, grid_sizes, spatial_thresh):
     Returns:
         gt_idx, levels, ys, xs, anchor_ids (Tensor[c] each): (box, level, row, column, window
             id) of the c enumerated pairs inside their level's grid,
-        windows (Tensor[c, 4]): their boxes (bit-identical to ``grid_windows``),
+        windows (Tensor[c, 4]): their boxes (``TensorMaskAnchorGenerator.windows_at``),
         units (Tensor[c], float32): their unit lengths (level strides).
     """
     device = gt_boxes.device
@@ -85,12 +87,8 @@ def _candidates(gt_boxes, strides, sizes, grid_sizes, spatial_thresh):
     ys, xs, anchor_ids, levels, gt_idx, info = (
         t[keep] for t in (ys, xs, anchor_ids, levels, gt_idx, info)
     )
-    stride = info[:, 0]
-    half = torch.tensor(sizes, dtype=torch.float32, device=device)[levels, anchor_ids] / 2
-    shift_x = (xs * stride).to(torch.float32)
-    shift_y = (ys * stride).to(torch.float32)
-    windows = torch.stack([shift_x - half, shift_y - half, shift_x + half, shift_y + half], dim=1)
-    return gt_idx, levels, ys, xs, anchor_ids, windows, stride.to(torch.float32)
+    windows = TensorMaskAnchorGenerator.windows_at(levels, ys, xs, anchor_ids, strides, sizes)
+    return gt_idx, levels, ys, xs, anchor_ids, windows, info[:, 0].to(torch.float32)
 
 
 def assign_windows(
@@ -125,10 +123,7 @@ def assign_windows(
     """
     device = gt_boxes.device
     num_anchors = len(sizes[0])
-    offsets = [0]
-    for h, w in grid_sizes:
-        offsets.append(offsets[-1] + h * w * num_anchors)
-    num_windows = offsets[-1]
+    num_windows = TensorMaskAnchorGenerator.level_offsets(grid_sizes, num_anchors)[-1]
     gt_labels = torch.full((num_windows,), num_classes, dtype=torch.int64, device=device)
     empty = torch.zeros(0, dtype=torch.int64, device=device)
     if gt_boxes.shape[0] == 0:
@@ -151,11 +146,9 @@ def assign_windows(
     central = distance <= spatial_thresh
     keep = torch.nonzero(contained & scale_ok & central).flatten()
     cand_gt = gt_idx[keep]
-    level_start = torch.tensor(offsets[:-1], device=device)
-    widths = torch.tensor([w for _, w in grid_sizes], device=device)
-    lv = levels[keep]
-    position = ys[keep] * widths[lv] + xs[keep]
-    cand_index = level_start[lv] + position * num_anchors + anchor_ids[keep]
+    cand_index = TensorMaskAnchorGenerator.window_indices(
+        levels[keep], ys[keep], xs[keep], anchor_ids[keep], grid_sizes, num_anchors
+    )
     counts = torch.bincount(cand_index, minlength=num_windows)
     unique = counts[cand_index] == 1
     order = torch.argsort(cand_index[unique])
