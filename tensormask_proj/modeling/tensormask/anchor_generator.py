@@ -35,24 +35,45 @@ class TensorMaskAnchorGenerator(nn.Module):
     """Square sliding windows on an offset-0 grid, A sizes per level."""
 
     @configurable
-    def __init__(self, *, sizes: Sequence[Sequence[float]], strides: Sequence[int]):
+    def __init__(
+        self,
+        *,
+        sizes: Sequence[Sequence[float]],
+        strides: Sequence[int],
+        aspect_ratios: Sequence[Sequence[float]] = ((1.0,),),
+    ):
         """
         Args:
-            sizes: ``sizes[l]`` lists the A window sides (pixels) of level l.
+            sizes: ``sizes[l]`` lists the A window sides (pixels) of level l; the sides of
+                level l are those of level 0 times s_l / s_0.
             strides: stride s_l of each level.
+            aspect_ratios: only [[1.0]] (or [1.0] per level): square windows, one per size.
         """
         super().__init__()
+        if any(list(r) != [1.0] for r in aspect_ratios):
+            raise ValueError(
+                f"MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS must be [[1.0]] for TensorMask (square "
+                f"windows, one per size), got {aspect_ratios}"
+            )
         if len(sizes) != len(strides):
             raise ValueError(
-                f"MODEL.ANCHOR_GENERATOR.SIZES has {len(sizes)} levels but the head sees "
-                f"{len(strides)} feature maps (strides {list(strides)}); give one list per level"
+                f"MODEL.ANCHOR_GENERATOR.SIZES must give one list of window sizes per level of "
+                f"MODEL.TENSOR_MASK.IN_FEATURES ({len(strides)}, strides {list(strides)}), got "
+                f"{len(sizes)}: {sizes}"
             )
-        num = {len(s) for s in sizes}
-        if len(num) != 1:
-            raise ValueError(
-                f"MODEL.ANCHOR_GENERATOR.SIZES must give the same number of sizes on every level, "
-                f"got {[list(s) for s in sizes]}"
-            )
+        # Window a is then S_a cells of its level's stride on every level: the mask heads predict
+        # one window side per window id, and the bipyramid's level-l windows are S_a * s_l / s_0
+        # cells of the finest stride.
+        for level, (level_sizes, stride) in enumerate(zip(sizes, strides)):
+            ratio = stride / strides[0]
+            expected = [float(s) * ratio for s in sizes[0]]
+            if [float(s) for s in level_sizes] != expected:
+                shown = ", ".join(f"{e:g}" for e in expected)
+                raise ValueError(
+                    f"MODEL.ANCHOR_GENERATOR.SIZES[{level}] = {list(level_sizes)} must be "
+                    f"SIZES[0] * {ratio:g} = [{shown}] (window sizes per level scale with the "
+                    f"stride, strides {list(strides)})"
+                )
         self.sizes = [[float(x) for x in s] for s in sizes]
         self.strides = [int(s) for s in strides]
 
@@ -61,7 +82,26 @@ class TensorMaskAnchorGenerator(nn.Module):
         return {
             "sizes": cfg.MODEL.ANCHOR_GENERATOR.SIZES,
             "strides": [x.stride for x in input_shape],
+            "aspect_ratios": cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS,
         }
+
+    @staticmethod
+    def window_cells(sizes: Sequence[Sequence[float]], strides: Sequence[int]) -> List[int]:
+        """
+        S_a: the side of window a in cells of its level's stride (the same on every level), the
+        side of its natural mask window (official: ``SIZES[0][a] // s_0``).
+
+        Raises:
+            ValueError: where a side is not a whole number of cells (the official code floors
+                it, and the mask windows would not tile their window boxes).
+        """
+        sizes0, stride0 = sizes[0], strides[0]
+        if any(int(s) != s or int(s) % stride0 for s in sizes0):
+            raise ValueError(
+                f"MODEL.ANCHOR_GENERATOR.SIZES[0] = {list(sizes0)} must be multiples of the finest "
+                f"stride {stride0} (window side V = size / stride, in cells)"
+            )
+        return [int(s) // stride0 for s in sizes0]
 
     @property
     def num_anchors(self) -> int:

@@ -32,6 +32,8 @@ from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from torch import nn
 
+from .anchor_generator import TensorMaskAnchorGenerator
+
 __all__ = ["TensorMaskHead", "build_tensormask_head"]
 
 # Logit read by swap_align2nat outside the map and outside the windows: sigmoid(-6) ~ 0.0025.
@@ -144,18 +146,20 @@ class TensorMaskHead(nn.Module):
     @classmethod
     def from_config(cls, cfg, input_shape: List[ShapeSpec]):
         tm = cfg.MODEL.TENSOR_MASK
-        sizes0 = cfg.MODEL.ANCHOR_GENERATOR.SIZES[0]
-        stride0 = input_shape[0].stride
+        sizes = cfg.MODEL.ANCHOR_GENERATOR.SIZES
+        mask_sizes = None
+        if cfg.MODEL.MASK_ON:
+            strides = [s.stride for s in input_shape]
+            mask_sizes = TensorMaskAnchorGenerator.window_cells(sizes, strides)
         return {
             "input_shape": input_shape,
             "num_classes": tm.NUM_CLASSES,
-            "num_anchors": len(sizes0),
+            "num_anchors": len(sizes[0]),
             "num_convs": tm.NUM_CONVS,
             "cls_channels": tm.CLS_CHANNELS,
             "bbox_channels": tm.BBOX_CHANNELS,
             "mask_channels": tm.MASK_CHANNELS,
-            # Official: the window side is the finest level's window size in stride units.
-            "mask_sizes": [int(s) // stride0 for s in sizes0] if cfg.MODEL.MASK_ON else None,
+            "mask_sizes": mask_sizes,
             "box_head_on": tm.BOX_HEAD_ON,
             "sparse_windows": tm.SPARSE_WINDOWS,
             "norm": tm.HEAD_NORM,

@@ -30,7 +30,7 @@ from torch import nn
 from tensormask_proj.layers import SwapAlign2Nat, swap_align2nat_at
 
 from .head import PAD_VAL, TensorMaskHead
-from .up_align2nat import UPSCALE_MODES, UpAlign2Nat, upsample_windows
+from .up_align2nat import UpAlign2Nat, check_upscale_mode, upsample_windows
 
 __all__ = ["NaturalMaskHead", "AlignedMaskHead", "BipyramidMaskHead"]
 
@@ -47,11 +47,7 @@ class _UpscalingMaskHead(TensorMaskHead):
             upscale_mode (str): "bilinear" or "nearest" window upsampling.
             others: see :class:`TensorMaskHead`.
         """
-        if upscale_mode not in UPSCALE_MODES:
-            raise ValueError(
-                f"MODEL.TENSOR_MASK.UPSCALE_MODE must be one of {list(UPSCALE_MODES)}, got "
-                f"{upscale_mode!r}"
-            )
+        check_upscale_mode(upscale_mode, "MODEL.TENSOR_MASK.UPSCALE_MODE")
         if upscale_factor < 1.0:
             raise ValueError(f"MODEL.TENSOR_MASK.UPSCALE_FACTOR must be >= 1, got {upscale_factor}")
         pred_sides = []

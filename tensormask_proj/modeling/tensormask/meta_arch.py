@@ -90,10 +90,25 @@ class TensorMask(DenseDetector):
             raise ValueError(
                 f"MODEL.TENSOR_MASK.NMS_BOXES must be 'regressed' or 'mask', got {nms_boxes!r}"
             )
+        if not head.box_head_on and not head.mask_on:
+            raise ValueError(
+                "MODEL.TENSOR_MASK.BOX_HEAD_ON=False and MODEL.MASK_ON=False leave nothing to "
+                "predict"
+            )
         if nms_boxes == "regressed" and not head.box_head_on:
-            raise ValueError("NMS_BOXES='regressed' needs the box head (BOX_HEAD_ON=True)")
+            raise ValueError(
+                "MODEL.TENSOR_MASK.BOX_HEAD_ON=False (mask-only TensorMask) requires "
+                "MODEL.TENSOR_MASK.NMS_BOXES='mask': there are no regressed boxes"
+            )
         if nms_boxes == "mask" and not head.mask_on:
-            raise ValueError("NMS_BOXES='mask' needs the mask branch (MODEL.MASK_ON=True)")
+            raise ValueError(
+                "MODEL.TENSOR_MASK.NMS_BOXES='mask' requires MODEL.MASK_ON=True: the boxes are "
+                "those of the mask windows"
+            )
+        if test_topk_candidates < 1:
+            raise ValueError(
+                f"MODEL.TENSOR_MASK.TOPK_CANDIDATES_TEST must be >= 1, got {test_topk_candidates}"
+            )
         self.anchor_generator = anchor_generator
         self.box2box_transform = box2box_transform
         self.num_classes = num_classes
@@ -123,22 +138,18 @@ class TensorMask(DenseDetector):
                 f"backbone (outputs {list(backbone_shape)})"
             )
         feature_shapes = [backbone_shape[f] for f in in_features]
-        sizes0 = cfg.MODEL.ANCHOR_GENERATOR.SIZES[0]
-        stride0 = feature_shapes[0].stride
-        if cfg.MODEL.MASK_ON and any(int(s) != s or int(s) % stride0 for s in sizes0):
-            raise ValueError(
-                f"MODEL.ANCHOR_GENERATOR.SIZES[0] = {list(sizes0)} must be multiples of the finest "
-                f"stride {stride0} (window side V = size / stride, in cells)"
-            )
+        # The windows first, so that SIZES is validated before the head derives its window
+        # sides from it.
+        anchor_generator = TensorMaskAnchorGenerator(cfg, feature_shapes)
         return {
             "backbone": backbone,
             "head": build_tensormask_head(cfg, feature_shapes),
             "head_in_features": in_features,
-            "anchor_generator": TensorMaskAnchorGenerator(cfg, feature_shapes),
+            "anchor_generator": anchor_generator,
             "box2box_transform": Box2BoxTransform(weights=cfg.MODEL.TENSOR_MASK.BBOX_REG_WEIGHTS),
             "num_classes": cfg.MODEL.TENSOR_MASK.NUM_CLASSES,
             # Official: the smallest window minus one finest unit (44 - 4 = 40).
-            "min_anchor_size": min(sizes0) - feature_shapes[0].stride,
+            "min_anchor_size": min(anchor_generator.sizes[0]) - anchor_generator.strides[0],
             # Loss parameters
             "focal_loss_alpha": cfg.MODEL.TENSOR_MASK.FOCAL_LOSS_ALPHA,
             "focal_loss_gamma": cfg.MODEL.TENSOR_MASK.FOCAL_LOSS_GAMMA,

@@ -29,10 +29,26 @@ from torch import nn
 
 from tensormask_proj.layers import swap_align2nat
 
-__all__ = ["UPSCALE_MODES", "upsample_windows", "up_align2nat", "UpAlign2Nat"]
+__all__ = [
+    "UPSCALE_MODES",
+    "check_upscale_mode",
+    "upsample_windows",
+    "up_align2nat",
+    "UpAlign2Nat",
+]
 
 # config name -> F.interpolate mode (1-D)
 UPSCALE_MODES = {"bilinear": "linear", "nearest": "nearest-exact"}
+
+
+def check_upscale_mode(mode: str, name: str = "mode") -> None:
+    """
+    Raise ``ValueError`` unless ``mode`` is one of :data:`UPSCALE_MODES`; the message names the
+    value as ``name`` (the config key where a user set it).
+    """
+    if mode not in UPSCALE_MODES:
+        choices = " or ".join(repr(m) for m in UPSCALE_MODES)
+        raise ValueError(f"{name} must be {choices}, got {mode!r}")
 
 
 @lru_cache(maxsize=64)
@@ -53,10 +69,7 @@ def interpolation_matrix(in_size: int, out_size: int, mode: str, like: torch.Ten
         mode: "bilinear" or "nearest" (see the module docstring).
         like: tensor whose dtype and device the matrix gets.
     """
-    if mode not in UPSCALE_MODES:
-        raise ValueError(
-            f"Unknown window upscaling mode {mode!r}; expected one of {list(UPSCALE_MODES)}"
-        )
+    check_upscale_mode(mode, "the window upscaling mode")
     m = _interpolation_matrix_cpu(in_size, out_size, UPSCALE_MODES[mode])
     return m.to(dtype=like.dtype, device=like.device)
 
@@ -120,10 +133,7 @@ class UpAlign2Nat(nn.Module):
 
     def __init__(self, out_side: int, mode: str = "bilinear", pad_val: float = -6.0):
         super().__init__()
-        if mode not in UPSCALE_MODES:
-            raise ValueError(
-                f"UpAlign2Nat: unknown mode {mode!r}; expected one of {list(UPSCALE_MODES)}"
-            )
+        check_upscale_mode(mode, "UpAlign2Nat: mode")
         self.out_side = out_side
         self.mode = mode
         self.pad_val = float(pad_val)

@@ -249,7 +249,12 @@ class TestRefusedCombinations(unittest.TestCase):
                 "nothing to predict",
             ),
             (["MODEL.TENSOR_MASK.NMS_BOXES", "box"], "NMS_BOXES"),
-            (["MODEL.TENSOR_MASK.UPSCALE_MODE", "cubic"], "UPSCALE_MODE"),
+            # The upscaling heads read UPSCALE_MODE (the bipyramid has no window upscaling).
+            (
+                HEAD_VARIANTS["aligned"] + ["MODEL.TENSOR_MASK.UPSCALE_MODE", "cubic"],
+                "MODEL.TENSOR_MASK.UPSCALE_MODE must be 'bilinear' or 'nearest', got 'cubic'",
+            ),
+            (["MODEL.TENSOR_MASK.TOPK_CANDIDATES_TEST", 0], "TOPK_CANDIDATES_TEST must be >= 1"),
             (["MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", [[0.5, 1.0]]], "ASPECT_RATIOS"),
             (["MODEL.ANCHOR_GENERATOR.SIZES", [[16, 24]]], "one list of window sizes per level"),
             (["MODEL.ANCHOR_GENERATOR.SIZES", [[16], [32], [64], [100], [256]]], r"SIZES\[3\]"),

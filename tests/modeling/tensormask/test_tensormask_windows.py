@@ -41,10 +41,24 @@ class TestAnchorGenerator(unittest.TestCase):
         self.assertEqual(ys.tolist(), [0, 1, 2])
         self.assertEqual(xs.tolist(), [0, 2, 4])
         self.assertEqual(a.tolist(), [0, 1, 1])
+        indices = TensorMaskAnchorGenerator.window_indices(levels, ys, xs, a, grids, 2)
+        self.assertEqual(indices.tolist(), [0, 41, 29])
+        # The boxes of chosen windows are the grid's.
+        boxes = TensorMaskAnchorGenerator.windows_at(levels, ys, xs, a, gen.strides, gen.sizes)
+        self.assertTrue(torch.equal(boxes, torch.cat(gen(grids))[[0, 41, 29]]))
 
     def test_bad_sizes_rejected(self):
-        with self.assertRaisesRegex(ValueError, "SIZES"):
+        with self.assertRaisesRegex(ValueError, "one list of window sizes per level"):
             TensorMaskAnchorGenerator(sizes=[[16]], strides=[4, 8])
+        # Level 1 of stride 16 (4 x the finest): windows 4 x those of level 0.
+        message = r"SIZES\[1\] = \[32\] must be SIZES\[0\] \* 4 = \[64\]"
+        with self.assertRaisesRegex(ValueError, message):
+            TensorMaskAnchorGenerator(sizes=[[16], [32]], strides=[4, 16])
+        with self.assertRaisesRegex(ValueError, "ASPECT_RATIOS must be"):
+            TensorMaskAnchorGenerator(sizes=[[16]], strides=[4], aspect_ratios=[[0.5, 1.0]])
+        self.assertEqual(TensorMaskAnchorGenerator.window_cells([[44, 60]], [4]), [11, 15])
+        with self.assertRaisesRegex(ValueError, "multiples of the finest stride 4"):
+            TensorMaskAnchorGenerator.window_cells([[18]], [4])
 
 
 class TestUpsampleWindows(unittest.TestCase):
