@@ -112,6 +112,14 @@ class TensorMaskAnchorGenerator(nn.Module):
     def num_levels(self) -> int:
         return len(self.strides)
 
+    @property
+    def min_anchor_size(self) -> float:
+        """
+        Floor of the label assignment's scale condition (official): the smallest window minus
+        one unit of the finest level (44 - 4 = 40).
+        """
+        return min(self.sizes[0]) - self.strides[0]
+
     def grid_windows(self, level: int, height: int, width: int, device=None) -> torch.Tensor:
         """
         Args:

@@ -148,8 +148,7 @@ class TensorMask(DenseDetector):
             "anchor_generator": anchor_generator,
             "box2box_transform": Box2BoxTransform(weights=cfg.MODEL.TENSOR_MASK.BBOX_REG_WEIGHTS),
             "num_classes": cfg.MODEL.TENSOR_MASK.NUM_CLASSES,
-            # Official: the smallest window minus one finest unit (44 - 4 = 40).
-            "min_anchor_size": min(anchor_generator.sizes[0]) - anchor_generator.strides[0],
+            "min_anchor_size": anchor_generator.min_anchor_size,
             # Loss parameters
             "focal_loss_alpha": cfg.MODEL.TENSOR_MASK.FOCAL_LOSS_ALPHA,
             "focal_loss_gamma": cfg.MODEL.TENSOR_MASK.FOCAL_LOSS_GAMMA,

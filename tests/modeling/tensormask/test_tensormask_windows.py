@@ -31,6 +31,8 @@ class TestAnchorGenerator(unittest.TestCase):
         # Level 1, row 0, column 1, window id 0: centre (8, 0), side 88.
         self.assertEqual(windows[1][(0 * 2 + 1) * 2 + 0].tolist(), [8 - 44, -44, 8 + 44, 44])
         self.assertEqual(windows[0].dtype, torch.float32)
+        # The assignment's floor: the smallest window minus the finest unit (official 44 - 4).
+        self.assertEqual(gen.min_anchor_size, 40)
 
     def test_locate_inverts_the_concatenation(self):
         gen = TensorMaskAnchorGenerator(sizes=[[16, 24], [32, 48]], strides=[4, 8])
