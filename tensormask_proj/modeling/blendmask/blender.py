@@ -296,7 +296,7 @@ class Blender:
             return scores
         return scores * maskness(probs).to(scores.dtype)
 
-    def predict(self, bases: List[Tensor], proposals: List[Instances]) -> None:
+    def predict(self, bases: List[Tensor], proposals: List[Instances]) -> List[Instances]:
         """
         Add ``mask_probs`` (n, 1, R, R) to each image's proposals: mask probabilities on the
         :meth:`crop_boxes` of the ``pred_boxes``, which :meth:`paste` pastes into the image. Also
@@ -305,14 +305,19 @@ class Blender:
         Args:
             bases: [(N, K, H/4, W/4)].
             proposals: N Instances with ``pred_boxes`` (input pixels; BlendMask clips them to
-                the image), ``top_feat`` (n, K*M*M) and ``scores`` (n,).
+                the image), ``top_feat`` (n, K*M*M) and ``scores`` (n,), sorted by decreasing
+                score.
+
+        Returns:
+            ``proposals``, each sorted again by decreasing score when rescoring changed the
+            order (a stable sort: ties keep their order).
         """
         num_per_image = [len(p) for p in proposals]
         resolution = self.pooler_resolution
         if sum(num_per_image) == 0:
             for p in proposals:
                 p.mask_probs = bases[0].new_zeros((0, 1, resolution, resolution))
-            return
+            return proposals
         crops = [Boxes(self.crop_boxes(p.pred_boxes.tensor, p.image_size)) for p in proposals]
         rois = self.pooler(bases, crops)
         attns = torch.cat([p.top_feat for p in proposals])
@@ -320,6 +325,10 @@ class Blender:
         for p, m in zip(proposals, masks.split(num_per_image)):
             p.mask_probs = m
             p.scores = self.rescore(p.scores, m)
+        if not self.rescore_by_maskness:
+            return proposals
+        # Back to decreasing score, as detectron2's models return them.
+        return [p[p.scores.sort(descending=True, stable=True)[1]] for p in proposals]
 
     def paste(self, mask_probs: Tensor, boxes: Boxes, image_size, threshold: float = 0.5):
         """

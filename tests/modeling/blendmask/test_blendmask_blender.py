@@ -175,6 +175,28 @@ class TestMaskness(unittest.TestCase):
                 torch.allclose(p.scores, torch.tensor([0.8 * _sigmoid(1.5), 0.0]), atol=1e-6)
             )
 
+    def test_predict_returns_detections_by_decreasing_score(self):
+        # The boxes of test_predict_rescores_only_when_asked in the other order: the maskness
+        # (0 for the right half, sigmoid(1.5) for the whole image) reverses FCOS's order, and the
+        # returned detections are sorted again; without rescoring they keep FCOS's order.
+        bases = [torch.zeros(1, 2, 8, 8)]
+        bases[0][:, 0, :, :4] = 3.0
+        boxes = torch.tensor([[16.0, 0.0, 32.0, 32.0], [0.0, 0.0, 32.0, 32.0]])
+        for rescore in (False, True):
+            blender = Blender(pooler_resolution=4, attn_size=2, rescore_by_maskness=rescore)
+            p = Instances((32, 32), pred_boxes=Boxes(boxes.clone()), top_feat=torch.zeros(2, 8))
+            p.scores = torch.tensor([0.8, 0.6])
+            (result,) = blender.predict(bases, [p])
+            if not rescore:
+                self.assertIs(result, p)
+                self.assertTrue(torch.equal(result.pred_boxes.tensor, boxes))
+                continue
+            self.assertTrue(
+                torch.allclose(result.scores, torch.tensor([0.6 * _sigmoid(1.5), 0.0]), atol=1e-6)
+            )
+            self.assertTrue(torch.equal(result.pred_boxes.tensor, boxes.flip(0)))
+            self.assertTrue(torch.equal(result.mask_probs, p.mask_probs.flip(0)))
+
 
 class TestBlenderLoss(unittest.TestCase):
     def _gt(self, boxes, polygons, classes):
