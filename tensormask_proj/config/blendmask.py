@@ -4,7 +4,7 @@ Segmentation", CVPR 2020), with the defaults of the reference implementation (Ad
 
 Three subtrees are added:
 
-* ``MODEL.FCOS``: the FCOS detector used as BlendMask's "proposal generator";
+* ``MODEL.FCOS``: the FCOS detector, BlendMask's dense head (AdelaiDet's "proposal generator");
 * ``MODEL.BASIS_MODULE``: the bottom module predicting the K bases (paper symbol K);
 * ``MODEL.BLENDMASK``: the top-layer attentions (M) and the blender (R).
 
@@ -22,7 +22,8 @@ def add_blendmask_config(cfg):
     defaults to ``cfg`` in place, and return it.
     """
     # ---------------------------------------------------------------------------------------- #
-    # FCOS detector (registered as PROPOSAL_GENERATOR "FCOS")
+    # FCOS detector. BlendMask builds it directly: MODEL.PROPOSAL_GENERATOR.NAME ("FCOS" in
+    # AdelaiDet's configs, which registered FCOS as a proposal generator) is not read.
     # ---------------------------------------------------------------------------------------- #
     cfg.MODEL.FCOS = CN()
     # Number of foreground classes C; the background label is C.
@@ -34,8 +35,8 @@ def add_blendmask_config(cfg):
     cfg.MODEL.FCOS.FPN_STRIDES = [8, 16, 32, 64, 128]
     # Prior probability pi of the classification init: cls bias = -log((1 - pi) / pi).
     cfg.MODEL.FCOS.PRIOR_PROB = 0.01
-    # Pre-NMS score threshold. The train value is only used when proposals are produced in
-    # training (YIELD_PROPOSAL).
+    # Pre-NMS score threshold. The *_TRAIN values here and below apply to detections made in
+    # training mode, which BlendMask never makes (AdelaiDet's YIELD_PROPOSAL did).
     cfg.MODEL.FCOS.INFERENCE_TH_TRAIN = 0.05
     cfg.MODEL.FCOS.INFERENCE_TH_TEST = 0.05
     # Class-aware NMS IoU threshold.
@@ -92,7 +93,8 @@ def add_blendmask_config(cfg):
     cfg.MODEL.FCOS.POS_RADIUS = 1.5
     # Box loss: "iou" (-log IoU), "linear_iou" (1 - IoU) or "giou" (1 - GIoU).
     cfg.MODEL.FCOS.LOC_LOSS_TYPE = "giou"
-    # Also run inference in training and return the proposals (not used by BlendMask).
+    # Kept for AdelaiDet config compatibility: AdelaiDet's FCOS then also returned detections
+    # in training, which its BlendMask did not use; BlendMask does not make them.
     cfg.MODEL.FCOS.YIELD_PROPOSAL = False
     # Kept for AdelaiDet config compatibility: the box-tower features are always returned
     # (BlendMask's top layer reads them).

@@ -2,8 +2,9 @@
 BlendMask (Chen et al., CVPR 2020) on an FCOS detector.
 
 Importing this package registers (registration side effects): the meta-architecture
-"BlendMask" (META_ARCH_REGISTRY), the proposal generator "FCOS" (PROPOSAL_GENERATOR_REGISTRY) and
-the basis module "ProtoNet" (this package's BASIS_MODULE_REGISTRY).
+"BlendMask" (META_ARCH_REGISTRY) and the basis module "ProtoNet" (this package's
+BASIS_MODULE_REGISTRY). FCOS is not registered as a proposal generator: BlendMask builds it
+(see ``fcos.FCOS``).
 """
 
 from .basis_module import BASIS_MODULE_REGISTRY, ProtoNet, build_basis_module

@@ -1,6 +1,6 @@
 """
-FCOS (Tian et al., 2019) as BlendMask's "proposal generator": dense per-location classification,
-box regression and centerness, with AdelaiDet's target assignment, losses and post-processing.
+FCOS (Tian et al., 2019) as BlendMask's detector: dense per-location classification, box
+regression and centerness, with AdelaiDet's target assignment, losses and post-processing.
 
 Shape shorthand in this module:
 
@@ -15,19 +15,19 @@ Naming convention: ``pred_*`` are network outputs, ``gt_*`` ground truth; losses
 ``loss_fcos_cls``, ``loss_fcos_loc`` and ``loss_fcos_ctr`` (``loss_fcos_iou`` with
 MODEL.FCOS.BOX_QUALITY "iou"), AdelaiDet's keys.
 
-Reused from detectron2: the (N, K, H, W) -> (N, HW, K) transpose of its dense detectors, the
-point-to-box distances, fvcore's focal loss and (in ``fcos_postprocess``) ``batched_nms``.
+Reused from detectron2: the point-to-box distances, fvcore's focal loss and (in
+``fcos_postprocess``) ``batched_nms``; BlendMask, a ``DenseDetector``, runs the head and
+transposes its outputs to (N, Hi*Wi, K) before calling :meth:`FCOS.losses` and
+:meth:`FCOS.predict`.
 """
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import PROPOSAL_GENERATOR_REGISTRY
-from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
-from detectron2.structures import ImageList, Instances
+from detectron2.structures import Instances
 from fvcore.nn import sigmoid_focal_loss_jit
 from torch import Tensor, nn
 
@@ -35,7 +35,6 @@ from .fcos_head import FCOSHead
 from .fcos_postprocess import distances_to_boxes, predict_instances
 from .fcos_targets import (
     compute_ctrness_targets,
-    compute_locations,
     level_size_ranges,
     match_locations,
 )
@@ -47,15 +46,19 @@ CLS_NORMALIZERS = ("fg", "moving_fg", "all")
 BOX_QUALITIES = ("ctrness", "iou")
 
 
-@PROPOSAL_GENERATOR_REGISTRY.register()
 class FCOS(nn.Module):
     """
-    FCOS detector producing, for BlendMask, per-location training targets (training) or
-    post-NMS detections (inference), plus the box-tower features the top layer reads.
+    The FCOS part of BlendMask: its head (``fcos_head``, which BlendMask runs as its
+    ``DenseDetector`` head), the labelling of locations and the losses (:meth:`losses`, which
+    also return the positive locations and the loss normaliser the blender trains with), and the
+    post-NMS detections (:meth:`predict`).
 
-    Unlike detectron2's RPN-style proposal generators, :meth:`forward` returns a dict of outputs
-    (see there) instead of a list of proposals, because BlendMask needs the positive locations and
-    the loss normaliser in training.
+    Not a detectron2 proposal generator (AdelaiDet registered it as one): a proposal generator
+    runs on the backbone features and returns ``(proposals, losses)``, but BlendMask also needs the
+    head's box-tower features (its top layer reads them), the positive locations and the loss
+    normaliser, and runs the head itself as a ``DenseDetector``. BlendMask builds it directly
+    (MODEL.PROPOSAL_GENERATOR.NAME is not read); it is BlendMask's ``proposal_generator``
+    attribute only because AdelaiDet's checkpoints name its parameters that way.
     """
 
     @configurable
@@ -84,7 +87,6 @@ class FCOS(nn.Module):
         post_nms_topk_train: int = 100,
         post_nms_topk_test: int = 100,
         nms_thresh: float = 0.6,
-        yield_proposal: bool = False,
     ):
         """
         Args:
@@ -106,8 +108,8 @@ class FCOS(nn.Module):
             one_class_per_location: at inference a location yields only its best class
                 (AdelaiDet: every class above the score threshold).
             score_thresh_*, pre_nms_topk_*, post_nms_topk_*, nms_thresh: post-processing
-                (``*_train`` apply when proposals are produced in training).
-            yield_proposal: also produce proposals in training.
+                (``*_train`` apply when :meth:`predict` is called in training mode; BlendMask
+                does not, as AdelaiDet's did only with MODEL.FCOS.YIELD_PROPOSAL).
         """
         super().__init__()
         if len(strides) != len(in_features):
@@ -157,7 +159,6 @@ class FCOS(nn.Module):
         self.post_nms_topk_train = post_nms_topk_train
         self.post_nms_topk_test = post_nms_topk_test
         self.nms_thresh = nms_thresh
-        self.yield_proposal = yield_proposal
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
@@ -200,54 +201,7 @@ class FCOS(nn.Module):
             "post_nms_topk_train": fcos.POST_NMS_TOPK_TRAIN,
             "post_nms_topk_test": fcos.POST_NMS_TOPK_TEST,
             "nms_thresh": fcos.NMS_TH,
-            "yield_proposal": fcos.YIELD_PROPOSAL,
         }
-
-    def forward(
-        self,
-        images: ImageList,
-        features: Dict[str, Tensor],
-        gt_instances: Optional[List[Instances]] = None,
-    ):
-        """
-        Args:
-            images: the padded input batch (only its image sizes are used).
-            features: backbone outputs, containing at least ``in_features``.
-            gt_instances: in training, per-image Instances with ``gt_boxes`` and ``gt_classes``.
-
-        Returns:
-            outputs (dict):
-                * "box_features": L tensors (N, D, Hi, Wi), the box-tower outputs.
-                * training: "positives", an :class:`Instances` over the whole batch with one entry
-                  per positive location: ``im_inds``, ``fpn_levels`` (long), ``locations`` (P, 2),
-                  ``labels``, ``gt_inds`` (index into the concatenation of all images'
-                  gt_instances), ``reg_targets`` (P, 4) in strides, ``gt_ctrs`` (P,) centerness
-                  targets, ``box_preds`` (P, 4) the predicted XYXY boxes (detached); and
-                  "loss_denorm", the scalar sum of gt_ctrs (averaged over
-                  processes), which also normalises BlendMask's mask loss.
-                * inference (and training with yield_proposal): "proposals", N Instances with
-                  ``pred_boxes`` (unclipped, input-image pixels), ``scores``, ``pred_classes``,
-                  ``locations`` and ``fpn_levels``, sorted by decreasing score.
-            losses (dict): in training "loss_fcos_cls", "loss_fcos_loc" and "loss_fcos_ctr"
-                (box quality "ctrness") or "loss_fcos_iou" (box quality "iou");
-                empty in inference.
-        """
-        features = [features[f] for f in self.in_features]
-        pred_logits, pred_deltas, pred_ctrness, box_features = self.fcos_head(features)
-        locations = compute_locations(features, self.strides)
-        outputs = {"box_features": box_features}
-        losses = {}
-        if self.training:
-            if gt_instances is None:
-                raise ValueError("FCOS needs gt_instances in training")
-            outputs["positives"], outputs["loss_denorm"], losses = self.losses(
-                locations, pred_logits, pred_deltas, pred_ctrness, gt_instances
-            )
-        if not self.training or self.yield_proposal:
-            outputs["proposals"] = self.predict_proposals(
-                locations, pred_logits, pred_deltas, pred_ctrness, images.image_sizes
-            )
-        return outputs, losses
 
     # ------------------------------------------------------------------------------------------
     # Training
@@ -296,21 +250,42 @@ class FCOS(nn.Module):
             offset += len(gt_per_image)
         return torch.stack(gt_labels), torch.stack(gt_reg_targets), torch.stack(gt_inds), level_of
 
-    def losses(self, locations, pred_logits, pred_deltas, pred_ctrness, gt_instances):
+    def losses(
+        self,
+        locations: List[Tensor],
+        pred_logits: List[Tensor],
+        pred_deltas: List[Tensor],
+        pred_ctrness: List[Tensor],
+        gt_instances: List[Instances],
+    ):
         """
         FCOS losses (spec: focal cls loss / #positives; with box quality "ctrness",
         centerness-weighted IoU loss / sum of centerness targets and centerness BCE / #positives;
         with "iou", IoU loss / #positives and BCE against the detached IoU of each positive's
         predicted box / #positives).
 
+        Args:
+            locations: L tensors (Hi*Wi, 2), see :func:`fcos_targets.compute_locations`.
+            pred_logits, pred_deltas, pred_ctrness: L tensors (N, Hi*Wi, C | 4 | 1), the head's
+                outputs transposed as ``DenseDetector._transpose_dense_predictions`` does.
+            gt_instances: N Instances with ``gt_boxes`` and ``gt_classes``.
+
         Returns:
-            positives (Instances), loss_denorm (scalar Tensor), losses (dict), see :meth:`forward`.
+            positives: an :class:`Instances` over the whole batch with one entry per positive
+                location: ``im_inds`` (ascending), ``fpn_levels`` (long), ``locations`` (P, 2),
+                ``labels``, ``gt_inds`` (index into the concatenation of all images'
+                gt_instances), ``reg_targets`` (P, 4) in strides, ``gt_ctrs`` (P,) centerness
+                targets, ``box_preds`` (P, 4) the predicted XYXY boxes (detached).
+            loss_denorm: the scalar sum of gt_ctrs (averaged over processes), which also
+                normalises BlendMask's mask loss.
+            losses: "loss_fcos_cls", "loss_fcos_loc" and "loss_fcos_ctr" (box quality "ctrness")
+                or "loss_fcos_iou" (box quality "iou").
         """
         gt_labels, gt_reg_targets, gt_inds, level_of = self.label_locations(locations, gt_instances)
         # (N, R, K) like the targets: levels are concatenated per image.
-        pred_logits = torch.cat([permute_to_N_HWA_K(x, self.num_classes) for x in pred_logits], 1)
-        pred_deltas = torch.cat([permute_to_N_HWA_K(x, 4) for x in pred_deltas], 1)
-        pred_ctrness = torch.cat([permute_to_N_HWA_K(x, 1) for x in pred_ctrness], 1).squeeze(2)
+        pred_logits = torch.cat(pred_logits, dim=1)
+        pred_deltas = torch.cat(pred_deltas, dim=1)
+        pred_ctrness = torch.cat(pred_ctrness, dim=1).squeeze(2)
 
         pos_mask = gt_labels != self.num_classes  # (N, R)
         num_pos = pos_mask.sum()
@@ -318,7 +293,10 @@ class FCOS(nn.Module):
         if self.loss_normalizer_cls == "fg":
             cls_normalizer = num_pos_avg
         elif self.loss_normalizer_cls == "moving_fg":
-            # The EMA damps the per-batch fluctuation of #positives at small batch sizes.
+            # The EMA damps the per-batch fluctuation of #positives at small batch sizes. The
+            # update is DenseDetector._ema_update's (momentum 0.9), which BlendMask does not call:
+            # it keeps the average as a plain attribute of the detector, which checkpoints do not
+            # save, while this buffer is saved (as proposal_generator.moving_num_pos).
             self.moving_num_pos.mul_(0.9).add_(0.1 * num_pos_avg)
             cls_normalizer = float(self.moving_num_pos)
         else:
@@ -385,8 +363,25 @@ class FCOS(nn.Module):
     # ------------------------------------------------------------------------------------------
     # Inference
     # ------------------------------------------------------------------------------------------
-    def predict_proposals(self, locations, pred_logits, pred_deltas, pred_ctrness, image_sizes):
-        """Post-NMS detections per image, see :func:`fcos_postprocess.predict_instances`."""
+    def predict(
+        self,
+        locations: List[Tensor],
+        pred_logits: List[Tensor],
+        pred_deltas: List[Tensor],
+        pred_ctrness: List[Tensor],
+        image_sizes: List[Tuple[int, int]],
+    ) -> List[Instances]:
+        """
+        Post-NMS detections per image, see :func:`fcos_postprocess.predict_instances`.
+
+        Args:
+            locations, pred_logits, pred_deltas, pred_ctrness: as for :meth:`losses`.
+            image_sizes: N (h, w) of the unpadded inputs.
+
+        Returns:
+            N Instances with ``pred_boxes`` (unclipped, input-image pixels), ``scores``,
+            ``pred_classes``, ``locations`` and ``fpn_levels``, sorted by decreasing score.
+        """
         # Chosen from self.training at each call (AdelaiDet stored them on self as a side effect).
         if self.training:
             score_thresh, pre_nms_topk = self.score_thresh_train, self.pre_nms_topk_train
@@ -397,9 +392,9 @@ class FCOS(nn.Module):
         return predict_instances(
             locations,
             self.strides,
-            [permute_to_N_HWA_K(x, self.num_classes) for x in pred_logits],
-            [permute_to_N_HWA_K(x, 4) for x in pred_deltas],
-            [permute_to_N_HWA_K(x, 1) for x in pred_ctrness],
+            pred_logits,
+            pred_deltas,
+            pred_ctrness,
             image_sizes,
             score_thresh=score_thresh,
             pre_nms_topk=pre_nms_topk,

@@ -106,6 +106,23 @@ def decode_level(
         Instances of up to ``topk`` (location, class) candidates scoring above
         ``score_thresh``, with scores sqrt(p_cls * p_ctr). A location can yield several classes,
         unless ``one_class_per_location``.
+
+    The steps are those of ``DenseDetector._decode_per_level_predictions`` (threshold, top-k,
+    box decoding), which BlendMask does not call because:
+
+    * it returns only boxes, scores and classes, and BlendMask needs each detection's location
+      and level (the cell its top layer is evaluated at, and output fields);
+    * it thresholds and ranks one score, while FCOS without THRESH_WITH_CTR (AdelaiDet's
+      default) thresholds p_cls and ranks p_cls * p_ctr, and ONE_CLASS_PER_LOCATION masks
+      classes first;
+    * it always sorts the candidates, while here a level with at most ``topk`` of them keeps
+      them in location order, so that ties reach NMS in AdelaiDet's order;
+    * it decodes anchors with a ``box2box_transform``; FCOS has locations and distances (which
+      detectron2's own FCOS writes as stride-sized anchors and ``Box2BoxTransformLinear``).
+
+    ``_decode_multi_level_predictions`` is its loop over levels, and in detectron2 0.6 it
+    ignores its threshold and top-k arguments for the test-time attributes, so the training
+    values (AdelaiDet's YIELD_PROPOSAL) could not be passed either.
     """
     scores = logits.sigmoid()
     if one_class_per_location:

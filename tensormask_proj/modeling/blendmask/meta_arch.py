@@ -12,26 +12,27 @@ Shape shorthand in this module:
     P: number of instances (positive locations in training, detections in inference)
 """
 
-from typing import Dict, List
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
+from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.modeling.postprocessing import detector_postprocess
-from detectron2.modeling.proposal_generator import build_proposal_generator
-from detectron2.structures import ImageList
+from detectron2.structures import ImageList, Instances
 from torch import Tensor, nn
 
 from .basis_module import build_basis_module
 from .blender import Blender
-from .fcos_targets import locations_to_cells
+from .fcos import FCOS
+from .fcos_targets import compute_locations, locations_to_cells
 from .sparse_conv import conv2d_at_cells
 
 __all__ = ["BlendMask"]
 
 
 @META_ARCH_REGISTRY.register()
-class BlendMask(nn.Module):
+class BlendMask(DenseDetector):
     """
     Inputs: detectron2's list of dicts with "image" (C, H, W) and, in training, "instances"
     (gt_boxes, gt_classes, gt_masks) and, with the basis module's auxiliary loss, "basis_sem"
@@ -41,6 +42,12 @@ class BlendMask(nn.Module):
 
     Training or inference is chosen by ``self.training`` alone: inputs that carry "instances" are
     fine in eval mode (AdelaiDet's blender took its training branch on them and crashed).
+
+    A ``DenseDetector`` whose head is FCOS's (``fcos_head``): from it come the pixel statistics,
+    :meth:`preprocess_image`, the head run on ``head_in_features``, the split into
+    :meth:`forward_training` and :meth:`forward_inference`, and the transpose of the head's
+    outputs. Its decoding and EMA helpers are not used (see ``fcos_postprocess.decode_level`` and
+    ``FCOS.losses``).
     """
 
     @configurable
@@ -48,7 +55,9 @@ class BlendMask(nn.Module):
         self,
         *,
         backbone: Backbone,
-        proposal_generator: nn.Module,
+        fcos: FCOS,
+        head_in_features: Sequence[str],
+        strides: Sequence[int],
         basis_module: nn.Module,
         blender: Blender,
         num_bases: int,
@@ -61,7 +70,9 @@ class BlendMask(nn.Module):
         """
         Args:
             backbone: a detectron2 backbone.
-            proposal_generator: the FCOS module (``modeling.blendmask.fcos.FCOS``).
+            fcos: the :class:`FCOS` module; its ``fcos_head`` is the dense head.
+            head_in_features: the L backbone features the head runs on.
+            strides: their L strides (the locations, and the cells of the top layer).
             basis_module: a BASIS_MODULE_REGISTRY module.
             blender: a :class:`Blender`.
             num_bases: K.
@@ -70,11 +81,33 @@ class BlendMask(nn.Module):
             pixel_mean, pixel_std: per-channel normalisation of the input images.
             visualize: add "bases" (and "sem_thing_seg") to the inference outputs.
         """
-        super().__init__()
+        # The pixel statistics become DenseDetector's non-persistent buffers: AdelaiDet
+        # checkpoints have no such entries, and the values come from the config anyway.
+        super().__init__(
+            backbone,
+            fcos.fcos_head,
+            list(head_in_features),
+            pixel_mean=pixel_mean,
+            pixel_std=pixel_std,
+        )
+        if self.pixel_mean.shape != self.pixel_std.shape:
+            raise ValueError(
+                f"MODEL.PIXEL_MEAN {tuple(pixel_mean)} and MODEL.PIXEL_STD {tuple(pixel_std)} "
+                "have different lengths"
+            )
+        if len(strides) != len(self.head_in_features):
+            raise ValueError(
+                f"{len(strides)} strides {list(strides)} for {len(self.head_in_features)} head "
+                f"features {self.head_in_features}"
+            )
         # Registration order fixes the state-dict order (AdelaiDet's): backbone,
-        # proposal_generator, basis_module, top_layer. The blender holds no state.
-        self.backbone = backbone
-        self.proposal_generator = proposal_generator
+        # proposal_generator, basis_module, top_layer. DenseDetector registers its head as
+        # "head"; AdelaiDet's checkpoints have it at "proposal_generator.fcos_head", so it is
+        # registered there only (a module under two names would be saved twice), and ``head``
+        # is a property. The blender holds no state.
+        del self.head
+        self.proposal_generator = fcos
+        self.strides = list(strides)
         self.blender = blender
         self.basis_module = basis_module
         self.top_layer = nn.Conv2d(
@@ -83,15 +116,11 @@ class BlendMask(nn.Module):
         nn.init.normal_(self.top_layer.weight, std=0.01)
         nn.init.constant_(self.top_layer.bias, 0)
         self.visualize = visualize
-        # Not persistent: AdelaiDet checkpoints have no such entries, and the values come from
-        # the config anyway. As buffers they follow .to() and define self.device.
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
-        if self.pixel_mean.shape != self.pixel_std.shape:
-            raise ValueError(
-                f"MODEL.PIXEL_MEAN {tuple(pixel_mean)} and MODEL.PIXEL_STD {tuple(pixel_std)} "
-                "have different lengths"
-            )
+
+    @property
+    def head(self) -> nn.Module:
+        """DenseDetector's head: FCOS's, ``proposal_generator.fcos_head``."""
+        return self.proposal_generator.fcos_head
 
     @classmethod
     def from_config(cls, cfg):
@@ -104,12 +133,16 @@ class BlendMask(nn.Module):
             )
         backbone = build_backbone(cfg)
         input_shape = backbone.output_shape()
-        proposal_generator = build_proposal_generator(cfg, input_shape)
+        # Built directly, not by build_proposal_generator: FCOS is not a proposal generator (see
+        # its docstring); MODEL.PROPOSAL_GENERATOR.NAME ("FCOS" in AdelaiDet's configs) is unread.
+        fcos = FCOS(cfg, input_shape)
         basis_module = build_basis_module(cfg, input_shape)
         top_in_channels = {input_shape[f].channels for f in cfg.MODEL.FCOS.IN_FEATURES}
         return {
             "backbone": backbone,
-            "proposal_generator": proposal_generator,
+            "fcos": fcos,
+            "head_in_features": cfg.MODEL.FCOS.IN_FEATURES,
+            "strides": cfg.MODEL.FCOS.FPN_STRIDES,
             "basis_module": basis_module,
             "blender": Blender(cfg),
             # Top layer (attentions)
@@ -122,43 +155,40 @@ class BlendMask(nn.Module):
             "visualize": cfg.MODEL.BLENDMASK.VISUALIZE,
         }
 
-    @property
-    def device(self):
-        return self.pixel_mean.device
-
-    def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
-        """Normalise, pad (with 0 after normalisation) and batch the images."""
-        images = [x["image"].to(self.device) for x in batched_inputs]
-        images = [(x - self.pixel_mean) / self.pixel_std for x in images]
-        return ImageList.from_tensors(images, self.backbone.size_divisibility)
-
-    def _semantic_targets(self, batched_inputs: List[Dict]):
-        """(N, H, W) long "basis_sem" maps padded with 0 (background) like the images."""
-        if any("basis_sem" not in x for x in batched_inputs):
-            return None
-        maps = [x["basis_sem"].to(self.device) for x in batched_inputs]
-        return ImageList.from_tensors(maps, self.backbone.size_divisibility, pad_value=0).tensor
-
-    def _attentions(self, box_features: List[Tensor], instances, im_inds: Tensor) -> Tensor:
+    def forward(self, batched_inputs: List[Dict[str, Tensor]]):
         """
-        The top layer's output (P, K*M*M) at each instance's location. Only these P outputs are
-        computed (see ``sparse_conv``); the values equal the dense conv's.
+        DenseDetector's ``forward`` (preprocess, backbone, head on ``head_in_features``, then
+        :meth:`forward_training` or :meth:`forward_inference`), with what BlendMask adds and
+        DenseDetector's cannot carry: the basis module, which reads backbone features of its own
+        and, in training, each input's "basis_sem" map; and, in inference, the masks pasted at
+        the output size after ``detector_postprocess``, and the visualisation maps.
         """
-        rows, cols = locations_to_cells(
-            instances.locations, instances.fpn_levels, self.proposal_generator.strides
-        )
-        return conv2d_at_cells(
-            self.top_layer, box_features, instances.fpn_levels, im_inds, rows, cols
-        )
-
-    def forward(self, batched_inputs: List[Dict]):
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
         if self.training:
-            return self.forward_training(batched_inputs, images, features)
-        return self.forward_inference(batched_inputs, images, features)
+            gt_instances = self._training_instances(batched_inputs)
+            sem_targets = self._semantic_targets(batched_inputs)
+            # The basis module runs before the head, as in AdelaiDet, so that the backward pass
+            # sums the two branches' gradients into the backbone features in AdelaiDet's order
+            # (float sums depend on it).
+            basis_out, basis_losses = self.basis_module(features, sem_targets)
+            head_features, predictions = self._run_head(features)
+            losses = self.forward_training(
+                images, head_features, predictions, gt_instances, basis_out["bases"]
+            )
+            return {**basis_losses, **losses}
+        with torch.no_grad():
+            basis_out, _ = self.basis_module(features)
+            head_features, predictions = self._run_head(features)
+            results = self.forward_inference(images, head_features, predictions, basis_out["bases"])
+            return self._postprocess(results, batched_inputs, images.image_sizes, basis_out)
 
-    def forward_training(self, batched_inputs, images: ImageList, features: Dict[str, Tensor]):
+    def _run_head(self, features: Dict[str, Tensor]):
+        """The head's L inputs (N, D, Hi, Wi) and outputs (see :meth:`forward_training`)."""
+        head_features = [features[f] for f in self.head_in_features]
+        return head_features, self.head(head_features)
+
+    def _training_instances(self, batched_inputs: List[Dict]) -> List[Instances]:
         if any("instances" not in x for x in batched_inputs):
             raise ValueError("BlendMask training needs 'instances' in every input dict")
         gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
@@ -168,39 +198,99 @@ class BlendMask(nn.Module):
                     f"Training input {i} has instances without 'gt_masks' "
                     "(the dataset mapper needs MODEL.MASK_ON=True and mask annotations)"
                 )
-        sem_targets = self._semantic_targets(batched_inputs)
-        basis_out, basis_losses = self.basis_module(features, sem_targets)
-        fcos_out, fcos_losses = self.proposal_generator(images, features, gt_instances)
-        positives = fcos_out["positives"]
-        attns = self._attentions(fcos_out["box_features"], positives, positives.im_inds)
-        mask_losses = self.blender.losses(
-            basis_out["bases"], attns, positives, gt_instances, fcos_out["loss_denorm"]
+        return gt_instances
+
+    def _semantic_targets(self, batched_inputs: List[Dict]) -> Optional[Tensor]:
+        """(N, H, W) long "basis_sem" maps padded with 0 (background) like the images."""
+        if any("basis_sem" not in x for x in batched_inputs):
+            return None
+        maps = [x["basis_sem"].to(self.device) for x in batched_inputs]
+        return ImageList.from_tensors(maps, self.backbone.size_divisibility, pad_value=0).tensor
+
+    def _dense_inputs(self, features: List[Tensor], predictions: Sequence[List[Tensor]]):
+        """
+        FCOS's inputs: the L locations (Hi*Wi, 2), and the head's logits, deltas and
+        centerness, each L tensors (N, Hi*Wi, C | 4 | 1).
+        """
+        # One prediction per location: K is each output's channel count.
+        dims = [pred[0].shape[1] for pred in predictions[:3]]
+        return (
+            compute_locations(features, self.strides),
+            *self._transpose_dense_predictions(predictions[:3], dims),
         )
-        return {**basis_losses, **fcos_losses, **mask_losses}
+
+    def _attentions(self, box_features: List[Tensor], instances, im_inds: Tensor) -> Tensor:
+        """
+        The top layer's output (P, K*M*M) at each instance's location. Only these P outputs are
+        computed (see ``sparse_conv``); the values equal the dense conv's.
+        """
+        rows, cols = locations_to_cells(instances.locations, instances.fpn_levels, self.strides)
+        return conv2d_at_cells(
+            self.top_layer, box_features, instances.fpn_levels, im_inds, rows, cols
+        )
+
+    def forward_training(
+        self,
+        images: ImageList,
+        features: List[Tensor],
+        predictions: Sequence[List[Tensor]],
+        gt_instances: List[Instances],
+        bases: List[Tensor],
+    ) -> Dict[str, Tensor]:
+        """
+        Args:
+            images: the padded batch.
+            features: the head's L inputs (N, D, Hi, Wi).
+            predictions: the head's outputs: logits, deltas, centerness and box-tower features,
+                each L tensors (N, C | 4 | 1 | D, Hi, Wi).
+            gt_instances: N Instances with gt_boxes, gt_classes and gt_masks.
+            bases: the basis module's [(N, K, H/4, W/4)].
+
+        Returns:
+            FCOS's and the blender's losses.
+        """
+        positives, loss_denorm, fcos_losses = self.proposal_generator.losses(
+            *self._dense_inputs(features, predictions), gt_instances
+        )
+        attns = self._attentions(predictions[3], positives, positives.im_inds)
+        mask_losses = self.blender.losses(bases, attns, positives, gt_instances, loss_denorm)
+        return {**fcos_losses, **mask_losses}
 
     @torch.no_grad()
-    def forward_inference(self, batched_inputs, images: ImageList, features: Dict[str, Tensor]):
-        basis_out, _ = self.basis_module(features)
-        fcos_out, _ = self.proposal_generator(images, features)
-        proposals = fcos_out["proposals"]
-        for img_idx, p in enumerate(proposals):
+    def forward_inference(
+        self,
+        images: ImageList,
+        features: List[Tensor],
+        predictions: Sequence[List[Tensor]],
+        bases: List[Tensor],
+    ) -> List[Instances]:
+        """
+        Args:
+            images, features, predictions, bases: as for :meth:`forward_training`.
+
+        Returns:
+            N Instances at the input size, sorted by decreasing score: pred_boxes (clipped to
+            the image), scores, pred_classes, locations, fpn_levels, top_feat (n, K*M*M) and
+            mask_probs (n, 1, R, R), the masks on the boxes' crops (see ``Blender.paste``).
+        """
+        locations, *dense = self._dense_inputs(features, predictions)
+        detections = self.proposal_generator.predict(locations, *dense, images.image_sizes)
+        for img_idx, p in enumerate(detections):
             # Attentions only for the detections kept after NMS (AdelaiDet computes them at
             # every location and carries them through NMS).
             im_inds = torch.full_like(p.fpn_levels, img_idx)
-            p.top_feat = self._attentions(fcos_out["box_features"], p, im_inds)
+            p.top_feat = self._attentions(predictions[3], p, im_inds)
             # Clipped to the image, as detector_postprocess clips the output boxes: the blender
             # must crop with the boxes its masks are pasted into, or a box that crosses the
             # border gets its mask squeezed into the clipped box.
             p.pred_boxes.clip(p.image_size)
-        self.blender.predict(basis_out["bases"], proposals)
-        if self.blender.rescore_by_maskness:
-            # Back to decreasing score, as detectron2's models return them (FCOS's are sorted;
-            # rescoring can change the order). Stable: ties keep FCOS's order.
-            proposals = [p[p.scores.sort(descending=True, stable=True)[1]] for p in proposals]
+        return self.blender.predict(bases, detections)
 
+    def _postprocess(self, results: List[Instances], batched_inputs, image_sizes, basis_out):
+        """The output dicts: ``results`` at each input's "height" x "width" with pred_masks."""
         processed = []
         for img_idx, (p, inputs, image_size) in enumerate(
-            zip(proposals, batched_inputs, images.image_sizes)
+            zip(results, batched_inputs, image_sizes)
         ):
             height = inputs.get("height", image_size[0])
             width = inputs.get("width", image_size[1])

@@ -4,10 +4,12 @@ import functools
 import os
 
 import project_testing
+from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
 from project_testing import CONFIG_DIR, project_cfg
 from torch import nn
 
 from tensormask_proj.modeling.blendmask.fcos import FCOS
+from tensormask_proj.modeling.blendmask.fcos_targets import compute_locations
 
 FIXTURE_DIR = os.path.join(os.path.dirname(__file__), "fixtures")
 QUICK_CONFIG = os.path.join(CONFIG_DIR, "BlendMask", "Base-Shapes.yaml")
@@ -29,24 +31,33 @@ regular_and_empty_batch = functools.partial(
 )
 
 
-class FixedHead(nn.Module):
-    """An FCOS head that returns ``outputs``, whatever the features."""
-
-    def __init__(self, outputs):
-        super().__init__()
-        self.outputs = outputs
-
-    def forward(self, features):
-        return self.outputs
-
-
-def fixed_fcos(outputs, **kwargs):
-    """
-    FCOS (in training mode) on one level "p3" of stride 8, whose head predicts ``outputs``:
-    (logits, deltas, quality, box features), a list of one tensor per level each. NUM_CLASSES
-    is the logits' channel count unless ``num_classes`` is given.
-    """
-    kwargs.setdefault("num_classes", outputs[0][0].shape[1] if outputs else None)
+def one_level_fcos(num_classes, **kwargs):
+    """FCOS (in training mode) on one level "p3" of stride 8, for :func:`fcos_losses` and
+    :func:`fcos_predict` (its head is never run)."""
     return FCOS(
-        head=FixedHead(outputs), in_features=["p3"], strides=[8], sizes_of_interest=[], **kwargs
+        head=nn.Identity(),
+        in_features=["p3"],
+        strides=[8],
+        num_classes=num_classes,
+        sizes_of_interest=[],
+        **kwargs,
     )
+
+
+def _dense_inputs(fcos, predictions):
+    """BlendMask's inputs to FCOS for the head outputs ``predictions`` (logits, deltas, quality,
+    box features; a list of one (N, K, Hi, Wi) tensor per level each): the locations and the
+    first three outputs transposed to (N, Hi*Wi, K)."""
+    locations = compute_locations(predictions[0], fcos.strides)
+    transposed = [[permute_to_N_HWA_K(x, x.shape[1]) for x in pred] for pred in predictions[:3]]
+    return (locations, *transposed)
+
+
+def fcos_losses(fcos, predictions, gt_instances):
+    """``fcos.losses`` on the head outputs ``predictions``: (positives, loss_denorm, losses)."""
+    return fcos.losses(*_dense_inputs(fcos, predictions), gt_instances)
+
+
+def fcos_predict(fcos, predictions, image_sizes):
+    """``fcos.predict`` on the head outputs ``predictions``: one Instances per image."""
+    return fcos.predict(*_dense_inputs(fcos, predictions), image_sizes)

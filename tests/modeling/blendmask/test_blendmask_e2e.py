@@ -11,7 +11,10 @@ from unittest import mock
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
+from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from project_testing import make_input
+
+from tensormask_proj.modeling.blendmask import FCOS
 
 from .blendmask_testing import CONFIG_DIR, blendmask_cfg, regular_and_empty_batch
 
@@ -116,11 +119,11 @@ class TestInference(unittest.TestCase):
         with torch.no_grad():
             model.proposal_generator.fcos_head.bbox_pred.bias.fill_(2.0)  # boxes of ~7 strides
         fcos_boxes, cropped_boxes = [], []
-        fcos_forward, predict = model.proposal_generator.forward, model.blender.predict
+        fcos_predict, predict = model.proposal_generator.predict, model.blender.predict
 
         def record_fcos(*args, **kwargs):
-            out = fcos_forward(*args, **kwargs)
-            fcos_boxes.extend(p.pred_boxes.tensor.clone() for p in out[0]["proposals"])
+            out = fcos_predict(*args, **kwargs)
+            fcos_boxes.extend(p.pred_boxes.tensor.clone() for p in out)
             return out
 
         def record_blender(bases, proposals):
@@ -129,7 +132,7 @@ class TestInference(unittest.TestCase):
 
         h, w = 128, 160
         with (
-            mock.patch.object(model.proposal_generator, "forward", record_fcos),
+            mock.patch.object(model.proposal_generator, "predict", record_fcos),
             mock.patch.object(model.blender, "predict", record_blender),
         ):
             model([make_input((h, w))])
@@ -187,6 +190,19 @@ class TestInference(unittest.TestCase):
 
 
 class TestModuleHygiene(unittest.TestCase):
+    def test_dense_detector_with_the_fcos_head(self):
+        # DenseDetector's head is FCOS's, registered once, under AdelaiDet's name; FCOS is built
+        # directly, whatever MODEL.PROPOSAL_GENERATOR.NAME says.
+        model = _build(["MODEL.PROPOSAL_GENERATOR.NAME", "RPN"])
+        self.assertIsInstance(model, DenseDetector)
+        self.assertIsInstance(model.proposal_generator, FCOS)
+        self.assertIs(model.head, model.proposal_generator.fcos_head)
+        self.assertEqual(
+            [name for name, _ in model.named_children()],
+            ["backbone", "proposal_generator", "basis_module", "top_layer"],
+        )
+        self.assertEqual(model.head_in_features, ["p3", "p4", "p5"])
+
     def test_pixel_statistics_are_buffers(self):
         model = _build()
         buffers = dict(model.named_buffers())

@@ -4,9 +4,9 @@ import math
 import unittest
 
 import torch
-from detectron2.structures import ImageList
+from detectron2.structures import Boxes, Instances
 
-from .blendmask_testing import fixed_fcos
+from .blendmask_testing import fcos_losses, fcos_predict, one_level_fcos
 
 
 def _logit(p):
@@ -27,13 +27,15 @@ def _predictions(cls_probs, ctr_probs, deltas):
     return [logits], [reg], [ctr], [torch.zeros(1, 8, 2, 2)]
 
 
-def _run(fcos):
-    """The detections of ``fcos`` in inference mode on one 16 x 16 image."""
-    fcos.eval()
-    images = ImageList(torch.zeros(1, 3, 16, 16), [(16, 16)])
-    outputs, losses = fcos(images, {"p3": torch.zeros(1, 8, 2, 2)})
-    assert losses == {}
-    return outputs["proposals"][0]
+def _fcos(outputs, **kwargs):
+    """FCOS with ``kwargs`` for the head outputs ``outputs`` (their classes)."""
+    return one_level_fcos(outputs[0][0].shape[1], **kwargs)
+
+
+def _run(outputs, **kwargs):
+    """The detections on one 16 x 16 image of FCOS with ``kwargs`` (inference mode) whose head
+    predicts ``outputs``."""
+    return fcos_predict(_fcos(outputs, **kwargs).eval(), outputs, [(16, 16)])[0]
 
 
 class TestFCOSInference(unittest.TestCase):
@@ -43,9 +45,9 @@ class TestFCOSInference(unittest.TestCase):
         # not clipped to the image.
         outputs = _predictions({(1, 2): 0.3}, {1: 0.1}, {})
         # THRESH_WITH_CTR: 0.03 < 0.05 -> nothing survives.
-        self.assertEqual(len(_run(fixed_fcos(outputs, thresh_with_ctr=True))), 0)
+        self.assertEqual(len(_run(outputs, thresh_with_ctr=True)), 0)
         # Otherwise 0.3 > 0.05 passes and the score is sqrt(0.3 * 0.1).
-        result = _run(fixed_fcos(outputs, thresh_with_ctr=False))
+        result = _run(outputs, thresh_with_ctr=False)
         self.assertEqual(len(result), 1)
         self.assertEqual(result.pred_classes.tolist(), [2])
         self.assertAlmostEqual(result.scores[0].item(), math.sqrt(0.03), places=5)
@@ -60,7 +62,7 @@ class TestFCOSInference(unittest.TestCase):
         big = (4.0, 4.0, 4.0, 4.0)
         shifted = (5.0, 4.0, 3.0, 4.0)  # from (12, 4): same box as cell 0's from (4, 4)
         outputs = _predictions({(0, 0): 0.9, (1, 0): 0.8, (1, 1): 0.7}, {}, {0: big, 1: shifted})
-        result = _run(fixed_fcos(outputs, thresh_with_ctr=False))
+        result = _run(outputs, thresh_with_ctr=False)
         pairs = sorted(zip(result.locations[:, 0].tolist(), result.pred_classes.tolist()))
         self.assertEqual(pairs, [(4.0, 0), (12.0, 1)])
         self.assertTrue(bool((result.scores[:-1] >= result.scores[1:]).all()))
@@ -77,9 +79,9 @@ class TestFCOSInference(unittest.TestCase):
         pairs = lambda r: sorted(  # noqa: E731
             zip(r.locations[:, 0].tolist(), r.pred_classes.tolist())
         )
-        every = _run(fixed_fcos(outputs))
+        every = _run(outputs)
         self.assertEqual(pairs(every), [(4.0, 0), (4.0, 2), (12.0, 1), (12.0, 2)])
-        best = _run(fixed_fcos(outputs, one_class_per_location=True))
+        best = _run(outputs, one_class_per_location=True)
         self.assertEqual(pairs(best), [(4.0, 0), (4.0, 2), (12.0, 1)])
         # The score of a kept class is unchanged: sqrt(p_cls * p_ctr).
         kept = best.scores[(best.locations[:, 0] == 12.0)]
@@ -93,36 +95,28 @@ class TestFCOSInference(unittest.TestCase):
             {c: (0.1, 0.1, 0.1, 0.1) for c in range(4)},
         )
         # Post-NMS top-2 keeps every detection scoring >= the 2nd best: the 0.6 tie keeps 3.
-        result = _run(fixed_fcos(outputs, post_nms_topk_test=2))
+        result = _run(outputs, post_nms_topk_test=2)
         self.assertEqual(len(result), 3)
-        result = _run(fixed_fcos(outputs, post_nms_topk_test=1))
+        result = _run(outputs, post_nms_topk_test=1)
         self.assertEqual(len(result), 1)
         # Pre-NMS top-k per level.
-        result = _run(fixed_fcos(outputs, pre_nms_topk_test=2))
+        result = _run(outputs, pre_nms_topk_test=2)
         self.assertEqual(len(result), 2)
         self.assertAlmostEqual(result.scores[0].item(), math.sqrt(0.9), places=4)
 
-    def test_training_thresholds_and_yield_proposal(self):
-        from detectron2.structures import Boxes, Instances
-
+    def test_training_thresholds(self):
         outputs = _predictions({(1, 2): 0.3}, {1: 0.1}, {})
         gt = Instances((16, 16), gt_boxes=Boxes(torch.tensor([[0.0, 0.0, 16.0, 16.0]])))
         gt.gt_classes = torch.tensor([2])
-        images = ImageList(torch.zeros(1, 3, 16, 16), [(16, 16)])
-        feats = {"p3": torch.zeros(1, 8, 2, 2)}
-        # Training without yield_proposal: losses and positives, no proposals.
-        fcos = fixed_fcos(outputs, score_thresh_train=0.5, score_thresh_test=0.0).train()
-        out, losses = fcos(images, feats, [gt])
-        self.assertNotIn("proposals", out)
-        self.assertEqual(len(out["positives"]), 4)
+        # Training: losses and positives.
+        fcos = _fcos(outputs, score_thresh_train=0.5, score_thresh_test=0.0).train()
+        positives, _, losses = fcos_losses(fcos, outputs, [gt])
+        self.assertEqual(len(positives), 4)
         self.assertEqual(set(losses), {"loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr"})
-        # With yield_proposal, the *train* threshold applies: 0.3 * 0.5 (ctr) < 0.5 -> none.
-        fcos = fixed_fcos(
-            outputs, score_thresh_train=0.5, score_thresh_test=0.0, yield_proposal=True
-        )
-        out, _ = fcos.train()(images, feats, [gt])
-        self.assertEqual(len(out["proposals"][0]), 0)
-        self.assertEqual(len(_run(fcos)), 4 * 3)  # threshold 0: every (cell, class)
+        # Detections in training mode use the *train* threshold: 0.3 * 0.5 (ctr) < 0.5 -> none.
+        self.assertEqual(len(fcos_predict(fcos, outputs, [(16, 16)])[0]), 0)
+        # In inference mode the test threshold, 0: every (cell, class).
+        self.assertEqual(len(fcos_predict(fcos.eval(), outputs, [(16, 16)])[0]), 4 * 3)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from tensormask_proj.modeling.blendmask.losses import (
     iou_loss,
 )
 
-from .blendmask_testing import fixed_fcos
+from .blendmask_testing import fcos_losses, one_level_fcos
 
 
 class TestIoULoss(unittest.TestCase):
@@ -92,15 +92,15 @@ class TestFCOSLosses(unittest.TestCase):
             [torch.zeros(1, 1, 2, 2, requires_grad=True)],
             [torch.zeros(1, 8, 2, 2)],
         )
-        fcos = fixed_fcos(predictions).train()
+        fcos = one_level_fcos(2)
         gt = Instances((16, 16), gt_boxes=Boxes(torch.zeros(0, 4)))
         gt.gt_classes = torch.zeros(0, dtype=torch.long)
-        outputs, losses = fcos(None, {"p3": torch.zeros(1, 8, 2, 2)}, [gt])
+        positives, _, losses = fcos_losses(fcos, predictions, [gt])
         expected = 8 * 0.75 * 1e-4 * -math.log(0.99)
         self.assertAlmostEqual(losses["loss_fcos_cls"].item(), expected, places=9)
         self.assertEqual(losses["loss_fcos_loc"].item(), 0.0)
         self.assertEqual(losses["loss_fcos_ctr"].item(), 0.0)
-        self.assertEqual(len(outputs["positives"]), 0)
+        self.assertEqual(len(positives), 0)
         sum(losses.values()).backward()  # all predictions stay connected to the graph
         self.assertIsNotNone(predictions[1][0].grad)
 
@@ -115,19 +115,19 @@ class TestFCOSLosses(unittest.TestCase):
         )
         gt = Instances((16, 16), gt_boxes=Boxes(torch.zeros(0, 4)))
         gt.gt_classes = torch.zeros(0, dtype=torch.long)
-        fcos = fixed_fcos(outputs, loss_normalizer_cls="moving_fg").train()
+        fcos = one_level_fcos(2, loss_normalizer_cls="moving_fg")
         for _ in range(2):
-            _, losses = fcos(None, {"p3": torch.zeros(1, 8, 2, 2)}, [gt])
+            _, _, losses = fcos_losses(fcos, outputs, [gt])
         ema = 0.9 * (0.9 * 100 + 0.1) + 0.1
         self.assertAlmostEqual(float(fcos.moving_num_pos), ema, places=4)
         expected = 8 * 0.75 * 1e-4 * -math.log(0.99) / ema
         self.assertAlmostEqual(losses["loss_fcos_cls"].item(), expected, places=9)
         # In the state dict, so a checkpoint (and --resume) continues the EMA.
-        resumed = fixed_fcos(outputs, loss_normalizer_cls="moving_fg")
+        resumed = one_level_fcos(2, loss_normalizer_cls="moving_fg")
         resumed.load_state_dict(fcos.state_dict())
         self.assertAlmostEqual(float(resumed.moving_num_pos), ema, places=4)
         # The other settings keep AdelaiDet's state-dict names.
-        self.assertNotIn("moving_num_pos", fixed_fcos(outputs).state_dict())
+        self.assertNotIn("moving_num_pos", one_level_fcos(2).state_dict())
 
     def test_one_positive(self):
         # One 2x2 level of stride 8 (locations (4|12, 4|12)), gt [0, 0, 16, 16] of class 1.
@@ -145,16 +145,15 @@ class TestFCOSLosses(unittest.TestCase):
             [torch.zeros(1, 1, 2, 2)],
             [torch.zeros(1, 8, 2, 2)],
         )
-        fcos = fixed_fcos(predictions).train()
+        fcos = one_level_fcos(2)
         gt = Instances((16, 16))
         gt.gt_boxes = Boxes(torch.tensor([[0.0, 0.0, 16.0, 16.0]]))
         gt.gt_classes = torch.tensor([1])
-        outputs, losses = fcos(None, {"p3": torch.zeros(1, 8, 2, 2)}, [gt])
-        pos = outputs["positives"]
+        pos, loss_denorm, losses = fcos_losses(fcos, predictions, [gt])
         self.assertEqual(len(pos), 4)
         self.assertTrue(torch.allclose(pos.reg_targets, reg_targets))
         self.assertTrue(torch.allclose(pos.gt_ctrs, torch.full((4,), 1 / 3)))
-        self.assertAlmostEqual(outputs["loss_denorm"].item(), 4 / 3, places=6)
+        self.assertAlmostEqual(loss_denorm.item(), 4 / 3, places=6)
         # Each positive's decoded prediction (deltas equal to the targets) is the gt box.
         self.assertTrue(torch.allclose(pos.box_preds, gt.gt_boxes.tensor.expand(4, 4)))
         self.assertFalse(pos.box_preds.requires_grad)
@@ -179,11 +178,11 @@ class TestFCOSLosses(unittest.TestCase):
             [quality_logits],
             [torch.zeros(1, 8, 2, 2)],
         )
-        fcos = fixed_fcos(predictions, box_quality="iou").train()
+        fcos = one_level_fcos(2, box_quality="iou")
         gt = Instances((16, 16))
         gt.gt_boxes = Boxes(torch.tensor([[0.0, 0.0, 16.0, 16.0]]))
         gt.gt_classes = torch.tensor([1])
-        outputs, losses = fcos(None, {"p3": torch.zeros(1, 8, 2, 2)}, [gt])
+        _, loss_denorm, losses = fcos_losses(fcos, predictions, [gt])
         self.assertEqual(set(losses), {"loss_fcos_cls", "loss_fcos_loc", "loss_fcos_iou"})
         iou = 13 / 27
         # Unweighted GIoU loss over the 4 positives.
@@ -191,7 +190,7 @@ class TestFCOSLosses(unittest.TestCase):
         # BCE with logit 1 against the IoU: softplus(1) - IoU, per positive; / 4 positives.
         self.assertAlmostEqual(losses["loss_fcos_iou"].item(), math.log1p(math.e) - iou, places=6)
         # The blender's normaliser stays the sum of centerness targets (4 x 1/3).
-        self.assertAlmostEqual(outputs["loss_denorm"].item(), 4 / 3, places=6)
+        self.assertAlmostEqual(loss_denorm.item(), 4 / 3, places=6)
         # The IoU target is detached: the quality loss moves only the quality logits.
         losses["loss_fcos_iou"].backward()
         self.assertIsNone(deltas.grad)
@@ -199,7 +198,7 @@ class TestFCOSLosses(unittest.TestCase):
 
     def test_bad_box_quality(self):
         with self.assertRaisesRegex(ValueError, "BOX_QUALITY"):
-            fixed_fcos(None, num_classes=2, box_quality="centerness")
+            one_level_fcos(2, box_quality="centerness")
 
 
 if __name__ == "__main__":
