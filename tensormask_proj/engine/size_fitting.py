@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from detectron2.config import CfgNode
 
+from ..modeling.tensormask.anchor_generator import TensorMaskAnchorGenerator
 from ..modeling.tensormask.assignment import assign_windows
 from .architectures import architecture_of
 
@@ -151,10 +152,10 @@ def count_positive_windows(
         by_level (ndarray[L, A]): positive windows per level and window,
         per_object (ndarray[G]): positive windows of every object.
     """
-    strides = _tensormask_strides(cfg)
-    num_anchors = len(sizes[0])
-    min_anchor_size = min(sizes[0]) - strides[0]  # as the model computes it
-    by_level = np.zeros((len(strides), num_anchors), dtype=np.int64)
+    # The model's own window geometry (level offsets, the assignment's scale floor).
+    windows = TensorMaskAnchorGenerator(sizes=sizes, strides=_tensormask_strides(cfg))
+    strides = windows.strides
+    by_level = np.zeros((windows.num_levels, windows.num_anchors), dtype=np.int64)
     per_object = []
     for image in images:
         grid = [
@@ -163,12 +164,10 @@ def count_positive_windows(
         ]
         targets = assign_windows(
             image.boxes, torch.zeros(len(image.boxes), dtype=torch.int64), grid, strides, sizes,
-            cfg.MODEL.TENSOR_MASK.NUM_CLASSES, min_anchor_size,
+            cfg.MODEL.TENSOR_MASK.NUM_CLASSES, windows.min_anchor_size,
         )  # fmt: skip
-        starts = np.cumsum([0] + [h * w * num_anchors for h, w in grid])
-        index = targets.pos_indices.numpy()
-        level = np.searchsorted(starts, index, side="right") - 1
-        np.add.at(by_level, (level, index % num_anchors), 1)
+        levels, _, _, anchor_ids = windows.locate(targets.pos_indices, grid)
+        np.add.at(by_level, (levels.numpy(), anchor_ids.numpy()), 1)
         per_object += torch.bincount(targets.pos_gt, minlength=len(image.boxes)).tolist()
     return by_level, np.asarray(per_object, dtype=np.int64)
 
