@@ -8,7 +8,7 @@ levels), C candidates above the score threshold, D detections, S side of a natur
 The model's own inference keeps each detection's window as a separate tensor (their sides
 differ per level and window id) and, with ``SPARSE_WINDOWS``, decides in Python which window ids
 have requests and which region of the finest grid the bipyramid computes (``.tolist()``): all of
-this would freeze under tracing. Here the head's ``dense_mask_windows`` (the official dense
+this would freeze under tracing. Here the mask branch's ``dense_mask_windows`` (the official dense
 computation, equal to the sparse windows up to float rounding, as the model's tests check) runs
 the towers, predictors and ``swap_align2nat`` on whole maps; only the selection of the
 detections' windows is rewritten with tensor operations, one group per (level, window id), a
@@ -109,10 +109,11 @@ class DeployableTensorMask(nn.Module):
         images = model.preprocess_image(batched_inputs)
         features = model.backbone(images.tensor)
         features = [features[f] for f in model.head_in_features]
-        pred_logits, pred_deltas, pred_masks = model.head(features)
-        if model.mask_on and pred_masks is None:
+        pred_logits, pred_deltas = model.head(features)
+        pred_masks = None
+        if model.mask_on:
             with _traceable_window_sides():
-                pred_masks = model.head.dense_mask_windows(features)
+                pred_masks = model.mask_branch.dense_mask_windows(features)
         grid_sizes = [(x.shape[-2], x.shape[-1]) for x in features]
         windows = torch.cat(model.anchor_generator(grid_sizes, model.device))  # (R, 4)
         K = model.num_classes
@@ -135,12 +136,12 @@ class DeployableTensorMask(nn.Module):
 
     def _window_groups(self, pred_masks, image: int, window_idx: Tensor, grid_sizes):
         """(index into window_idx, logits Tensor[n_g, S, S]) per (level, window id)."""
-        head = self.model.head
+        mask_branch = self.model.mask_branch
         levels, ys, xs, anchor_ids = self.model.anchor_generator.locate(window_idx, grid_sizes)
         for level, per_anchor in enumerate(pred_masks):
             for a, dense in enumerate(per_anchor):
                 sel = select((levels == level) & (anchor_ids == a))
-                side = head.window_side(level, a)
+                side = mask_branch.window_side(level, a)
                 logits = dense[image][:, ys[sel], xs[sel]].t().reshape(-1, side, side)
                 yield sel, logits
 
@@ -149,7 +150,7 @@ class DeployableTensorMask(nn.Module):
     ) -> Instances:
         model = self.model
         K = model.num_classes
-        # As TensorMask._inference_single_image: threshold, one top-k over all levels, NMS.
+        # As TensorMask._candidates and _nms: threshold, one top-k over all levels, NMS.
         scores = logits_i.sigmoid().flatten()
         candidates = select(scores > model.test_score_thresh)
         scores, order = scores[candidates].topk(

@@ -6,9 +6,15 @@ Importing this package registers the meta-architecture "TensorMask" in detectron
 """
 
 from .anchor_generator import TensorMaskAnchorGenerator
-from .assignment import WindowTargets, assign_windows
+from .assignment import PositiveWindows, WindowTargets, assign_windows
 from .head import TensorMaskHead, build_tensormask_head
-from .mask_heads import AlignedMaskHead, BipyramidMaskHead, NaturalMaskHead
+from .mask_heads import (
+    AlignedMaskHead,
+    BipyramidMaskHead,
+    MaskBranch,
+    NaturalMaskHead,
+    build_mask_branch,
+)
 from .meta_arch import TensorMask
 from .up_align2nat import UpAlign2Nat, up_align2nat, upsample_windows
 from .variants import check_tensormask_config
@@ -16,12 +22,15 @@ from .variants import check_tensormask_config
 __all__ = [
     "TensorMask",
     "TensorMaskHead",
+    "MaskBranch",
     "NaturalMaskHead",
     "AlignedMaskHead",
     "BipyramidMaskHead",
     "build_tensormask_head",
+    "build_mask_branch",
     "TensorMaskAnchorGenerator",
     "WindowTargets",
+    "PositiveWindows",
     "assign_windows",
     "check_tensormask_config",
     "UpAlign2Nat",

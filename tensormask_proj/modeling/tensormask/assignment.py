@@ -33,7 +33,7 @@ import torch
 
 from .anchor_generator import TensorMaskAnchorGenerator
 
-__all__ = ["WindowTargets", "assign_windows"]
+__all__ = ["WindowTargets", "PositiveWindows", "assign_windows"]
 
 
 @dataclass
@@ -50,6 +50,30 @@ class WindowTargets:
     gt_labels: torch.Tensor
     pos_indices: torch.Tensor
     pos_gt: torch.Tensor
+
+
+@dataclass
+class PositiveWindows:
+    """
+    The positive windows of a batch, as the mask branch's loss reads them (P: positives of all
+    images, in image order).
+
+    Attributes:
+        image_ids (Tensor[P], int64): image of each positive, non-decreasing.
+        gt_index (Tensor[P], int64): matched object, an index into its image's ground truth.
+        boxes (Tensor[P, 4]): XYXY window boxes.
+        locations (Tensor[P, 4], int64): level, grid row, grid column and window id.
+        normalizer (float): divisor of the loss sums, max(1, P).
+    """
+
+    image_ids: torch.Tensor
+    gt_index: torch.Tensor
+    boxes: torch.Tensor
+    locations: torch.Tensor
+    normalizer: float
+
+    def __len__(self) -> int:
+        return self.image_ids.numel()
 
 
 def _candidates(gt_boxes, strides, sizes, grid_sizes, spatial_thresh):

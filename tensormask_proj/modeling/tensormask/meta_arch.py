@@ -6,11 +6,12 @@ Shape shorthand / naming:
     D: detections of an image, S_out: side of a natural mask window.
     ``pred_*``: network outputs, ``gt_*``: targets; ``_i`` / ``_per_image``: one image.
 
-Pieces: the head (``TensorMaskHead`` and its mask variants, ``build_tensormask_head``),
-``TensorMaskAnchorGenerator`` (sliding windows), ``assign_windows`` (label assignment), ``losses``
-and ``postprocess``. Mask windows are computed densely by the head (official) or only where
-needed (``SPARSE_WINDOWS``, default): the positive windows in training, the kept detections at
-inference, by the head's ``mask_windows`` (one call per level).
+Pieces: the head (``TensorMaskHead``, ``build_tensormask_head``) with its mask branch
+(``mask_heads.MaskBranch``, one class per variant), ``TensorMaskAnchorGenerator`` (sliding
+windows), ``assign_windows`` (label assignment), ``losses`` and ``postprocess``. The mask branch
+computes the mask windows on its own: its ``losses`` those of the positive windows in training,
+its ``predict`` those of the detections (or, with mask-bb NMS, of the candidates) at inference,
+each called once per batch.
 """
 
 import logging
@@ -25,10 +26,11 @@ from detectron2.modeling.meta_arch.dense_detector import DenseDetector, permute_
 from detectron2.structures import Boxes, ImageList, Instances
 
 from .anchor_generator import TensorMaskAnchorGenerator
-from .assignment import assign_windows
+from .assignment import PositiveWindows, assign_windows
 from .head import TensorMaskHead, build_tensormask_head
-from .losses import box_regression_loss, classification_loss, mask_loss
-from .postprocess import MaskWindows, mask_window_boxes, paste_mask_windows
+from .losses import box_regression_loss, classification_loss
+from .mask_heads import MaskBranch
+from .postprocess import mask_window_boxes, paste_mask_windows
 from .variants import check_tensormask_config
 
 __all__ = ["TensorMask"]
@@ -58,8 +60,6 @@ class TensorMask(DenseDetector):
         min_anchor_size: float,
         focal_loss_alpha: float = 0.3,
         focal_loss_gamma: float = 3.0,
-        mask_loss_weight: float = 2.0,
-        mask_pos_weight: float = 1.5,
         test_score_thresh: float = 0.05,
         test_topk_candidates: int = 6000,
         test_nms_thresh: float = 0.5,
@@ -70,14 +70,13 @@ class TensorMask(DenseDetector):
     ):
         """
         Args:
-            backbone, head, head_in_features: see :class:`DenseDetector`.
+            backbone, head, head_in_features: see :class:`DenseDetector`; the head holds the
+                mask branch, which has its own loss weights (MASK_LOSS_WEIGHT, POSITIVE_WEIGHT).
             anchor_generator: the sliding windows.
             box2box_transform: box regression parametrisation (weights 1.5, 1.5, 0.75, 0.75).
             num_classes (int): K.
             min_anchor_size (float): floor of the assignment's scale condition.
             focal_loss_alpha, focal_loss_gamma: FL* parameters.
-            mask_loss_weight (float): weight of each positive window's mean mask BCE.
-            mask_pos_weight (float): BCE weight of foreground pixels.
             test_score_thresh, test_topk_candidates, test_nms_thresh, max_detections_per_image:
                 inference parameters (the top-k is joint over all levels).
             nms_boxes (str): "regressed" or "mask": boxes used for NMS and reported.
@@ -116,8 +115,6 @@ class TensorMask(DenseDetector):
         # Loss parameters
         self.focal_loss_alpha = focal_loss_alpha
         self.focal_loss_gamma = focal_loss_gamma
-        self.mask_loss_weight = mask_loss_weight
-        self.mask_pos_weight = mask_pos_weight
         # Inference parameters
         self.test_score_thresh = test_score_thresh
         self.test_topk_candidates = test_topk_candidates
@@ -152,8 +149,6 @@ class TensorMask(DenseDetector):
             # Loss parameters
             "focal_loss_alpha": cfg.MODEL.TENSOR_MASK.FOCAL_LOSS_ALPHA,
             "focal_loss_gamma": cfg.MODEL.TENSOR_MASK.FOCAL_LOSS_GAMMA,
-            "mask_loss_weight": cfg.MODEL.TENSOR_MASK.MASK_LOSS_WEIGHT,
-            "mask_pos_weight": cfg.MODEL.TENSOR_MASK.POSITIVE_WEIGHT,
             # Inference parameters
             "test_score_thresh": cfg.MODEL.TENSOR_MASK.SCORE_THRESH_TEST,
             "test_topk_candidates": cfg.MODEL.TENSOR_MASK.TOPK_CANDIDATES_TEST,
@@ -167,6 +162,11 @@ class TensorMask(DenseDetector):
     @property
     def mask_on(self) -> bool:
         return self.head.mask_on
+
+    @property
+    def mask_branch(self) -> Optional[MaskBranch]:
+        """The head's mask branch (None without masks)."""
+        return self.head.mask_branch
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Older checkpoints (and the official ones) may carry the normalisation constants and the
@@ -224,7 +224,7 @@ class TensorMask(DenseDetector):
             dict[str, Tensor]: ``loss_cls``, ``loss_box_reg`` (with box head), ``loss_mask``
             (with masks).
         """
-        pred_logits, pred_deltas, pred_masks = predictions
+        pred_logits, pred_deltas = predictions
         grid_sizes, windows = self._grid_windows(features)
         targets = [
             assign_windows(
@@ -270,121 +270,20 @@ class TensorMask(DenseDetector):
                 )
                 losses["loss_box_reg"] = box_regression_loss(pred_pos, gt_pos, normalizer)
         if self.mask_on:
-            losses["loss_mask"] = self._mask_losses(
-                features, pred_masks, targets, gt_instances, windows, grid_sizes, normalizer
-            )
+            positives = self._positive_windows(targets, windows, grid_sizes, normalizer)
+            losses["loss_mask"] = self.mask_branch.losses(features, positives, gt_instances)
         return losses
 
-    def _mask_losses(
-        self, features, pred_masks, targets, gt_instances, windows, grid_sizes, normalizer
-    ):
-        image_ids = cat([torch.full_like(t.pos_indices, i) for i, t in enumerate(targets)])
+    def _positive_windows(self, targets, windows, grid_sizes, normalizer) -> PositiveWindows:
+        """The positives of all images, located on the grid, for the mask branch's loss."""
         pos_indices = cat([t.pos_indices for t in targets])
-        pos_gt = cat([t.pos_gt for t in targets])
-        # Zero-weighted sum over the mask branch keeps every parameter in the graph when a window
-        # size has no positive (needed by DistributedDataParallel).
-        loss = sum(p.sum() for n, p in self.head.named_parameters() if n.startswith("mask_")) * 0
-        if pos_indices.numel() == 0:
-            return loss
-        levels, ys, xs, anchor_ids = self.anchor_generator.locate(pos_indices, grid_sizes)
-        mask_features = self.head.mask_features(features) if pred_masks is None else None
-        for level, at_level in self._per_level(levels):
-            pred_windows = self._level_windows(
-                mask_features,
-                pred_masks,
-                level,
-                image_ids[at_level],
-                ys[at_level],
-                xs[at_level],
-                anchor_ids[at_level],
-            )
-            for a, pred in enumerate(pred_windows):
-                if pred is None:
-                    continue
-                sel = at_level[anchor_ids[at_level] == a]
-                gt = self._gt_mask_windows(
-                    gt_instances,
-                    image_ids[sel],
-                    pos_gt[sel],
-                    windows[pos_indices[sel]],
-                    self.head.window_side(level, a),
-                )
-                loss = loss + mask_loss(
-                    pred,
-                    gt.to(pred.device),
-                    self.mask_loss_weight,
-                    self.mask_pos_weight,
-                    normalizer,
-                )
-        return loss
-
-    @staticmethod
-    def _per_level(levels: torch.Tensor):
-        """(level, indices of the entries of ``levels`` equal to it) for every level present."""
-        order = torch.argsort(levels, stable=True)
-        counts = torch.bincount(levels).tolist()
-        return [
-            (level, index)
-            for level, index in enumerate(torch.split(order, counts))
-            if counts[level] > 0
-        ]
-
-    @staticmethod
-    def _gt_mask_windows(gt_instances, image_ids, gt_index, window_boxes, side):
-        """
-        Ground-truth masks of positive windows (``image_ids`` non-decreasing): each matched
-        object's mask cropped to its window box and resampled to side x side
-        (Tensor[P, side, side], bool).
-        """
-        gt = []
-        for i, count in enumerate(torch.bincount(image_ids).tolist()):
-            if count == 0:
-                continue
-            mine = torch.nonzero(image_ids == i).flatten()
-            gt_masks = gt_instances[i].gt_masks[gt_index[mine]]
-            gt.append(gt_masks.crop_and_resize(window_boxes[mine], side))
-        return cat(gt)
-
-    def _level_windows(self, mask_features, pred_masks, level, image_ids, ys, xs, anchor_ids):
-        """
-        Natural window logits of requested positions of one level, from the dense head outputs
-        or computed by the head: list over window ids of Tensor[n_a, S_out, S_out] or None.
-        """
-        if pred_masks is None:
-            return self.head.mask_windows(mask_features, level, image_ids, ys, xs, anchor_ids)
-        out: List[Optional[torch.Tensor]] = []
-        for a, dense in enumerate(pred_masks[level]):
-            sel = anchor_ids == a
-            if not bool(sel.any()):
-                out.append(None)
-                continue
-            side = self.head.window_side(level, a)
-            out.append(dense[image_ids[sel], :, ys[sel], xs[sel]].reshape(-1, side, side))
-        return out
-
-    def _windows_at(self, mask_features, pred_masks, image: int, window_idx, grid_sizes):
-        """Natural window logits of the windows ``window_idx`` of one image, as a list."""
-        unique, inverse = torch.unique(window_idx, return_inverse=True)
-        out: List[Optional[torch.Tensor]] = [None] * unique.numel()
-        if unique.numel() == 0:
-            return []
-        levels, ys, xs, anchor_ids = self.anchor_generator.locate(unique, grid_sizes)
-        for level, at_level in self._per_level(levels):
-            per_anchor = self._level_windows(
-                mask_features,
-                pred_masks,
-                level,
-                torch.full_like(at_level, image),
-                ys[at_level],
-                xs[at_level],
-                anchor_ids[at_level],
-            )
-            for a, pred in enumerate(per_anchor):
-                if pred is None:
-                    continue
-                for j, window in zip(at_level[anchor_ids[at_level] == a].tolist(), pred):
-                    out[j] = window
-        return [out[j] for j in inverse.tolist()]
+        return PositiveWindows(
+            image_ids=cat([torch.full_like(t.pos_indices, i) for i, t in enumerate(targets)]),
+            gt_index=cat([t.pos_gt for t in targets]),
+            boxes=windows[pos_indices],
+            locations=torch.stack(self.anchor_generator.locate(pos_indices, grid_sizes), dim=1),
+            normalizer=normalizer,
+        )
 
     # ---------------------------------------------------------------------------------------- #
     def forward_inference(self, images: ImageList, features, predictions):
@@ -394,33 +293,43 @@ class TensorMask(DenseDetector):
             ``scores``, ``pred_classes`` and, with masks, ``pred_window_boxes`` (Boxes) and
             ``pred_mask_windows`` (:class:`MaskWindows` of logits), pasted by :meth:`forward`.
         """
-        pred_logits, pred_deltas, pred_masks = predictions
+        pred_logits, pred_deltas = predictions
         grid_sizes, windows = self._grid_windows(features)
         K = self.num_classes
         logits = cat([permute_to_N_HWA_K(x, K) for x in pred_logits], dim=1)
         deltas = None
         if pred_deltas is not None:
             deltas = cat([permute_to_N_HWA_K(x, 4) for x in pred_deltas], dim=1)
-        mask_features = None
-        if self.mask_on and pred_masks is None:
-            mask_features = self.head.mask_features(features)
-        return [
-            self._inference_single_image(
-                i,
-                image_size,
-                mask_features,
-                logits[i],
-                None if deltas is None else deltas[i],
-                pred_masks,
-                windows,
-                grid_sizes,
+        candidates = [
+            self._candidates(
+                image_size, logits[i], None if deltas is None else deltas[i], windows, grid_sizes
             )
             for i, image_size in enumerate(images.image_sizes)
         ]
+        if self.nms_boxes == "mask":
+            # Mask-bb NMS (paper §A.4) needs the masks of all candidates.
+            self.mask_branch.predict(features, candidates)
+        detections = [self._nms(c) for c in candidates]
+        if self.mask_on and self.nms_boxes == "regressed":
+            self.mask_branch.predict(features, detections)
+        results = []
+        for det in detections:
+            result = Instances(det.image_size)
+            result.pred_boxes = det.pred_boxes
+            result.scores = det.scores
+            result.pred_classes = det.pred_classes
+            if self.mask_on:
+                result.pred_window_boxes = det.pred_window_boxes
+                result.pred_mask_windows = det.pred_mask_windows
+            results.append(result)
+        return results
 
-    def _inference_single_image(
-        self, image, image_size, mask_features, logits_i, deltas_i, pred_masks, windows, grid_sizes
-    ) -> Instances:
+    def _candidates(self, image_size, logits_i, deltas_i, windows, grid_sizes) -> Instances:
+        """
+        The top-scoring (window, class) pairs of one image: ``scores``, ``pred_classes``,
+        ``pred_window_boxes``, ``window_locations`` (Tensor[C, 4]: level, row, column, window
+        id) and, with regressed boxes, ``pred_boxes``.
+        """
         K = self.num_classes
         # Score threshold, then one top-k over all levels jointly (official).
         scores = logits_i.sigmoid().flatten()
@@ -432,34 +341,29 @@ class TensorMask(DenseDetector):
         candidates = candidates[order]
         window_idx, classes = candidates // K, candidates % K
         window_boxes = windows[window_idx]
-
-        mask_windows = None
+        result = Instances(image_size, scores=scores, pred_classes=classes)
+        result.pred_window_boxes = Boxes(window_boxes)
+        result.window_locations = torch.stack(
+            self.anchor_generator.locate(window_idx, grid_sizes), dim=1
+        )
         if self.nms_boxes == "regressed":
             boxes = self.box2box_transform.apply_deltas(deltas_i[window_idx], window_boxes)
-        else:
-            # Mask-bb NMS (paper §A.4) needs the masks of all candidates.
-            mask_windows = self._windows_at(
-                mask_features, pred_masks, image, window_idx, grid_sizes
-            )
-            boxes = mask_window_boxes(mask_windows, window_boxes)
-            nonempty = Boxes(boxes).nonempty()
-            boxes, scores, classes = boxes[nonempty], scores[nonempty], classes[nonempty]
-            window_idx, window_boxes = window_idx[nonempty], window_boxes[nonempty]
-            mask_windows = [w for w, k in zip(mask_windows, nonempty.tolist()) if k]
-        keep = batched_nms(boxes, scores, classes, self.test_nms_thresh)
-        keep = keep[: self.max_detections_per_image]
-
-        result = Instances(image_size)
-        result.pred_boxes = Boxes(boxes[keep])
-        result.scores = scores[keep]
-        result.pred_classes = classes[keep]
-        if self.mask_on:
-            if mask_windows is None:
-                kept_windows = self._windows_at(
-                    mask_features, pred_masks, image, window_idx[keep], grid_sizes
-                )
-            else:
-                kept_windows = [mask_windows[j] for j in keep.tolist()]
-            result.pred_window_boxes = Boxes(window_boxes[keep])
-            result.pred_mask_windows = MaskWindows(kept_windows)
+            result.pred_boxes = Boxes(boxes)
         return result
+
+    def _nms(self, candidates: Instances) -> Instances:
+        """The candidates of one image that NMS keeps, at most ``max_detections_per_image``."""
+        if self.nms_boxes == "mask":
+            boxes = mask_window_boxes(
+                candidates.pred_mask_windows.windows, candidates.pred_window_boxes.tensor
+            )
+            nonempty = Boxes(boxes).nonempty()
+            candidates = candidates[nonempty]
+            candidates.pred_boxes = Boxes(boxes[nonempty])
+        keep = batched_nms(
+            candidates.pred_boxes.tensor,
+            candidates.scores,
+            candidates.pred_classes,
+            self.test_nms_thresh,
+        )
+        return candidates[keep[: self.max_detections_per_image]]

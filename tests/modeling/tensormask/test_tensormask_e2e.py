@@ -220,6 +220,26 @@ class TestCompiledOps(unittest.TestCase):
         self.assertNotIn("tensormask_proj::swap_align2nat", ops.names)
 
 
+class TestMaskBranchInterface(unittest.TestCase):
+    def test_meta_architecture_calls_each_method_once(self):
+        # Training asks the mask branch for its loss, inference for the windows of the
+        # detections (or, with mask-bb NMS, of the candidates), once per batch of two images.
+        for variant in ("bipyramid", "box_head_mask_bb_nms"):
+            with self.subTest(variant=variant):
+                model = build(variant)
+                branch = model.mask_branch
+                with mock.patch.object(branch, "losses", wraps=branch.losses) as losses:
+                    with mock.patch.object(branch, "predict", wraps=branch.predict) as predict:
+                        model.train()(regular_and_empty_batch())
+                        self.assertEqual((losses.call_count, predict.call_count), (1, 0))
+                        model.eval()
+                        model.test_score_thresh = 0.0
+                        with torch.no_grad():
+                            out = model([make_input((96, 128), seed=12)] * 2)
+                        self.assertEqual((losses.call_count, predict.call_count), (1, 1))
+                self.assertGreater(len(out[1]["instances"]), 0)
+
+
 class TestRefusedCombinations(unittest.TestCase):
     def test_refused(self):
         cases = [
@@ -289,7 +309,7 @@ class TestSparseEqualsDense(unittest.TestCase):
                 if name.startswith("mask_"):
                     p.copy_(torch.randn(p.shape, generator=g) * 0.2)
         dense = copy.deepcopy(sparse)
-        dense.head.sparse_windows = False
+        dense.mask_branch.sparse_windows = False
         return sparse, dense
 
     def test_training(self):
@@ -341,42 +361,42 @@ class TestSparseEqualsDense(unittest.TestCase):
                     # probability were within float rounding of 0.5.
                     self.assertLessEqual(int((ms != md).sum()), ms.numel() // 100000)
 
-    def test_head_windows_at_every_position(self):
+    def test_mask_branch_windows_at_every_position(self):
         # Request every position of every level (the union region is the whole map) and single
         # corner / centre positions (crops clipped at the borders). In float64, so that the
         # comparison shows the computation is the same, not just close.
         for variant, norm in self.CASES:
             with self.subTest(variant=variant, norm=norm):
                 sparse, _ = self._pair(variant, norm)
-                head = sparse.head.double()
+                branch = sparse.double().mask_branch
                 g = torch.Generator().manual_seed(1)
                 sizes = [(24, 28), (12, 14), (6, 7), (3, 4), (2, 2)]
                 feats = [
                     torch.randn(2, 64, h, w, generator=g, dtype=torch.float64) for h, w in sizes
                 ]
                 with torch.no_grad():
-                    dense = head.dense_mask_windows(feats)
-                    mask_features = head.mask_features(feats)
+                    dense = branch.dense_mask_windows(feats)
+                    mask_features = branch.mask_features(feats)
                     for level, f in enumerate(feats):
                         h, w = f.shape[-2:]
-                        a = head.num_anchors
+                        a = branch.num_anchors
                         img = torch.arange(2).repeat_interleave(h * w * a)
                         pos = torch.arange(h * w * a).repeat(2)
                         ys, xs, aid = pos // a // w, pos // a % w, pos % a
-                        got = head.mask_windows(mask_features, level, img, ys, xs, aid)
-                        self._compare(head, dense, level, got, img, ys, xs, aid)
+                        got = branch.mask_windows(mask_features, level, img, ys, xs, aid)
+                        self._compare(branch, dense, level, got, img, ys, xs, aid)
                         for y, x in [(0, 0), (h - 1, w - 1), (h // 2, w // 2), (0, w - 1)]:
                             one = [torch.tensor([v]) for v in (1, y, x, a - 1)]
-                            got = head.mask_windows(mask_features, level, *one)
-                            self._compare(head, dense, level, got, *one)
+                            got = branch.mask_windows(mask_features, level, *one)
+                            self._compare(branch, dense, level, got, *one)
 
-    def _compare(self, head, dense, level, got, img, ys, xs, aid):
+    def _compare(self, branch, dense, level, got, img, ys, xs, aid):
         for a, windows in enumerate(got):
             sel = aid == a
             if not bool(sel.any()):
                 self.assertIsNone(windows)
                 continue
-            side = head.window_side(level, a)
+            side = branch.window_side(level, a)
             expected = dense[level][a][img[sel], :, ys[sel], xs[sel]].view(-1, side, side)
             torch.testing.assert_close(windows, expected, rtol=1e-10, atol=1e-10)
 
