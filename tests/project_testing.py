@@ -171,6 +171,18 @@ def train_and_evaluate(cfg, output_dir, train_mapper=None, test_mapper=None):
     return results, losses
 
 
+def assert_ap_above(test, results, bounds):
+    """
+    Every ``bounds`` entry ``"task/metric": bound`` (e.g. ``"segm/AP50": 8.9``) holds as
+    ``results[task][metric] > bound``; the measured values are printed first (``pytest -s``), so
+    that a run that fails still shows how far it got.
+    """
+    measured = {name: results[name.split("/")[0]][name.split("/")[1]] for name in bounds}
+    print("learning test:", {name: round(value, 2) for name, value in measured.items()})
+    for name, bound in bounds.items():
+        test.assertGreater(measured[name], bound, name)
+
+
 def _trainer_class(train_mapper=None, test_mapper=None):
     """:class:`Trainer`, its loaders built with ``train_mapper`` / ``test_mapper`` if given (each
     wrapped as the Trainer wraps its own, so errors name the image file)."""

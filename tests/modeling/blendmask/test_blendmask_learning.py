@@ -11,7 +11,7 @@ import tempfile
 import unittest
 
 import pytest
-from project_testing import shortened_schedule_opts, train_and_evaluate
+from project_testing import assert_ap_above, shortened_schedule_opts, train_and_evaluate
 
 from tensormask_proj.data import BlendMaskDatasetMapper
 
@@ -40,13 +40,13 @@ class TestBlendMaskLearns(unittest.TestCase):
             results, losses = train_and_evaluate(
                 cfg, output_dir, train_mapper=BlendMaskDatasetMapper(cfg, is_train=True)
             )
-        mask_ap, box_ap = results["segm"]["AP"], results["bbox"]["AP"]
-        mask_ap50 = results["segm"]["AP50"]
         first, last = losses[:20], losses[-20:]
         self.assertLess(sum(last) / len(last), 0.6 * sum(first) / len(first))
-        self.assertGreater(mask_ap, MIN_MASK_AP)
-        self.assertGreater(mask_ap50, MIN_MASK_AP50)
-        self.assertGreater(box_ap, MIN_BOX_AP)
+        assert_ap_above(
+            self,
+            results,
+            {"segm/AP": MIN_MASK_AP, "segm/AP50": MIN_MASK_AP50, "bbox/AP": MIN_BOX_AP},
+        )
 
 
 if __name__ == "__main__":

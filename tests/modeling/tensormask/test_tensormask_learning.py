@@ -12,7 +12,7 @@ import tempfile
 import unittest
 
 import pytest
-from project_testing import shortened_schedule_opts, train_and_evaluate
+from project_testing import assert_ap_above, shortened_schedule_opts, train_and_evaluate
 
 from .tensormask_testing import CONFIG_DIR, QUICK_CONFIG, tensormask_cfg
 
@@ -36,11 +36,11 @@ class TestLearning(unittest.TestCase):
         cfg = tensormask_cfg(QUICK_CONFIG, shortened_schedule_opts(QUICK_CONFIG, LEARNING_ITERS))
         with tempfile.TemporaryDirectory() as output_dir:
             results, _ = train_and_evaluate(cfg, output_dir)
-        mask_ap, box_ap = results["segm"]["AP"], results["bbox"]["AP"]
-        mask_ap50 = results["segm"]["AP50"]
-        self.assertGreater(mask_ap, MIN_MASK_AP)
-        self.assertGreater(mask_ap50, MIN_MASK_AP50)
-        self.assertGreater(box_ap, MIN_BOX_AP)
+        assert_ap_above(
+            self,
+            results,
+            {"segm/AP": MIN_MASK_AP, "segm/AP50": MIN_MASK_AP50, "bbox/AP": MIN_BOX_AP},
+        )
 
 
 MICROCONTROLLER_CONFIG = os.path.join(
@@ -63,9 +63,11 @@ class TestLearningRealPhotos(unittest.TestCase):
         cfg = tensormask_cfg(MICROCONTROLLER_CONFIG, opts + ["SEED", 0])
         with tempfile.TemporaryDirectory() as output_dir:
             results, _ = train_and_evaluate(cfg, output_dir)
-        print("microcontroller_val:", {t: round(results[t]["AP"], 2) for t in ("segm", "bbox")})
-        self.assertGreater(results["segm"]["AP"], MIN_MICROCONTROLLER_MASK_AP)
-        self.assertGreater(results["bbox"]["AP"], MIN_MICROCONTROLLER_BOX_AP)
+        assert_ap_above(
+            self,
+            results,
+            {"segm/AP": MIN_MICROCONTROLLER_MASK_AP, "bbox/AP": MIN_MICROCONTROLLER_BOX_AP},
+        )
 
 
 if __name__ == "__main__":
