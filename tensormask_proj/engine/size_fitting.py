@@ -215,8 +215,9 @@ def _scaled_sizes(reference: Sequence[Sequence[float]], first: int) -> List[List
 def fit_window_sizes(cfg: CfgNode, dataset_dicts: Sequence[Dict]) -> WindowFit:
     """
     TensorMask's window sizes for ``dataset_dicts``: the config's SIZES scaled so that their
-    finest window is a multiple of the finest stride (2 to MAX_MULTIPLE strides), chosen by, in
-    order: the fewest objects without a positive window, the finest level used, the most
+    finest window is 2 to MAX_MULTIPLE finest strides, keeping only the scalings where every
+    finest-level window is a whole number of strides (the mask heads' window side V), chosen by,
+    in order: the fewest objects without a positive window, the finest level used, the most
     positive windows, the smallest windows.
 
     The number of positives peaks where the windows match the objects: smaller windows stop
@@ -233,10 +234,15 @@ def fit_window_sizes(cfg: CfgNode, dataset_dicts: Sequence[Dict]) -> WindowFit:
             f"MODEL.ANCHOR_GENERATOR.SIZES has {len(reference)} levels, "
             f"MODEL.TENSOR_MASK.IN_FEATURES {len(cfg.MODEL.TENSOR_MASK.IN_FEATURES)}"
         )
-    stride = _tensormask_strides(cfg)[0]
+    strides = _tensormask_strides(cfg)
     best_key, best, worse_in_a_row = None, None, 0
     for multiple in range(2, MAX_MULTIPLE + 1):
-        fit = evaluate_window_sizes(cfg, images, _scaled_sizes(reference, multiple * stride))
+        sizes = _scaled_sizes(reference, multiple * strides[0])
+        try:
+            TensorMaskAnchorGenerator.window_cells(sizes, strides)
+        except ValueError:  # e.g. 44/66 px from 32/48 px: 66 px is 16.5 cells of 4 px
+            continue
+        fit = evaluate_window_sizes(cfg, images, sizes)
         key = (fit.unassigned, int(fit.by_level[0].sum() == 0), -int(fit.by_level.sum()))
         if best_key is None or key < best_key:
             best_key, best, worse_in_a_row = key, fit, 0

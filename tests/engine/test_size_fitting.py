@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from detectron2.data import DatasetCatalog
 from detectron2.data.transforms import ResizeShortestEdge
-from project_testing import project_cfg
+from detectron2.modeling import build_model
+from project_testing import CONFIG_DIR, project_cfg
 
 from tensormask_proj.engine import (
     count_positive_windows,
@@ -41,6 +42,10 @@ from .workflow_helpers import (
     load_script,
     register_in_process,
     unregister_in_process,
+)
+
+MICROCONTROLLER_CONFIG = os.path.join(
+    CONFIG_DIR, "quick_schedules", "tensormask_R_18_GN_FPN_microcontroller.yaml"
 )
 
 
@@ -125,6 +130,8 @@ class TestTensorMaskWindows(unittest.TestCase):
             with self.subTest(side=side):
                 self.assertEqual(fit.unassigned, 0)
                 self.assertGreater(int(fit.by_level[0].sum()), 0, "the finest level is used")
+                # Every finest window is a whole number of 4 px cells: the model accepts them.
+                self.assertEqual([s % 4 for s in fit.sizes[0]], [0, 0])
                 # The quick config's ratios: 1.5 inside a level, x2 per level.
                 for level, nxt in zip(fit.sizes, fit.sizes[1:]):
                     self.assertAlmostEqual(level[1] / level[0], 1.5, delta=0.1)
@@ -155,6 +162,16 @@ class TestTensorMaskWindows(unittest.TestCase):
         cfg = project_cfg(TENSORMASK_CONFIG)
         fit = fit_window_sizes(cfg, DatasetCatalog.get("shapes_train"))
         self.assertEqual(fit.sizes, [list(s) for s in cfg.MODEL.ANCHOR_GENERATOR.SIZES])
+
+    def test_fitted_windows_build_the_model_on_the_real_photos(self):
+        # The photos' boards fit best at 44/66 px, which is not whole 4 px cells (66 = 16.5 x 4):
+        # the fit keeps to sizes the mask heads accept, and the model builds with them.
+        cfg = project_cfg(MICROCONTROLLER_CONFIG)
+        fit = fit_window_sizes(cfg, DatasetCatalog.get("microcontroller_train"))
+        self.assertEqual(fit.unassigned, 0)
+        self.assertEqual([s % 4 for s in fit.sizes[0]], [0, 0])
+        fitted = project_cfg(MICROCONTROLLER_CONFIG, ["MODEL.ANCHOR_GENERATOR.SIZES", fit.sizes])
+        build_model(fitted)
 
     def test_no_objects(self):
         cfg = project_cfg(TENSORMASK_CONFIG)
