@@ -238,7 +238,8 @@ def fit_window_sizes(cfg: CfgNode, dataset_dicts: Sequence[Dict]) -> WindowFit:
     best_key, best, worse_in_a_row = None, None, 0
     for multiple in range(2, MAX_MULTIPLE + 1):
         sizes = _scaled_sizes(reference, multiple * strides[0])
-        try:
+        try:  # the sizes the model accepts: per level x stride ratio, whole cells of a stride
+            TensorMaskAnchorGenerator(sizes=sizes, strides=strides)
             TensorMaskAnchorGenerator.window_cells(sizes, strides)
         except ValueError:  # e.g. 44/66 px from 32/48 px: 66 px is 16.5 cells of 4 px
             continue
@@ -250,6 +251,13 @@ def fit_window_sizes(cfg: CfgNode, dataset_dicts: Sequence[Dict]) -> WindowFit:
             worse_in_a_row += 1
             if worse_in_a_row == PATIENCE:  # past the peak
                 break
+    if best is None:
+        raise ValueError(
+            f"MODEL.ANCHOR_GENERATOR.SIZES {[list(s) for s in reference]}: no scaling of these "
+            f"windows (finest 2 to {MAX_MULTIPLE} strides of {strides[0]} px) makes every "
+            "finest-level window a whole number of strides with every level x2 the one below; give "
+            "sizes whose ratios allow it"
+        )
     return best
 
 

@@ -173,6 +173,16 @@ class TestTensorMaskWindows(unittest.TestCase):
         fitted = project_cfg(MICROCONTROLLER_CONFIG, ["MODEL.ANCHOR_GENERATOR.SIZES", fit.sizes])
         build_model(fitted)
 
+    def test_fit_keeps_to_sizes_the_model_accepts(self):
+        # Ratio 45.1 / 32 inside a level: most scalings round to sizes that do not double per
+        # level or are not whole 4 px cells; the fit keeps one that builds.
+        odd = [[32, 45.1], [64, 90.2], [128, 180.4], [256, 360.8], [512, 721.6]]
+        cfg = project_cfg(TENSORMASK_CONFIG, ["MODEL.ANCHOR_GENERATOR.SIZES", odd])
+        fit = fit_window_sizes(cfg, _dicts(40))
+        self.assertEqual(fit.unassigned, 0)
+        self.assertEqual([s % 4 for s in fit.sizes[0]], [0, 0])
+        build_model(project_cfg(TENSORMASK_CONFIG, ["MODEL.ANCHOR_GENERATOR.SIZES", fit.sizes]))
+
     def test_no_objects(self):
         cfg = project_cfg(TENSORMASK_CONFIG)
         with self.assertRaisesRegex(ValueError, "no object to fit"):
